@@ -1,0 +1,112 @@
+"""Typed errors raised by MemSwarm.
+
+Every error derives from :class:`MemSwarmError`; errors about bad input also derive from the
+built-in exception a Python user would expect (``ValueError`` or ``TypeError``), so existing
+``except ValueError`` code keeps working.
+"""
+
+from __future__ import annotations
+
+
+class MemSwarmError(Exception):
+    """Base class of every MemSwarm error."""
+
+
+# --- bad input ---------------------------------------------------------------------------------
+
+
+class InvalidInputError(MemSwarmError, ValueError):
+    """An argument cannot be accepted; nothing was written."""
+
+
+class InvalidIdError(InvalidInputError):
+    """An id is empty, not a string, or otherwise unusable."""
+
+
+class InvalidScopeError(InvalidInputError, TypeError):
+    """A scope name is unknown (only ``agent_id``, ``group_id`` and ``context_id`` exist)."""
+
+
+class InvalidValueError(InvalidInputError, TypeError):
+    """A value or metadata cannot be encoded (msgpack cannot carry it, or a key is not a string)."""
+
+
+class ValueTooLargeError(InvalidInputError):
+    """An encoded value is larger than the configured limit."""
+
+
+# --- conflicts -----------------------------------------------------------------------------------
+
+
+class ConflictError(MemSwarmError):
+    """A write was refused because the log moved on since the caller last looked."""
+
+
+class VersionConflictError(ConflictError):
+    """An update or delete named a version that is no longer the memory's current one."""
+
+    def __init__(self, memory_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"memory {memory_id!r} is at version {actual}, not the expected {expected}"
+        )
+        self.memory_id = memory_id
+        self.expected = expected
+        self.actual = actual
+
+
+class HeadConflictError(ConflictError):
+    """An append named an expected head position that is no longer the log's head."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"log head is {actual}, not the expected {expected}")
+        self.expected = expected
+        self.actual = actual
+
+
+class IdempotencyError(ConflictError):
+    """An ``event_id`` was reused for a different event, or a batch was partly recorded."""
+
+
+# --- lookups -------------------------------------------------------------------------------------
+
+
+class NotFoundError(MemSwarmError, LookupError):
+    """Something asked for does not exist."""
+
+
+class MemoryNotFoundError(NotFoundError, KeyError):
+    """No live memory has this id (it never existed, or it was deleted)."""
+
+    def __init__(self, memory_id: str) -> None:
+        super().__init__(f"no memory {memory_id!r}")
+        self.memory_id = memory_id
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0])
+
+
+# --- storage ------------------------------------------------------------------------------------
+
+
+class StorageError(MemSwarmError):
+    """A log store or read model failed or holds something it should not."""
+
+
+class CorruptLogError(StorageError):
+    """The log's storage is damaged, or is not a MemSwarm log at all."""
+
+
+class ForeignStoreError(CorruptLogError):
+    """The storage exists but belongs to something else (another schema, another program)."""
+
+
+class IntegrityError(StorageError):
+    """The hash chain or the order of the log does not verify."""
+
+    def __init__(self, message: str, position: int | None = None) -> None:
+        super().__init__(message)
+        self.position = position
+
+
+class ClosedError(MemSwarmError):
+    """The memory, log or read model was closed."""

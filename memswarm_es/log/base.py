@@ -1,0 +1,187 @@
+"""The :class:`EventLog` interface: what projectors, replay, audit and the facade build on."""
+
+from __future__ import annotations
+
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import IdempotencyError, IntegrityError, VersionConflictError
+from ..events import GENESIS_HASH, Event, NewEvent, seal
+from ..scopes import Scope
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """The head of a log: its position and the hash of the event there."""
+
+    position: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events to read: every part that is set must match (AND)."""
+
+    scope: Scope = field(default_factory=Scope)
+    memory_id: str | None = None
+    actor: str | None = None
+    since_us: int | None = None  # recorded_at >= since
+    until_us: int | None = None  # recorded_at < until
+
+    def matches(self, event: Event) -> bool:
+        return (
+            self.scope.matches(event.scope)
+            and (self.memory_id is None or event.memory_id == self.memory_id)
+            and (self.actor is None or event.actor == self.actor)
+            and (self.since_us is None or event.recorded_at_us >= self.since_us)
+            and (self.until_us is None or event.recorded_at_us < self.until_us)
+        )
+
+
+class EventLog(ABC):
+    """An append-only, totally ordered log of events with gapless positions from 1.
+
+    Implementations guarantee: a batch append is atomic; positions become visible in order; an
+    ``event_id`` already recorded is returned as it was, not appended again; ``(memory_id,
+    version)`` is unique, so two writers cannot both make version N of one memory.
+    """
+
+    def __init__(self) -> None:
+        self._appended = threading.Condition()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def append(self, events: Sequence[NewEvent], expected_head: int | None = None) -> list[Event]:
+        """Record ``events`` atomically and return them as recorded.
+
+        Raises :class:`HeadConflictError` if ``expected_head`` is given and is not the head,
+        :class:`VersionConflictError` if a ``(memory_id, version)`` is taken, and
+        :class:`IdempotencyError` if an ``event_id`` was used for another event or only part of
+        the batch is already recorded.
+        """
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @abstractmethod
+    def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        """Events with ``position > after`` in order, at most ``limit`` of them."""
+
+    @abstractmethod
+    def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
+              reverse: bool = False) -> list[Event]:
+        """Events matching ``where`` with ``position > after``, newest first when ``reverse``."""
+
+    @abstractmethod
+    def head(self) -> int:
+        """Position of the last recorded event (0 when empty)."""
+
+    @abstractmethod
+    def digest(self) -> Digest:
+        """Head position and hash."""
+
+    def close(self) -> None:
+        """Release resources; the default holds none."""
+
+    # --- derived -------------------------------------------------------------------------------
+
+    def iter_events(self, after: int = 0, batch_size: int = 1000,
+                    until: int | None = None) -> Iterator[list[Event]]:
+        """Batches of events after ``after`` (up to ``until`` inclusive, if given)."""
+        while True:
+            batch = self.read(after, batch_size)
+            if until is not None:
+                batch = [e for e in batch if e.position <= until]
+            if not batch:
+                return
+            yield batch
+            after = batch[-1].position
+            if len(batch) < batch_size or (until is not None and after >= until):
+                return
+
+    def latest(self, memory_id: str) -> Event | None:
+        """The last event of one memory, or ``None``."""
+        found = self.query(EventFilter(memory_id=memory_id), reverse=True, limit=1)
+        return found[0] if found else None
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until an event after ``after`` exists or ``timeout`` passes; True if one does.
+
+        Appends from this process wake waiters at once; appends from other processes are seen
+        by polling with a backoff of at most 50 ms.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            if self.head() > after:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            with self._appended:
+                self._appended.wait(min(delay, left))
+            delay = min(delay * 2, 0.05)
+
+    def verify(self, batch_size: int = 5000) -> int:
+        """Walk the hash chain from the start; return the head, or raise :class:`IntegrityError`."""
+        prev_hash = GENESIS_HASH
+        expected = 1
+        for batch in self.iter_events(0, batch_size):
+            for event in batch:
+                if event.position != expected:
+                    raise IntegrityError(
+                        f"position {expected} is missing or out of order", expected)
+                if event.expected_hash(prev_hash) != event.hash:
+                    raise IntegrityError(f"event at position {expected} does not verify",
+                                         expected)
+                prev_hash = event.hash
+                expected += 1
+        return expected - 1
+
+    def _notify(self) -> None:
+        with self._appended:
+            self._appended.notify_all()
+
+
+def seal_batch(events: Sequence[NewEvent], head: int, head_hash: bytes, head_time_us: int,
+               now_us: int) -> list[Event]:
+    """Give each new event its position, a time never before its predecessor's, and its hash."""
+    recorded_at = max(now_us, head_time_us)
+    sealed = []
+    for offset, new in enumerate(events, start=1):
+        event = seal(new, head + offset, recorded_at, head_hash)
+        head_hash = event.hash
+        sealed.append(event)
+    return sealed
+
+
+def check_batch(events: Sequence[NewEvent]) -> None:
+    """Refuse a batch that names one event_id or one (memory_id, version) twice."""
+    ids = [e.event_id for e in events]
+    if len(set(ids)) != len(ids):
+        raise IdempotencyError("a batch names the same event_id twice")
+    versions = [(e.memory_id, e.version) for e in events if e.memory_id is not None]
+    if len(set(versions)) != len(versions):
+        memory_id, version = next(v for v in versions if versions.count(v) > 1)
+        assert version is not None
+        raise VersionConflictError(memory_id, version - 1, version)
+
+
+def resolve_retry(events: Sequence[NewEvent], recorded: dict[str, Event]) -> list[Event] | None:
+    """Decide what an append does about event_ids that are already recorded.
+
+    Returns the recorded events when the whole batch is a retry, ``None`` when none of it is
+    recorded, and raises :class:`IdempotencyError` for a partial or mismatched retry.
+    """
+    if not recorded:
+        return None
+    if len(recorded) != len(events):
+        raise IdempotencyError(
+            f"{len(recorded)} of {len(events)} event_ids in this batch are already recorded")
+    for new in events:
+        if not new.same_as(recorded[new.event_id]):
+            raise IdempotencyError(f"event_id {new.event_id!r} was recorded for another event")
+    return [recorded[e.event_id] for e in events]

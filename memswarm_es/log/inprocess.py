@@ -1,0 +1,84 @@
+"""An event log held in this process's memory: for tests, demos and ephemeral swarms."""
+
+from __future__ import annotations
+
+import bisect
+import threading
+from collections.abc import Sequence
+
+from ..errors import HeadConflictError, VersionConflictError
+from ..events import GENESIS_HASH, Event, NewEvent, now_micros
+from .base import Digest, EventFilter, EventLog, check_batch, resolve_retry, seal_batch
+
+
+class InProcessLog(EventLog):
+    """A list of events with dictionaries for the lookups the SQL log answers with indexes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.RLock()
+        self._events: list[Event] = []
+        self._by_id: dict[str, Event] = {}
+        self._versions: dict[str, int] = {}  # memory_id -> highest recorded version
+        self._by_memory: dict[str, list[Event]] = {}
+
+    def append(self, events: Sequence[NewEvent], expected_head: int | None = None) -> list[Event]:
+        if not events:
+            return []
+        check_batch(events)
+        with self._lock:
+            known = {e.event_id: self._by_id[e.event_id] for e in events
+                     if e.event_id in self._by_id}
+            retry = resolve_retry(events, known)
+            if retry is not None:
+                return retry
+            head = len(self._events)
+            if expected_head is not None and expected_head != head:
+                raise HeadConflictError(expected_head, head)
+            for new in events:
+                if new.memory_id is not None and new.version is not None:
+                    current = self._versions.get(new.memory_id, 0)
+                    if new.version <= current:
+                        raise VersionConflictError(new.memory_id, new.version - 1, current)
+            last = self._events[-1] if self._events else None
+            sealed = seal_batch(events, head, last.hash if last else GENESIS_HASH,
+                                last.recorded_at_us if last else 0, now_micros())
+            for event in sealed:
+                self._events.append(event)
+                self._by_id[event.event_id] = event
+                if event.memory_id is not None and event.version is not None:
+                    self._versions[event.memory_id] = event.version
+                    self._by_memory.setdefault(event.memory_id, []).append(event)
+        self._notify()
+        return sealed
+
+    def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        with self._lock:
+            end = None if limit is None else max(after, 0) + limit
+            return self._events[max(after, 0):end]
+
+    def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
+              reverse: bool = False) -> list[Event]:
+        with self._lock:
+            if where.memory_id is not None:
+                source = self._by_memory.get(where.memory_id, [])
+            else:
+                source = self._events
+            start = bisect.bisect_right(source, after, key=lambda e: e.position)
+            candidates = reversed(source[start:]) if reverse else iter(source[start:])
+            found = []
+            for event in candidates:
+                if where.matches(event):
+                    found.append(event)
+                    if limit is not None and len(found) >= limit:
+                        break
+            return found
+
+    def head(self) -> int:
+        return len(self._events)
+
+    def digest(self) -> Digest:
+        with self._lock:
+            if not self._events:
+                return Digest(0, GENESIS_HASH)
+            return Digest(len(self._events), self._events[-1].hash)

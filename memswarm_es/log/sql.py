@@ -1,0 +1,262 @@
+"""The event log on SQLAlchemy Core: SQLite by default (WAL), PostgreSQL where one machine is not
+enough.
+
+Appends are serialized (``BEGIN IMMEDIATE`` on SQLite, a transaction-scoped advisory lock on
+PostgreSQL), and each append assigns ``head + 1 ...`` inside that lock, so positions are gapless
+and commit in order: a reader can never see position N+1 before N.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import (
+    CorruptLogError,
+    ForeignStoreError,
+    HeadConflictError,
+    StorageError,
+    VersionConflictError,
+)
+from ..events import GENESIS_HASH, Event, NewEvent, now_micros
+from ..scopes import Scope
+from .base import Digest, EventFilter, EventLog, check_batch, resolve_retry, seal_batch
+
+FORMAT = "memswarm-eventlog"
+FORMAT_VERSION = "1"
+_ADVISORY_LOCK_KEY = 0x6D656D73  # "mems"
+_IN_CHUNK = 500  # ids per IN (...) clause
+
+
+def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+    metadata = sa.MetaData()
+    meta = sa.Table(
+        f"{prefix}meta", metadata,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("value", sa.String(256), nullable=False),
+    )
+    events = sa.Table(
+        f"{prefix}events", metadata,
+        sa.Column("position", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                  primary_key=True, autoincrement=False),
+        sa.Column("event_id", sa.String(512), nullable=False, unique=True),
+        sa.Column("type", sa.String(512), nullable=False),
+        sa.Column("agent_id", sa.String(512)),
+        sa.Column("group_id", sa.String(512)),
+        sa.Column("context_id", sa.String(512)),
+        sa.Column("actor", sa.String(512), nullable=False),
+        sa.Column("memory_id", sa.String(512)),
+        sa.Column("version", sa.Integer),
+        sa.Column("recorded_at", sa.BigInteger, nullable=False),
+        sa.Column("schema", sa.SmallInteger, nullable=False),
+        sa.Column("payload", sa.LargeBinary),
+        sa.Column("payload_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("hash", sa.LargeBinary(32), nullable=False),
+        sa.UniqueConstraint("memory_id", "version", name=f"{prefix}memory_version"),
+    )
+    for column in ("agent_id", "group_id", "context_id", "actor", "recorded_at"):
+        sa.Index(f"{prefix}events_{column}", events.c[column], events.c.position)
+    return metadata, meta, events
+
+
+def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" hook choose the BEGIN statement (the pysqlite recipe).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 60000")
+    cursor.close()
+
+
+def _on_sqlite_begin(conn: Connection) -> None:
+    mode = "IMMEDIATE" if conn.get_execution_options().get("memswarm_write") else "DEFERRED"
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+class SQLEventLog(EventLog):
+    """An :class:`EventLog` in one SQL table.
+
+    ``url`` is any SQLAlchemy URL; ``sqlite:///path.db`` (the default) and
+    ``postgresql+psycopg://...`` are tested. ``synchronous`` sets SQLite's durability: ``FULL``
+    (default) survives power loss, ``NORMAL`` survives a crashed process and is faster.
+    """
+
+    def __init__(self, url: str = "sqlite:///memswarm.db", *, table_prefix: str = "memswarm_",
+                 synchronous: str = "FULL", engine: Engine | None = None) -> None:
+        super().__init__()
+        if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
+            raise ValueError(f"unknown synchronous mode {synchronous!r}")
+        self.url = url
+        self._engine = engine or sa.create_engine(url)
+        self._dialect = self._engine.dialect.name
+        if self._dialect == "sqlite":
+            sa_event.listen(self._engine, "connect", _on_sqlite_connect)
+            sa_event.listen(self._engine, "begin", _on_sqlite_begin)
+            self._synchronous = synchronous.upper()
+            sa_event.listen(self._engine, "connect", self._set_pragmas)
+        self._writer = self._engine.execution_options(memswarm_write=True)
+        self._lock = threading.Lock()
+        self._metadata, self._meta, self._events = _tables(table_prefix)
+        self._open()
+
+    # --- setup -------------------------------------------------------------------------------
+
+    def _set_pragmas(self, dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute(f"PRAGMA synchronous = {self._synchronous}")
+        cursor.close()
+
+    def _open(self) -> None:
+        """Create the tables in an empty database, or check that an existing one is ours."""
+        try:
+            with self._writer.begin() as conn:
+                names = set(sa.inspect(conn).get_table_names())
+                if self._meta.name not in names:
+                    if self._events.name in names or (names and self._dialect == "sqlite"):
+                        raise ForeignStoreError(
+                            f"{self.url}: holds tables {sorted(names)} but no {self._meta.name}; "
+                            "not a MemSwarm log")
+                    self._metadata.create_all(conn)
+                    conn.execute(sa.insert(self._meta), [
+                        {"key": "format", "value": FORMAT},
+                        {"key": "format_version", "value": FORMAT_VERSION},
+                    ])
+                    return
+                found = dict(conn.execute(sa.select(self._meta.c.key, self._meta.c.value)).all())
+                if found.get("format") != FORMAT:
+                    raise ForeignStoreError(f"{self.url}: {self._meta.name} is not a MemSwarm log")
+                if found.get("format_version") != FORMAT_VERSION:
+                    raise ForeignStoreError(
+                        f"{self.url}: log format {found.get('format_version')} is not supported")
+                if self._events.name not in names:
+                    raise CorruptLogError(f"{self.url}: table {self._events.name} is missing")
+        except sa.exc.DatabaseError as exc:
+            self._engine.dispose()
+            raise CorruptLogError(f"{self.url}: cannot open as a MemSwarm log: {exc.orig}") from exc
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def append(self, events: Sequence[NewEvent], expected_head: int | None = None) -> list[Event]:
+        if not events:
+            return []
+        check_batch(events)
+        with self._lock:
+            try:
+                with self._writer.begin() as conn:
+                    if self._dialect == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
+                                     {"key": _ADVISORY_LOCK_KEY})
+                    retry = resolve_retry(events, self._recorded(conn, events))
+                    if retry is not None:
+                        return retry
+                    last = conn.execute(
+                        sa.select(self._events.c.position, self._events.c.hash,
+                                  self._events.c.recorded_at)
+                        .order_by(self._events.c.position.desc()).limit(1)
+                    ).first()
+                    head = last.position if last else 0
+                    if expected_head is not None and expected_head != head:
+                        raise HeadConflictError(expected_head, head)
+                    sealed = seal_batch(events, head, last.hash if last else GENESIS_HASH,
+                                        last.recorded_at if last else 0, now_micros())
+                    conn.execute(sa.insert(self._events), [_row(e) for e in sealed])
+            except sa.exc.IntegrityError as exc:
+                raise self._explain_conflict(events) from exc
+            except sa.exc.OperationalError as exc:
+                raise StorageError(f"append failed: {exc.orig}") from exc
+        self._notify()
+        return sealed
+
+    def _recorded(self, conn: Connection, events: Sequence[NewEvent]) -> dict[str, Event]:
+        ids = [e.event_id for e in events]
+        found: dict[str, Event] = {}
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start:start + _IN_CHUNK]
+            rows = conn.execute(sa.select(self._events).where(self._events.c.event_id.in_(chunk)))
+            found.update((row.event_id, _event(row)) for row in rows)
+        return found
+
+    def _explain_conflict(self, events: Sequence[NewEvent]) -> Exception:
+        """After a unique-constraint failure, name the (memory_id, version) that was taken."""
+        with self._engine.connect() as conn:
+            for new in events:
+                if new.memory_id is None or new.version is None:
+                    continue
+                current = conn.execute(
+                    sa.select(sa.func.max(self._events.c.version))
+                    .where(self._events.c.memory_id == new.memory_id)
+                ).scalar() or 0
+                if new.version <= current:
+                    return VersionConflictError(new.memory_id, new.version - 1, current)
+        return StorageError("append violated a unique constraint")
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
+        stmt = (sa.select(self._events).where(self._events.c.position > after)
+                .order_by(self._events.c.position))
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._engine.connect() as conn:
+            return [_event(row) for row in conn.execute(stmt)]
+
+    def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
+              reverse: bool = False) -> list[Event]:
+        t = self._events
+        conditions = [t.c.position > after]
+        conditions += [t.c[name] == value for name, value in where.scope.parts()]
+        if where.memory_id is not None:
+            conditions.append(t.c.memory_id == where.memory_id)
+        if where.actor is not None:
+            conditions.append(t.c.actor == where.actor)
+        if where.since_us is not None:
+            conditions.append(t.c.recorded_at >= where.since_us)
+        if where.until_us is not None:
+            conditions.append(t.c.recorded_at < where.until_us)
+        order = t.c.position.desc() if reverse else t.c.position
+        stmt = sa.select(t).where(*conditions).order_by(order)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        with self._engine.connect() as conn:
+            return [_event(row) for row in conn.execute(stmt)]
+
+    def head(self) -> int:
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.max(self._events.c.position))).scalar() or 0
+
+    def digest(self) -> Digest:
+        with self._engine.connect() as conn:
+            row = conn.execute(
+                sa.select(self._events.c.position, self._events.c.hash)
+                .order_by(self._events.c.position.desc()).limit(1)
+            ).first()
+        return Digest(row.position, row.hash) if row else Digest(0, GENESIS_HASH)
+
+
+def _row(event: Event) -> dict[str, Any]:
+    return {
+        "position": event.position, "event_id": event.event_id, "type": event.type,
+        "agent_id": event.scope.agent_id, "group_id": event.scope.group_id,
+        "context_id": event.scope.context_id, "actor": event.actor,
+        "memory_id": event.memory_id, "version": event.version,
+        "recorded_at": event.recorded_at_us, "schema": event.schema, "payload": event.payload,
+        "payload_hash": event.payload_hash, "hash": event.hash,
+    }
+
+
+def _event(row: Any) -> Event:
+    return Event(
+        position=row.position, event_id=row.event_id, type=row.type,
+        scope=Scope(row.agent_id, row.group_id, row.context_id), actor=row.actor,
+        memory_id=row.memory_id, version=row.version, recorded_at_us=row.recorded_at,
+        payload=None if row.payload is None else bytes(row.payload),
+        payload_hash=bytes(row.payload_hash), hash=bytes(row.hash), schema=row.schema,
+    )

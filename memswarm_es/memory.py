@@ -1,0 +1,279 @@
+"""The facade: one class that ties a log and a read model into a shared memory, and the seed's
+names, which only choose the log and the read model.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from projections.base import ReadModel
+from projections.fold import MemoryEntry
+from projections.in_memory import InMemoryReadModel
+from projections.projector import Progress, Projector
+
+from .errors import (
+    InvalidScopeError,
+    InvalidValueError,
+    MemoryNotFoundError,
+    ValueTooLargeError,
+    VersionConflictError,
+)
+from .events import MEMORY_EVENT_TYPES, EventType, NewEvent, encode, from_micros, new_id
+from .log.base import EventFilter, EventLog
+from .log.inprocess import InProcessLog
+from .log.sql import SQLEventLog
+from .scopes import SCOPE_NAMES, Scope, check_id
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_VALUE_BYTES = 1 << 20
+_UNSET: Any = object()
+_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryVersion:
+    """One version of a memory in its history, with the event that made it."""
+
+    memory_id: str
+    version: int
+    type: str
+    value: Any
+    metadata: dict[str, Any] | None
+    actor: str
+    position: int
+    event_id: str
+    recorded_at_us: int
+
+    @property
+    def recorded_at(self) -> datetime:
+        return from_micros(self.recorded_at_us)
+
+    @property
+    def deleted(self) -> bool:
+        return self.type == EventType.MEMORY_DELETED
+
+
+class SharedMemory:
+    """A shared memory: writes become events in ``log``; reads come from ``read_model``.
+
+    The read model is caught up before every read and after every write, so a write is visible
+    to a read from the same process as soon as it returns, and writes made by other processes
+    to the same log are seen by the next read. Thread-safe.
+    """
+
+    def __init__(self, log: EventLog, read_model: ReadModel, *,
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES, batch_size: int = 1000) -> None:
+        if max_value_bytes < 1:
+            raise ValueError("max_value_bytes must be positive")
+        self.log = log
+        self.read_model = read_model
+        self.max_value_bytes = max_value_bytes
+        self.projector = Projector(log, read_model, batch_size)
+        self.projector.catch_up()
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def write_scope(self, value: Any, metadata: Mapping[str, Any] | None = None,
+                    context_id: str | None = None, *, actor: str | None = None,
+                    event_id: str | None = None) -> str:
+        """Write a new memory and return its ``memory_id``.
+
+        ``metadata`` may carry the scopes ``agent_id`` and ``group_id`` (and ``context_id``);
+        the rest is kept as the memory's metadata. ``actor`` (who writes) defaults to the
+        ``agent_id``. Giving the same ``event_id`` again returns the first write's memory id
+        and writes nothing.
+        """
+        scope_ids, extra = _split_metadata(metadata)
+        if context_id is not None:
+            if scope_ids.get("context_id", context_id) != context_id:
+                raise InvalidScopeError("context_id given twice with different values")
+            scope_ids["context_id"] = context_id
+        scope = Scope(**scope_ids)
+        # A memory's id is the event_id of its write, so a retried write finds the same memory.
+        memory_id = check_id(event_id, "event_id") if event_id is not None else new_id()
+        new = self._new_event(
+            EventType.MEMORY_WRITTEN, scope, actor or scope.agent_id or "anonymous",
+            {"value": value, "metadata": extra}, memory_id=memory_id, version=1,
+            event_id=memory_id,
+        )
+        recorded = self._append(new)
+        return recorded.memory_id  # type: ignore[return-value]
+
+    def update(self, memory_id: str, value: Any = _UNSET,
+               metadata: Mapping[str, Any] | None = None, *, expected_version: int | None = None,
+               actor: str | None = None, event_id: str | None = None) -> int:
+        """Replace a memory's value and/or metadata; return the new version.
+
+        With ``expected_version``, raise :class:`VersionConflictError` unless the memory is still
+        at that version. Without it, the update applies to whatever version is current.
+        """
+        data: dict[str, Any] = {}
+        if value is not _UNSET:
+            data["value"] = value
+        if metadata is not None:
+            scope_ids, data["metadata"] = _split_metadata(metadata)
+            if scope_ids:
+                raise InvalidScopeError(
+                    f"the scopes of a memory cannot change (got {sorted(scope_ids)})")
+        return self._change(EventType.MEMORY_UPDATED, memory_id, data, expected_version,
+                            actor, event_id)
+
+    def delete(self, memory_id: str, *, expected_version: int | None = None,
+               actor: str | None = None, event_id: str | None = None) -> int:
+        """Delete a memory (a tombstone: the log keeps every version); return its last version."""
+        return self._change(EventType.MEMORY_DELETED, memory_id, {}, expected_version,
+                            actor, event_id)
+
+    def _change(self, type: str, memory_id: str, data: dict[str, Any],
+                expected_version: int | None, actor: str | None, event_id: str | None) -> int:
+        check_id(memory_id, "memory_id")
+        if expected_version is not None and (
+                not isinstance(expected_version, int) or expected_version < 1):
+            raise InvalidValueError("expected_version must be a positive int")
+        payload = encode(data)
+        self._check_size(payload)
+        for _ in range(_RETRIES):
+            last = self.log.latest(memory_id)
+            if last is None or last.type == EventType.MEMORY_DELETED:
+                raise MemoryNotFoundError(memory_id)
+            assert last.version is not None
+            if expected_version is not None and expected_version != last.version:
+                raise VersionConflictError(memory_id, expected_version, last.version)
+            new = NewEvent(type=type, scope=last.scope, actor=actor or last.scope.agent_id
+                           or last.actor, payload=payload, memory_id=memory_id,
+                           version=last.version + 1, **_event_id(event_id))
+            try:
+                return self._append(new).version  # type: ignore[return-value]
+            except VersionConflictError:
+                if expected_version is not None:
+                    raise
+                log.debug("memory %s moved on during update; retrying", memory_id)
+        raise VersionConflictError(memory_id, last.version, last.version + 1)
+
+    def _new_event(self, type: str, scope: Scope, actor: str, data: dict[str, Any], *,
+                   memory_id: str, version: int, event_id: str) -> NewEvent:
+        payload = encode(data)
+        self._check_size(payload)
+        return NewEvent(type=type, scope=scope, actor=actor, payload=payload,
+                        memory_id=memory_id, version=version, event_id=event_id)
+
+    def _check_size(self, payload: bytes) -> None:
+        if len(payload) > self.max_value_bytes:
+            raise ValueTooLargeError(
+                f"encoded value is {len(payload)} bytes; the limit is {self.max_value_bytes}")
+
+    def _append(self, new: NewEvent) -> Any:
+        (recorded,) = self.log.append([new])
+        self.projector.catch_up(until=recorded.position)
+        return recorded
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
+                   context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
+        """Live memories inside every scope given (AND), ordered by position."""
+        if unknown:
+            Scope.from_kwargs(unknown)  # raises InvalidScopeError naming them
+        scope = Scope(agent_id, group_id, context_id)
+        self.sync()
+        return self.read_model.read_scope(scope)
+
+    def get(self, memory_id: str) -> MemoryEntry:
+        """One live memory, or :class:`MemoryNotFoundError`."""
+        check_id(memory_id, "memory_id")
+        self.sync()
+        entry = self.read_model.get(memory_id)
+        if entry is None:
+            raise MemoryNotFoundError(memory_id)
+        return entry
+
+    def history(self, memory_id: str) -> list[MemoryVersion]:
+        """Every version of one memory, oldest first, deletes included."""
+        check_id(memory_id, "memory_id")
+        versions = []
+        for event in self.log.query(EventFilter(memory_id=memory_id)):
+            if event.type not in MEMORY_EVENT_TYPES:
+                continue
+            data = event.data or {}
+            versions.append(MemoryVersion(
+                memory_id=memory_id, version=event.version or 0, type=event.type,
+                value=data.get("value"), metadata=data.get("metadata"), actor=event.actor,
+                position=event.position, event_id=event.event_id,
+                recorded_at_us=event.recorded_at_us,
+            ))
+        if not versions:
+            raise MemoryNotFoundError(memory_id)
+        return versions
+
+    # --- maintenance ---------------------------------------------------------------------------
+
+    def sync(self) -> int:
+        """Catch the read model up with the log; return its checkpoint."""
+        return self.projector.catch_up()
+
+    def replay(self, progress: Progress | None = None) -> int:
+        """Rebuild the read model from the log; return the position reached."""
+        return self.projector.replay(progress)
+
+    def close(self) -> None:
+        self.read_model.close()
+        self.log.close()
+
+    def __enter__(self) -> SharedMemory:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+def _split_metadata(metadata: Mapping[str, Any] | None) -> tuple[dict[str, str], dict[str, Any]]:
+    """Separate the scope ids from the rest of the metadata, checking both."""
+    if metadata is None:
+        return {}, {}
+    if not isinstance(metadata, Mapping):
+        raise InvalidValueError(f"metadata must be a mapping, not {type(metadata).__name__}")
+    scope_ids: dict[str, str] = {}
+    extra: dict[str, Any] = {}
+    for key, item in metadata.items():
+        if not isinstance(key, str):
+            raise InvalidValueError(f"metadata keys must be strings, not {type(key).__name__}")
+        if key in SCOPE_NAMES:
+            if item is not None:
+                scope_ids[key] = check_id(item, key)
+        else:
+            extra[key] = item
+    return scope_ids, extra
+
+
+def _event_id(event_id: str | None) -> dict[str, str]:
+    return {} if event_id is None else {"event_id": check_id(event_id, "event_id")}
+
+
+class InMemorySharedMemory(SharedMemory):
+    """Everything in this process: an in-process log and the in-memory read model."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(InProcessLog(), InMemoryReadModel(), **options)
+
+
+class SQLiteSharedMemory(SharedMemory):
+    """A durable SQLite log (``db_path``) with the in-memory read model rebuilt from it."""
+
+    def __init__(self, db_path: str = "memswarm.db", *, synchronous: str = "FULL",
+                 **options: Any) -> None:
+        self.db_path = db_path
+        super().__init__(SQLEventLog(f"sqlite:///{db_path}", synchronous=synchronous),
+                         InMemoryReadModel(), **options)
+
+
+class HybridMemory(SharedMemory):
+    """The ``persistent`` memory's log with the ``cache`` memory's read model."""
+
+    def __init__(self, cache: SharedMemory, persistent: SharedMemory, **options: Any) -> None:
+        cache.log.close()
+        super().__init__(persistent.log, cache.read_model, **options)

@@ -1,0 +1,81 @@
+"""Scopes: who a memory belongs to, as a small immutable value.
+
+A scope is the triple ``(agent_id, group_id, context_id)``; any part may be ``None``. Storage keys
+are built from it by :func:`scope_key`, which escapes every part, so ids such as ``a:b`` and
+``a`` + ``b`` never meet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import InvalidIdError, InvalidScopeError
+
+SCOPE_NAMES = ("agent_id", "group_id", "context_id")
+MAX_ID_LENGTH = 512
+
+
+def check_id(value: object, name: str) -> str:
+    """Return ``value`` if it is a usable id, else raise :class:`InvalidIdError`."""
+    if not isinstance(value, str):
+        raise InvalidIdError(f"{name} must be a string, not {type(value).__name__}")
+    if not value:
+        raise InvalidIdError(f"{name} must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidIdError(f"{name} is longer than {MAX_ID_LENGTH} characters")
+    if "\x00" in value:
+        raise InvalidIdError(f"{name} must not contain NUL")
+    return value
+
+
+def _optional_id(value: object, name: str) -> str | None:
+    return None if value is None else check_id(value, name)
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a memory lives. Also used as a query: ``None`` parts match anything."""
+
+    agent_id: str | None = None
+    group_id: str | None = None
+    context_id: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in SCOPE_NAMES:
+            _optional_id(getattr(self, name), name)
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Scope:
+        """Build a scope from keyword arguments, refusing names that are not scopes."""
+        unknown = sorted(set(kwargs) - set(SCOPE_NAMES))
+        if unknown:
+            raise InvalidScopeError(
+                f"unknown scope name(s) {unknown}; scopes are {list(SCOPE_NAMES)}"
+            )
+        return cls(**kwargs)
+
+    def parts(self) -> tuple[tuple[str, str], ...]:
+        """The (name, id) pairs that are set, in a fixed order."""
+        return tuple((n, v) for n in SCOPE_NAMES if (v := getattr(self, n)) is not None)
+
+    def matches(self, other: Scope) -> bool:
+        """True if ``other`` (a memory's scope) lies inside this query scope."""
+        return all(getattr(other, n) == v for n, v in self.parts())
+
+    def is_empty(self) -> bool:
+        return not self.parts()
+
+
+def escape_part(part: str) -> str:
+    """Escape one id for use inside a ``:``-separated key: ``%`` and ``:`` are percent-encoded."""
+    return part.replace("%", "%25").replace(":", "%3A")
+
+
+def scope_key(name: str, value: str) -> str:
+    """The key of one scope index, e.g. ``agent:alice``; the id is escaped, never joined raw."""
+    if name not in SCOPE_NAMES:
+        raise InvalidScopeError(f"unknown scope name {name!r}")
+    return f"{name.removesuffix('_id')}:{escape_part(value)}"
+

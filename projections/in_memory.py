@@ -1,0 +1,76 @@
+"""The in-memory read model: dictionaries, one index per scope, guarded by one lock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+
+from memswarm_es.scopes import SCOPE_NAMES, Scope
+
+from .base import CheckpointConflictError, ReadModel
+from .fold import Change, MemoryEntry
+
+
+class InMemoryReadModel(ReadModel):
+    """Entries by id, and per scope part an insertion-ordered set of ids.
+
+    Memories are created in log order and a memory's scope never changes, so each index keeps
+    its ids in position order without sorting.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._checkpoint = 0
+        self._entries: dict[str, MemoryEntry] = {}
+        self._index: dict[str, dict[str, dict[str, None]]] = {n: {} for n in SCOPE_NAMES}
+
+    def checkpoint(self) -> int:
+        return self._checkpoint
+
+    def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+        with self._lock:
+            return {m: self._entries[m] for m in memory_ids if m in self._entries}
+
+    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
+        with self._lock:
+            if self._checkpoint != expected_checkpoint:
+                raise CheckpointConflictError(expected_checkpoint, self._checkpoint)
+            for change in changes:
+                if change.after is None:
+                    self._remove(change.memory_id)
+                else:
+                    if change.memory_id not in self._entries:
+                        self._add_to_index(change.after)
+                    self._entries[change.memory_id] = change.after
+            self._checkpoint = checkpoint
+
+    def _add_to_index(self, entry: MemoryEntry) -> None:
+        for name, value in entry.scope.parts():
+            self._index[name].setdefault(value, {})[entry.memory_id] = None
+
+    def _remove(self, memory_id: str) -> None:
+        entry = self._entries.pop(memory_id, None)
+        if entry is None:
+            return
+        for name, value in entry.scope.parts():
+            ids = self._index[name][value]
+            del ids[memory_id]
+            if not ids:
+                del self._index[name][value]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            for index in self._index.values():
+                index.clear()
+            self._checkpoint = 0
+
+    def read_scope(self, scope: Scope) -> list[MemoryEntry]:
+        with self._lock:
+            parts = scope.parts()
+            if not parts:
+                return sorted(self._entries.values(), key=lambda e: e.position)
+            id_sets = [self._index[name].get(value, {}) for name, value in parts]
+            smallest = min(id_sets, key=len)
+            others = [s for s in id_sets if s is not smallest]
+            return [self._entries[m] for m in smallest if all(m in s for s in others)]

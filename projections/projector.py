@@ -1,0 +1,55 @@
+"""The projector: moves events from a log into a read model, exactly once in effect."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from memswarm_es.log.base import EventLog
+
+from .base import ReadModel
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int], None]  # (applied position, head)
+
+
+class Projector:
+    """Catches ``read_model`` up with ``event_log`` from its checkpoint, in batches.
+
+    A read model applies each batch together with its checkpoint, so a projector that stops
+    anywhere resumes where the read model says, applying nothing twice and skipping nothing.
+    """
+
+    def __init__(self, event_log: EventLog, read_model: ReadModel, batch_size: int = 1000) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.log = event_log
+        self.read_model = read_model
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def lag(self) -> int:
+        """How many events the read model is behind the log."""
+        return max(self.log.head() - self.read_model.checkpoint(), 0)
+
+    def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
+        """Apply every event after the checkpoint (up to ``until``); return the checkpoint."""
+        with self._lock:
+            position = self.read_model.checkpoint()
+            if until is not None and position >= until:
+                return position
+            head = self.log.head() if progress else 0
+            for batch in self.log.iter_events(position, self.batch_size, until):
+                position = self.read_model.apply(batch)
+                if progress:
+                    progress(position, max(head, position))
+            return position
+
+    def replay(self, progress: Progress | None = None) -> int:
+        """Rebuild the read model from position 0; return the checkpoint reached."""
+        with self._lock:
+            log.info("replaying log into %s", type(self.read_model).__name__)
+            self.read_model.clear()
+        return self.catch_up(progress=progress)
