@@ -83,6 +83,11 @@ class EventLog(ABC):
     def digest(self) -> Digest:
         """Head position and hash."""
 
+    @abstractmethod
+    def redact(self, positions: Sequence[int]) -> int:
+        """Remove the payload bytes of the events at ``positions``, keeping their payload hash,
+        so the hash chain still verifies. Returns how many payloads were removed."""
+
     def close(self) -> None:
         """Release resources; the default holds none."""
 

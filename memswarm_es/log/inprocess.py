@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import dataclasses
 import threading
 from collections.abc import Sequence
 
@@ -73,6 +74,24 @@ class InProcessLog(EventLog):
                     if limit is not None and len(found) >= limit:
                         break
             return found
+
+    def redact(self, positions: Sequence[int]) -> int:
+        removed = 0
+        with self._lock:
+            for position in positions:
+                if not 1 <= position <= len(self._events):
+                    continue
+                event = self._events[position - 1]
+                if event.payload is None:
+                    continue
+                blank = dataclasses.replace(event, payload=None)
+                self._events[position - 1] = blank
+                self._by_id[event.event_id] = blank
+                if event.memory_id is not None:
+                    history = self._by_memory[event.memory_id]
+                    history[history.index(event)] = blank
+                removed += 1
+        return removed
 
     def head(self) -> int:
         return len(self._events)
