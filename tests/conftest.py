@@ -1,0 +1,5 @@
+"""Shared fixtures: logs of every kind, backed by real SQLite files and a real PostgreSQL."""
+
+from __future__ import annotations
+
+pytest_plugins = ["tests.servers_postgres"]

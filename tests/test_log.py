@@ -1,0 +1,201 @@
+"""The EventLog contract, run against every log: in-process, SQLite file, PostgreSQL."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from memswarm_es.errors import (
+    CorruptLogError,
+    ForeignStoreError,
+    HeadConflictError,
+    IdempotencyError,
+    IntegrityError,
+    VersionConflictError,
+)
+from memswarm_es.events import EventType, NewEvent
+from memswarm_es.log import EventFilter, EventLog, InProcessLog, SQLEventLog
+from memswarm_es.scopes import Scope
+
+
+@pytest.fixture(params=["inprocess", "sqlite", "postgres"])
+def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventLog]:
+    if request.param == "inprocess":
+        log: EventLog = InProcessLog()
+    elif request.param == "sqlite":
+        log = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
+    else:
+        url = request.getfixturevalue("postgres_url")
+        log = SQLEventLog(url, table_prefix=f"t{uuid.uuid4().hex[:8]}_")
+    yield log
+    log.close()
+
+
+def written(memory_id: str, agent: str = "a", value: object = "v", **kw: object) -> NewEvent:
+    return NewEvent.create(EventType.MEMORY_WRITTEN, Scope(agent, "g"), agent,
+                           {"value": value, "metadata": {}}, memory_id=memory_id, version=1,
+                           **kw)
+
+
+def updated(memory_id: str, version: int, agent: str = "a") -> NewEvent:
+    return NewEvent.create(EventType.MEMORY_UPDATED, Scope(agent, "g"), agent,
+                           {"value": f"v{version}"}, memory_id=memory_id, version=version)
+
+
+def test_positions_are_gapless_and_the_chain_verifies(event_log: EventLog) -> None:
+    first = event_log.append([written("m1"), written("m2")])
+    second = event_log.append([updated("m1", 2)])
+    assert [e.position for e in first + second] == [1, 2, 3]
+    assert event_log.head() == 3
+    assert [e.event_id for e in event_log.read()] == [e.event_id for e in first + second]
+    assert event_log.verify() == 3
+    assert event_log.digest().hash == second[0].hash
+    times = [e.recorded_at_us for e in event_log.read()]
+    assert times == sorted(times)
+
+
+def test_read_pages_through_the_log(event_log: EventLog) -> None:
+    event_log.append([written(f"m{i}") for i in range(25)])
+    assert [e.position for e in event_log.read(after=10, limit=5)] == [11, 12, 13, 14, 15]
+    batches = list(event_log.iter_events(after=3, batch_size=10))
+    assert [len(b) for b in batches] == [10, 10, 2]
+    assert [len(b) for b in event_log.iter_events(batch_size=10, until=12)] == [10, 2]
+
+
+def test_retried_event_id_returns_the_original_and_writes_nothing(event_log: EventLog) -> None:
+    new = written("m1")
+    (original,) = event_log.append([new])
+    (again,) = event_log.append([new])
+    assert again == original
+    assert event_log.head() == 1
+
+
+def test_event_id_reused_for_another_event_is_refused(event_log: EventLog) -> None:
+    event_log.append([written("m1", event_id="e-1")])
+    with pytest.raises(IdempotencyError):
+        event_log.append([written("m2", event_id="e-1")])
+    with pytest.raises(IdempotencyError):  # a batch half recorded is no retry
+        event_log.append([written("m1", event_id="e-1"), written("m3")])
+    assert event_log.head() == 1
+
+
+def test_a_batch_naming_one_event_id_twice_is_refused(event_log: EventLog) -> None:
+    with pytest.raises(IdempotencyError):
+        event_log.append([written("m1", event_id="x"), written("m2", event_id="x")])
+    assert event_log.head() == 0
+
+
+def test_expected_head(event_log: EventLog) -> None:
+    event_log.append([written("m1")], expected_head=0)
+    with pytest.raises(HeadConflictError) as info:
+        event_log.append([written("m2")], expected_head=0)
+    assert info.value.actual == 1
+    assert event_log.head() == 1
+
+
+def test_a_version_is_taken_once_and_a_failed_batch_writes_nothing(event_log: EventLog) -> None:
+    event_log.append([written("m1")])
+    event_log.append([updated("m1", 2)])
+    with pytest.raises(VersionConflictError) as info:
+        event_log.append([written("m9"), updated("m1", 2)])
+    assert info.value.actual == 2
+    assert event_log.head() == 2
+    assert event_log.latest("m9") is None
+    assert event_log.verify() == 2
+
+
+def test_query_by_scope_memory_and_actor(event_log: EventLog) -> None:
+    event_log.append([written("m1", "a"), written("m2", "b"), updated("m1", 2, "a")])
+    assert [e.position for e in event_log.query(EventFilter(Scope(agent_id="a")))] == [1, 3]
+    assert [e.position for e in event_log.query(EventFilter(memory_id="m1"))] == [1, 3]
+    assert [e.position for e in event_log.query(EventFilter(actor="b"))] == [2]
+    assert [e.position for e in event_log.query(EventFilter(Scope(group_id="g")), after=1,
+                                                reverse=True)] == [3, 2]
+    latest = event_log.latest("m1")
+    assert latest is not None and latest.version == 2
+    assert event_log.query(EventFilter(Scope(agent_id="nobody"))) == []
+
+
+def test_wait_wakes_on_append(event_log: EventLog) -> None:
+    assert event_log.wait(0, timeout=0.05) is False
+    timer = threading.Timer(0.1, lambda: event_log.append([written("m1")]))
+    timer.start()
+    started = time.monotonic()
+    assert event_log.wait(0, timeout=10) is True
+    assert time.monotonic() - started < 5
+    timer.join()
+
+
+def test_redact_keeps_the_chain(event_log: EventLog) -> None:
+    event_log.append([written("m1", value="secret"), written("m2")])
+    assert event_log.redact([1]) == 1
+    assert event_log.redact([1]) == 0
+    first = event_log.read()[0]
+    assert first.payload is None and first.data is None
+    assert event_log.verify() == 2
+
+
+def test_concurrent_appenders_in_threads(event_log: EventLog) -> None:
+    def worker(n: int) -> None:
+        for i in range(20):
+            event_log.append([written(f"m{n}-{i}")])
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert [e.position for e in event_log.read()] == list(range(1, 81))
+    assert event_log.verify() == 80
+
+
+def test_tampering_is_detected(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    log = SQLEventLog(f"sqlite:///{path}")
+    log.append([written("m1"), written("m2"), written("m3")])
+    log.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE memswarm_events SET actor = 'mallory' WHERE position = 2")
+    log = SQLEventLog(f"sqlite:///{path}")
+    with pytest.raises(IntegrityError) as info:
+        log.verify()
+    assert info.value.position == 2
+    log.close()
+
+
+def test_garbage_file_is_a_corrupt_log(tmp_path: Path) -> None:
+    path = tmp_path / "junk.db"
+    path.write_bytes(b"this is not a database at all" * 200)
+    with pytest.raises(CorruptLogError):
+        SQLEventLog(f"sqlite:///{path}")
+    assert path.read_bytes() == b"this is not a database at all" * 200
+
+
+def test_another_programs_database_is_foreign(tmp_path: Path) -> None:
+    path = tmp_path / "theirs.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO customers (name) VALUES ('ada')")
+    with pytest.raises(ForeignStoreError):
+        SQLEventLog(f"sqlite:///{path}")
+    with sqlite3.connect(path) as conn:
+        tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        assert tables == ["customers"]
+        assert conn.execute("SELECT name FROM customers").fetchall() == [("ada",)]
+
+
+def test_reopening_sees_everything(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = SQLEventLog(url)
+    recorded = log.append([written("m1"), written("m2")])
+    log.close()
+    again = SQLEventLog(url)
+    assert again.read() == recorded
+    assert again.verify() == 2
+    again.close()
