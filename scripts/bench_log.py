@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Benchmark the SQLite event log: appends, replay and scoped reads, against raw sqlite3.
+
+    python3 scripts/dev.py run python scripts/bench_log.py [--events 100000] [--single 5000]
+
+Prints a table. The peer is plain ``sqlite3`` ``executemany`` of the same rows into a table with
+the same columns and indexes, in one transaction, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sqlite3
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+
+from memswarm_es import SQLiteSharedMemory
+from memswarm_es.events import EventType, NewEvent
+from memswarm_es.log import SQLEventLog
+from memswarm_es.log.sql import _row
+from memswarm_es.scopes import Scope
+from projections.in_memory import InMemoryReadModel
+from projections.projector import Projector
+
+AGENTS = 100
+HOT_AGENT_MEMORIES = 1000
+
+
+def new_events(count: int) -> list[NewEvent]:
+    """``count`` writes; agent ``hot`` owns the first 1k, the rest spread over 100 agents."""
+    out = []
+    for i in range(count):
+        agent = "hot" if i < HOT_AGENT_MEMORIES else f"agent-{i % AGENTS}"
+        out.append(NewEvent.create(
+            EventType.MEMORY_WRITTEN, Scope(agent, f"group-{i % 10}", f"ctx-{i % 37}"), agent,
+            {"value": f"observation number {i} about the world", "metadata": {"n": i}},
+            memory_id=f"m{i:09d}", version=1))
+    return out
+
+
+def timed(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def raw_sqlite(path: str, rows: list[dict[str, object]]) -> float:
+    """The peer: the same rows, same schema and indexes, one executemany in one transaction."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute(
+        "CREATE TABLE events (position INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE,"
+        " type TEXT NOT NULL, agent_id TEXT, group_id TEXT, context_id TEXT, actor TEXT NOT NULL,"
+        " memory_id TEXT, version INTEGER, recorded_at BIGINT NOT NULL, schema SMALLINT NOT NULL,"
+        " payload BLOB, payload_hash BLOB NOT NULL, hash BLOB NOT NULL,"
+        " UNIQUE (memory_id, version))")
+    for column in ("agent_id", "group_id", "context_id", "actor", "recorded_at"):
+        conn.execute(f"CREATE INDEX events_{column} ON events ({column}, position)")
+    columns = list(rows[0])
+    sql = (f"INSERT INTO events ({', '.join(columns)}) "
+           f"VALUES ({', '.join(':' + c for c in columns)})")
+
+    def load() -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+
+    seconds = timed(load)
+    conn.close()
+    return seconds
+
+
+def percentile(samples: list[float], q: float) -> float:
+    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events for batched/replay")
+    parser.add_argument("--batch", type=int, default=1000, help="events per batched append")
+    parser.add_argument("--single", type=int, default=5000, help="single appends to time")
+    parser.add_argument("--reads", type=int, default=1000, help="read_scope calls to time")
+    args = parser.parse_args()
+    if args.events < HOT_AGENT_MEMORIES:
+        parser.error(f"--events must be at least {HOT_AGENT_MEMORIES}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        events = new_events(args.events)
+        rows_out: list[tuple[str, int, float, str]] = []
+
+        log = SQLEventLog(f"sqlite:///{os.path.join(tmp, 'batched.db')}")
+        chunks = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
+        seconds = timed(lambda: [log.append(c) for c in chunks])
+        rows_out.append((f"append, batches of {args.batch}", args.events,
+                         args.events / seconds, "events/s"))
+        recorded = log.read()
+        raw_seconds = raw_sqlite(os.path.join(tmp, "raw.db"), [_row(e) for e in recorded])
+        rows_out.append(("raw sqlite3 executemany (peer)", args.events,
+                         args.events / raw_seconds, "events/s"))
+        batched_ratio = raw_seconds / seconds
+
+        model = InMemoryReadModel()
+        seconds = timed(lambda: Projector(log, model, batch_size=5000).catch_up())
+        rows_out.append(("replay into in-memory model", args.events, args.events / seconds,
+                         "events/s"))
+        replay_rate = args.events / seconds
+
+        single = {}
+        for sync in ("FULL", "NORMAL"):
+            one = SQLEventLog(f"sqlite:///{os.path.join(tmp, f'single-{sync}.db')}",
+                              synchronous=sync)
+            seconds = timed(lambda one=one: [one.append([e]) for e in events[:args.single]])
+            single[sync] = args.single / seconds
+            rows_out.append((f"append one at a time, synchronous={sync}", args.single,
+                             single[sync], "events/s"))
+            one.close()
+        log.close()
+
+        mem = SQLiteSharedMemory(os.path.join(tmp, "batched.db"))
+        samples = []
+        for _ in range(args.reads):
+            start = time.perf_counter()
+            found = mem.read_scope(agent_id="hot")
+            samples.append((time.perf_counter() - start) * 1000)
+        assert len(found) == HOT_AGENT_MEMORIES
+        rows_out.append(("read_scope(agent_id) of 1k memories, p50", args.reads,
+                         percentile(samples, 50), "ms"))
+        rows_out.append(("read_scope(agent_id) of 1k memories, p99", args.reads,
+                         percentile(samples, 99), "ms"))
+        mem.close()
+
+    print(f"\nMemSwarm SQLite log, {args.events:,} events (WAL, synchronous=FULL unless said)\n")
+    print(f"{'measure':<44}{'n':>10}{'rate / time':>16}  unit")
+    print("-" * 78)
+    for name, n, value, unit in rows_out:
+        print(f"{name:<44}{n:>10,}{value:>16,.2f}  {unit}")
+    print("-" * 78)
+    print(f"batched append / raw sqlite3 executemany: {batched_ratio:.2f}x the peer's rate")
+    print(f"replay into the in-memory model / raw executemany: "
+          f"{replay_rate * raw_seconds / args.events:.2f}x")
+    print(f"single appends, synchronous=NORMAL / FULL: {single['NORMAL'] / single['FULL']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
