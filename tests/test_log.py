@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event as sa_event
 
 from memswarm_es.errors import (
     CorruptLogError,
@@ -199,3 +200,24 @@ def test_reopening_sees_everything(tmp_path: Path) -> None:
     assert again.read() == recorded
     assert again.verify() == 2
     again.close()
+
+
+@pytest.mark.parametrize("where", [
+    EventFilter(Scope(agent_id="a")), EventFilter(Scope(group_id="g")),
+    EventFilter(Scope(context_id="c")), EventFilter(memory_id="m1"), EventFilter(actor="a"),
+    EventFilter(Scope(agent_id="a", group_id="g")),
+])
+def test_scoped_queries_use_an_index_not_a_full_scan(tmp_path: Path, where: EventFilter) -> None:
+    log = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
+    log.append([written(f"m{i}", f"agent{i % 50}") for i in range(500)])
+    statements: list[tuple[str, object]] = []
+    sa_event.listen(log._engine, "before_cursor_execute",
+                    lambda conn, cursor, sql, params, context, many:
+                    statements.append((sql, params)))
+    log.query(where, after=0)
+    sql, params = statements[-1]
+    raw = sqlite3.connect(tmp_path / "log.db")
+    plan = " ".join(row[-1] for row in raw.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    raw.close()
+    log.close()
+    assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
