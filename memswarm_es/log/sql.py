@@ -101,6 +101,11 @@ class SQLEventLog(EventLog):
         self._writer = self._engine.execution_options(memswarm_write=True)
         self._lock = threading.Lock()
         self._metadata, self._meta, self._events = _tables(table_prefix)
+        t = self._events
+        self._last_stmt = (sa.select(t.c.position, t.c.hash, t.c.recorded_at)
+                           .order_by(t.c.position.desc()).limit(1))
+        self._insert_stmt = sa.insert(t)
+        self._lock_stmt = sa.text("SELECT pg_advisory_xact_lock(:key)")
         self._open()
 
     # --- setup -------------------------------------------------------------------------------
@@ -151,29 +156,34 @@ class SQLEventLog(EventLog):
         check_batch(events)
         with self._lock:
             try:
-                with self._writer.begin() as conn:
-                    if self._dialect == "postgresql":
-                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"),
-                                     {"key": _ADVISORY_LOCK_KEY})
+                sealed = self._insert(events, expected_head)
+            except (sa.exc.IntegrityError, HeadConflictError) as exc:
+                # Optimistic: a retry shows up as a taken event_id (or a moved head). Tell a
+                # retry, which returns what was recorded, from a real conflict.
+                with self._engine.connect() as conn:
                     retry = resolve_retry(events, self._recorded(conn, events))
-                    if retry is not None:
-                        return retry
-                    last = conn.execute(
-                        sa.select(self._events.c.position, self._events.c.hash,
-                                  self._events.c.recorded_at)
-                        .order_by(self._events.c.position.desc()).limit(1)
-                    ).first()
-                    head = last.position if last else 0
-                    if expected_head is not None and expected_head != head:
-                        raise HeadConflictError(expected_head, head)
-                    sealed = seal_batch(events, head, last.hash if last else GENESIS_HASH,
-                                        last.recorded_at if last else 0, now_micros())
-                    conn.execute(sa.insert(self._events), [_row(e) for e in sealed])
-            except sa.exc.IntegrityError as exc:
+                if retry is not None:
+                    return retry
+                if isinstance(exc, HeadConflictError):
+                    raise
                 raise self._explain_conflict(events) from exc
             except sa.exc.OperationalError as exc:
                 raise StorageError(f"append failed: {exc.orig}") from exc
         self._notify()
+        return sealed
+
+    def _insert(self, events: Sequence[NewEvent], expected_head: int | None) -> list[Event]:
+        """Seal ``events`` after the head and insert them, in one write transaction."""
+        with self._writer.begin() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+            last = conn.execute(self._last_stmt).first()
+            head = last.position if last else 0
+            if expected_head is not None and expected_head != head:
+                raise HeadConflictError(expected_head, head)
+            sealed = seal_batch(events, head, last.hash if last else GENESIS_HASH,
+                                last.recorded_at if last else 0, now_micros())
+            conn.execute(self._insert_stmt, [_row(e) for e in sealed])
         return sealed
 
     def _recorded(self, conn: Connection, events: Sequence[NewEvent]) -> dict[str, Event]:
