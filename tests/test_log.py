@@ -221,3 +221,37 @@ def test_scoped_queries_use_an_index_not_a_full_scan(tmp_path: Path, where: Even
     raw.close()
     log.close()
     assert "USING INDEX" in plan or "USING COVERING INDEX" in plan, plan
+
+
+def test_group_commit_keeps_each_batch_independent(tmp_path: Path) -> None:
+    log = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
+    first = written("m1")
+    log.append([first])
+    batches = {"update": [updated("m1", 2)], "stale": [updated("m1", 2)],
+               "new": [written("m2"), written("m3")], "retry": [first]}
+    outcome: dict[str, object] = {}
+
+    def append(name: str) -> None:
+        try:
+            outcome[name] = log.append(batches[name])
+        except VersionConflictError as exc:
+            outcome[name] = exc
+
+    with log._lock:  # hold the writer so that the four appends queue up as one group
+        threads = [threading.Thread(target=append, args=(n,)) for n in batches]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(log._queue) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(log._queue) == 4
+    for t in threads:
+        t.join()
+    racers = [outcome["update"], outcome["stale"]]
+    assert sum(isinstance(r, VersionConflictError) for r in racers) == 1
+    (won,) = [r for r in racers if isinstance(r, list)]
+    new = [e.position for e in outcome["new"]]  # type: ignore[attr-defined]
+    assert sorted([won[0].position, *new]) == [2, 3, 4] and new[1] == new[0] + 1
+    assert [e.position for e in outcome["retry"]] == [1]  # type: ignore[attr-defined]
+    assert log.head() == 4 and log.verify() == 4
+    log.close()

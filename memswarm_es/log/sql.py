@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,6 +21,7 @@ from ..errors import (
     CorruptLogError,
     ForeignStoreError,
     HeadConflictError,
+    IdempotencyError,
     StorageError,
     VersionConflictError,
 )
@@ -99,7 +101,9 @@ class SQLEventLog(EventLog):
             self._synchronous = synchronous.upper()
             sa_event.listen(self._engine, "connect", self._set_pragmas)
         self._writer = self._engine.execution_options(memswarm_write=True)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # held by the thread writing a group
+        self._queue_lock = threading.Lock()
+        self._queue: list[_Pending] = []
         self._metadata, self._meta, self._events = _tables(table_prefix)
         t = self._events
         self._last_stmt = (sa.select(t.c.position, t.c.hash, t.c.recorded_at)
@@ -151,40 +155,81 @@ class SQLEventLog(EventLog):
     # --- writing -------------------------------------------------------------------------------
 
     def append(self, events: Sequence[NewEvent], expected_head: int | None = None) -> list[Event]:
+        """Append atomically. Concurrent appends from threads of this process are grouped into
+        one transaction (group commit); each batch still succeeds or fails on its own."""
         if not events:
             return []
         check_batch(events)
-        with self._lock:
-            try:
-                sealed = self._insert(events, expected_head)
-            except (sa.exc.IntegrityError, HeadConflictError) as exc:
-                # Optimistic: a retry shows up as a taken event_id (or a moved head). Tell a
-                # retry, which returns what was recorded, from a real conflict.
-                with self._engine.connect() as conn:
-                    retry = resolve_retry(events, self._recorded(conn, events))
-                if retry is not None:
-                    return retry
-                if isinstance(exc, HeadConflictError):
-                    raise
-                raise self._explain_conflict(events) from exc
-            except sa.exc.OperationalError as exc:
-                raise StorageError(f"append failed: {exc.orig}") from exc
-        self._notify()
-        return sealed
+        mine = _Pending(events, expected_head)
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._lock:  # whoever holds the lock writes every batch queued so far
+            if not mine.done:
+                with self._queue_lock:
+                    group, self._queue = self._queue, []
+                self._write_group(group)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.result is not None
+        return mine.result
 
-    def _insert(self, events: Sequence[NewEvent], expected_head: int | None) -> list[Event]:
-        """Seal ``events`` after the head and insert them, in one write transaction."""
-        with self._writer.begin() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
-            last = conn.execute(self._last_stmt).first()
-            head = last.position if last else 0
-            if expected_head is not None and expected_head != head:
-                raise HeadConflictError(expected_head, head)
-            sealed = seal_batch(events, head, last.hash if last else GENESIS_HASH,
-                                last.recorded_at if last else 0, now_micros())
-            conn.execute(self._insert_stmt, [_row(e) for e in sealed])
-        return sealed
+    def _write_group(self, group: list[_Pending]) -> None:
+        """Seal and insert the batches of ``group`` in one write transaction, a savepoint each."""
+        try:
+            with self._writer.begin() as conn:
+                if self._dialect == "postgresql":
+                    conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+                last = conn.execute(self._last_stmt).first()
+                head, head_hash, head_time = (
+                    (last.position, last.hash, last.recorded_at) if last else (0, GENESIS_HASH, 0))
+                for pending in group:
+                    if pending.expected_head is not None and pending.expected_head != head:
+                        pending.error = HeadConflictError(pending.expected_head, head)
+                        continue
+                    sealed = seal_batch(pending.events, head, head_hash, head_time, now_micros())
+                    try:
+                        if len(group) == 1:
+                            conn.execute(self._insert_stmt, [_row(e) for e in sealed])
+                        else:
+                            with conn.begin_nested():
+                                conn.execute(self._insert_stmt, [_row(e) for e in sealed])
+                    except sa.exc.IntegrityError as exc:
+                        pending.error = exc
+                        if len(group) == 1:
+                            raise
+                        continue
+                    pending.result = sealed
+                    head, head_hash, head_time = (
+                        sealed[-1].position, sealed[-1].hash, sealed[-1].recorded_at_us)
+        except sa.exc.IntegrityError:
+            pass  # the lone batch's error is recorded; settled below
+        except sa.exc.DBAPIError as exc:
+            for pending in group:
+                pending.result, pending.error = None, StorageError(f"append failed: {exc.orig}")
+        finally:
+            for pending in group:
+                if pending.error is not None:
+                    self._settle(pending)
+                elif pending.result is None:
+                    pending.error = StorageError("append did not complete")
+                pending.done = True
+        if any(p.result is not None for p in group):
+            self._notify()
+
+    def _settle(self, pending: _Pending) -> None:
+        """A batch was refused: a retry of recorded events gets them back; else a typed error."""
+        if isinstance(pending.error, StorageError):
+            return
+        try:
+            with self._engine.connect() as conn:
+                retry = resolve_retry(pending.events, self._recorded(conn, pending.events))
+        except IdempotencyError as exc:
+            pending.error = exc
+            return
+        if retry is not None:
+            pending.result, pending.error = retry, None
+        elif not isinstance(pending.error, HeadConflictError):
+            pending.error = self._explain_conflict(pending.events)
 
     def _recorded(self, conn: Connection, events: Sequence[NewEvent]) -> dict[str, Event]:
         ids = [e.event_id for e in events]
@@ -268,6 +313,17 @@ class SQLEventLog(EventLog):
                 .order_by(self._events.c.position.desc()).limit(1)
             ).first()
         return Digest(row.position, row.hash) if row else Digest(0, GENESIS_HASH)
+
+
+@dataclass(eq=False)
+class _Pending:
+    """One caller's batch waiting in the group commit queue, and its outcome."""
+
+    events: Sequence[NewEvent]
+    expected_head: int | None
+    result: list[Event] | None = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 def _row(event: Event) -> dict[str, Any]:
