@@ -14,6 +14,7 @@ import os
 import sqlite3
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 
@@ -83,6 +84,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000, help="events for batched/replay")
     parser.add_argument("--batch", type=int, default=1000, help="events per batched append")
     parser.add_argument("--single", type=int, default=5000, help="single appends to time")
+    parser.add_argument("--threads", type=int, default=8, help="concurrent appending threads")
     parser.add_argument("--reads", type=int, default=1000, help="read_scope calls to time")
     args = parser.parse_args()
     if args.events < HOT_AGENT_MEMORIES:
@@ -118,6 +120,16 @@ def main() -> None:
             rows_out.append((f"append one at a time, synchronous={sync}", args.single,
                              single[sync], "events/s"))
             one.close()
+        shared = SQLEventLog(f"sqlite:///{os.path.join(tmp, 'threads.db')}")
+        per_thread = args.single // args.threads
+        work = [events[i * per_thread:(i + 1) * per_thread] for i in range(args.threads)]
+        threads = [threading.Thread(target=lambda mine: [shared.append([e]) for e in mine],
+                                    args=(mine,)) for mine in work]
+        seconds = timed(lambda: ([t.start() for t in threads], [t.join() for t in threads]))
+        grouped = per_thread * args.threads / seconds
+        rows_out.append((f"append one at a time, {args.threads} threads, FULL", per_thread *
+                         args.threads, grouped, "events/s"))
+        shared.close()
         log.close()
 
         mem = SQLiteSharedMemory(os.path.join(tmp, "batched.db"))
@@ -143,6 +155,8 @@ def main() -> None:
     print(f"replay into the in-memory model / raw executemany: "
           f"{replay_rate * raw_seconds / args.events:.2f}x")
     print(f"single appends, synchronous=NORMAL / FULL: {single['NORMAL'] / single['FULL']:.2f}x")
+    print(f"single appends, {args.threads} threads (group commit) / 1 thread, FULL: "
+          f"{grouped / single['FULL']:.2f}x")
 
 
 if __name__ == "__main__":
