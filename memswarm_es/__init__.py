@@ -1,6 +1,13 @@
-"""MemSwarm: an event-sourced shared memory for multi-agent systems."""
+"""MemSwarm: an event-sourced shared memory for multi-agent systems.
 
-from projections.fold import MemoryEntry
+The facade and the seed names are loaded on first use, so that ``projections`` (which builds on
+``memswarm_es.events``) can be imported first without a cycle.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from .errors import (
     ConflictError,
@@ -10,32 +17,35 @@ from .errors import (
     VersionConflictError,
 )
 from .events import Event, NewEvent
-from .log import EventLog, InProcessLog, SQLEventLog
-from .memory import (
-    HybridMemory,
-    InMemorySharedMemory,
-    MemoryVersion,
-    SharedMemory,
-    SQLiteSharedMemory,
-)
 from .scopes import Scope
+
+_LAZY = {
+    "EventLog": "memswarm_es.log",
+    "InProcessLog": "memswarm_es.log",
+    "SQLEventLog": "memswarm_es.log",
+    "HybridMemory": "memswarm_es.memory",
+    "InMemorySharedMemory": "memswarm_es.memory",
+    "MemoryVersion": "memswarm_es.memory",
+    "SharedMemory": "memswarm_es.memory",
+    "SQLiteSharedMemory": "memswarm_es.memory",
+    "MemoryEntry": "projections.fold",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'memswarm_es' has no attribute {name!r}")
+
 
 __all__ = [
     "ConflictError",
     "Event",
-    "EventLog",
-    "HybridMemory",
-    "InMemorySharedMemory",
-    "InProcessLog",
     "InvalidInputError",
     "MemSwarmError",
-    "MemoryEntry",
     "MemoryNotFoundError",
-    "MemoryVersion",
     "NewEvent",
-    "SQLEventLog",
-    "SQLiteSharedMemory",
     "Scope",
-    "SharedMemory",
     "VersionConflictError",
+    *_LAZY,
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
+from memswarm_es.events import decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import CheckpointConflictError, ReadModel
@@ -29,7 +30,7 @@ class InMemoryReadModel(ReadModel):
 
     def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
         with self._lock:
-            return {m: self._entries[m] for m in memory_ids if m in self._entries}
+            return {m: _detached(self._entries[m]) for m in memory_ids if m in self._entries}
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
         with self._lock:
@@ -69,8 +70,19 @@ class InMemoryReadModel(ReadModel):
         with self._lock:
             parts = scope.parts()
             if not parts:
-                return sorted(self._entries.values(), key=lambda e: e.position)
-            id_sets = [self._index[name].get(value, {}) for name, value in parts]
-            smallest = min(id_sets, key=len)
-            others = [s for s in id_sets if s is not smallest]
-            return [self._entries[m] for m in smallest if all(m in s for s in others)]
+                found = sorted(self._entries.values(), key=lambda e: e.position)
+            else:
+                id_sets = [self._index[name].get(value, {}) for name, value in parts]
+                smallest = min(id_sets, key=len)
+                others = [s for s in id_sets if s is not smallest]
+                found = [self._entries[m] for m in smallest if all(m in s for s in others)]
+            return [_detached(e) for e in found]
+
+
+def _detached(e: MemoryEntry) -> MemoryEntry:
+    """A copy whose value and metadata a caller may change without touching the model."""
+    value = decode(encode(e.value)) if isinstance(e.value, (list, dict)) else e.value
+    metadata = decode(encode(e.metadata)) if e.metadata else {}
+    return MemoryEntry(e.memory_id, value, metadata, e.agent_id, e.group_id, e.context_id,
+                       e.version, e.position, e.last_position, e.created_at_us, e.updated_at_us,
+                       e.created_by, e.updated_by)

@@ -237,3 +237,13 @@ def test_hybrid_memory_is_the_durable_log_with_the_cache_read_model(tmp_path: Pa
     assert reopened.get(m).value == "x"
     reopened.close()
     hybrid.close()
+
+
+def test_changing_a_returned_entry_does_not_change_the_memory(mem: SharedMemory) -> None:
+    m = mem.write_scope({"plan": [1]}, metadata={"agent_id": "a", "tags": ["x"]})
+    entry = mem.get(m)
+    entry.value["plan"].append(2)
+    entry.metadata["tags"].append("y")
+    mem.read_scope(agent_id="a")[0].metadata["new"] = 1
+    again = mem.get(m)
+    assert (again.value, again.metadata) == ({"plan": [1]}, {"tags": ["x"]})
