@@ -144,10 +144,24 @@ class MemoryMachine(RuleBasedStateMachine):
 
 
 class SQLiteMemoryMachine(MemoryMachine):
-    """The same, on a SQLite file, reopened now and then by a new instance."""
+    """The same, on a SQLite file shared by two instances (as two processes would), each
+    reopened now and then."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.other = self.open()
 
     def open(self) -> SharedMemory:
         return SQLiteSharedMemory(f"{self.dir}/swarm.db", synchronous="OFF")
+
+    def teardown(self) -> None:
+        self.other.close()
+        super().teardown()
+
+    @rule()
+    def switch_instance(self) -> None:
+        """Go on through the other instance: it must see every write made through this one."""
+        self.mem, self.other = self.other, self.mem
 
     @rule()
     def reopen(self) -> None:
@@ -158,9 +172,9 @@ class SQLiteMemoryMachine(MemoryMachine):
         assert self.mem.log.verify() == self.mem.log.head()
 
 
-SETTINGS = settings(max_examples=60, stateful_step_count=30, deadline=None,
+SETTINGS = settings(max_examples=100, stateful_step_count=30, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 TestInMemory = MemoryMachine.TestCase
 TestInMemory.settings = SETTINGS
 TestSQLite = SQLiteMemoryMachine.TestCase
-TestSQLite.settings = settings(SETTINGS, max_examples=30)
+TestSQLite.settings = settings(SETTINGS, max_examples=40)
