@@ -108,5 +108,11 @@ class IntegrityError(StorageError):
         self.position = position
 
 
-class ClosedError(MemSwarmError):
-    """The memory, log or read model was closed."""
+class CheckpointConflictError(StorageError):
+    """Another projector moved a read model's checkpoint between this one's read and write."""
+
+    def __init__(self, expected: int, actual: int) -> None:
+        super().__init__(f"read model checkpoint is {actual}, not the expected {expected}")
+        self.expected = expected
+        self.actual = actual
+

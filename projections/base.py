@@ -12,15 +12,6 @@ from memswarm_es.scopes import Scope
 from .fold import Change, MemoryEntry, changes
 
 
-class CheckpointConflictError(StorageError):
-    """Another projector moved the read model's checkpoint between this one's read and write."""
-
-    def __init__(self, expected: int, actual: int) -> None:
-        super().__init__(f"read model checkpoint is {actual}, not the expected {expected}")
-        self.expected = expected
-        self.actual = actual
-
-
 class ReadModel(ABC):
     """Memories folded from a log, with the position of the last event applied (the checkpoint).
 

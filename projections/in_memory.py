@@ -5,10 +5,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
+from memswarm_es.errors import CheckpointConflictError
 from memswarm_es.events import decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
-from .base import CheckpointConflictError, ReadModel
+from .base import ReadModel
 from .fold import Change, MemoryEntry
 
 
