@@ -35,8 +35,7 @@ def spawn(db: Path, name: str, count: int, ack: bool) -> subprocess.Popen[str]:
 
 
 def test_processes_appending_to_one_file_each_event_once_in_commit_order(tmp_path: Path) -> None:
-    db = tmp_path / "shared.db"
-    SQLiteSharedMemory(str(db)).close()
+    db = tmp_path / "shared.db"  # not created yet: the writers race to create it too
     writers = [spawn(db, f"p{n}", 60, ack=False) for n in range(4)]
     for w in writers:
         assert w.wait(timeout=120) == 0
