@@ -275,5 +275,7 @@ class HybridMemory(SharedMemory):
     """The ``persistent`` memory's log with the ``cache`` memory's read model."""
 
     def __init__(self, cache: SharedMemory, persistent: SharedMemory, **options: Any) -> None:
+        if cache.log is not persistent.log and cache.log.head() > 0:
+            cache.read_model.clear()  # it holds the cache's own log, not the persistent one
         cache.log.close()
         super().__init__(persistent.log, cache.read_model, **options)

@@ -247,3 +247,13 @@ def test_changing_a_returned_entry_does_not_change_the_memory(mem: SharedMemory)
     mem.read_scope(agent_id="a")[0].metadata["new"] = 1
     again = mem.get(m)
     assert (again.value, again.metadata) == ({"plan": [1]}, {"tags": ["x"]})
+
+
+def test_hybrid_drops_what_the_cache_held_from_its_own_log(tmp_path: Path) -> None:
+    persistent = SQLiteSharedMemory(db_path=str(tmp_path / "p.db"))
+    kept = persistent.write_scope("durable", metadata={"agent_id": "a"})
+    cache = InMemorySharedMemory()
+    cache.write_scope("ephemeral", metadata={"agent_id": "a"})
+    hybrid = HybridMemory(cache, persistent)
+    assert [e.memory_id for e in hybrid.read_scope(agent_id="a")] == [kept]
+    hybrid.close()
