@@ -31,11 +31,14 @@ class EventType:
     MEMORY_WRITTEN = "memory.written"
     MEMORY_UPDATED = "memory.updated"
     MEMORY_DELETED = "memory.deleted"
+    MEMORY_FORGOTTEN = "memory.forgotten"  # the payloads of every earlier version are redacted
 
 
-MEMORY_EVENT_TYPES = frozenset(
-    {EventType.MEMORY_WRITTEN, EventType.MEMORY_UPDATED, EventType.MEMORY_DELETED}
-)
+MEMORY_EVENT_TYPES = frozenset({
+    EventType.MEMORY_WRITTEN, EventType.MEMORY_UPDATED, EventType.MEMORY_DELETED,
+    EventType.MEMORY_FORGOTTEN,
+})
+ENDING_EVENT_TYPES = frozenset({EventType.MEMORY_DELETED, EventType.MEMORY_FORGOTTEN})
 
 
 def new_id() -> str:

@@ -15,6 +15,7 @@ from projections.fold import MemoryEntry
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Progress, Projector
 
+from .audit import AuditPage, audit
 from .errors import (
     InvalidScopeError,
     InvalidValueError,
@@ -22,11 +23,20 @@ from .errors import (
     ValueTooLargeError,
     VersionConflictError,
 )
-from .events import MEMORY_EVENT_TYPES, EventType, NewEvent, encode, from_micros, new_id
-from .log.base import EventFilter, EventLog
+from .events import (
+    ENDING_EVENT_TYPES,
+    MEMORY_EVENT_TYPES,
+    EventType,
+    NewEvent,
+    encode,
+    from_micros,
+    new_id,
+)
+from .log.base import Digest, EventFilter, EventLog, Verification
 from .log.inprocess import InProcessLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
+from .timetravel import DEFAULT_SNAPSHOT_EVERY, PastMemory, TimeMachine
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +58,8 @@ class MemoryVersion:
     position: int
     event_id: str
     recorded_at_us: int
+    redacted: bool = False  # the content of this version was forgotten
+    reason: str | None = None  # why, on the forget event itself
 
     @property
     def recorded_at(self) -> datetime:
@@ -55,7 +67,7 @@ class MemoryVersion:
 
     @property
     def deleted(self) -> bool:
-        return self.type == EventType.MEMORY_DELETED
+        return self.type in ENDING_EVENT_TYPES
 
 
 class SharedMemory:
@@ -67,13 +79,15 @@ class SharedMemory:
     """
 
     def __init__(self, log: EventLog, read_model: ReadModel, *,
-                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES, batch_size: int = 1000) -> None:
+                 max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES, batch_size: int = 1000,
+                 snapshot_every: int = DEFAULT_SNAPSHOT_EVERY) -> None:
         if max_value_bytes < 1:
             raise ValueError("max_value_bytes must be positive")
         self.log = log
         self.read_model = read_model
         self.max_value_bytes = max_value_bytes
         self.projector = Projector(log, read_model, batch_size)
+        self.time_machine = TimeMachine(log, log.snapshot_store(), snapshot_every)
         self.projector.catch_up()
 
     # --- writing -------------------------------------------------------------------------------
@@ -139,7 +153,7 @@ class SharedMemory:
         self._check_size(payload)
         for _ in range(_RETRIES):
             last = self.log.latest(memory_id)
-            if last is None or last.type == EventType.MEMORY_DELETED:
+            if last is None or last.type in ENDING_EVENT_TYPES:
                 raise MemoryNotFoundError(memory_id)
             assert last.version is not None
             if expected_version is not None and expected_version != last.version:
@@ -200,15 +214,83 @@ class SharedMemory:
             if event.type not in MEMORY_EVENT_TYPES:
                 continue
             data = event.data or {}
+            forgotten = event.type == EventType.MEMORY_FORGOTTEN
             versions.append(MemoryVersion(
                 memory_id=memory_id, version=event.version or 0, type=event.type,
-                value=data.get("value"), metadata=data.get("metadata"), actor=event.actor,
+                value=None if forgotten else data.get("value"),
+                metadata=None if forgotten else data.get("metadata"), actor=event.actor,
                 position=event.position, event_id=event.event_id,
-                recorded_at_us=event.recorded_at_us,
+                recorded_at_us=event.recorded_at_us, redacted=event.payload is None,
+                reason=data.get("reason") if forgotten else None,
             ))
         if not versions:
             raise MemoryNotFoundError(memory_id)
         return versions
+
+    # --- audit, time travel, tamper evidence, forgetting ---------------------------------------
+
+    def audit(self, *, actor: str | None = None, agent_id: str | None = None,
+              group_id: str | None = None, context_id: str | None = None,
+              since: datetime | None = None, until: datetime | None = None, after: int = 0,
+              limit: int = 100) -> AuditPage:
+        """The events that match every filter given (who wrote what, when), a page at a time."""
+        return audit(self.log, actor=actor, scope=Scope(agent_id, group_id, context_id),
+                     since=since, until=until, after=after, limit=limit)
+
+    def as_of(self, position: int | None = None, *, time: datetime | None = None,
+              progress: Progress | None = None) -> PastMemory:
+        """A read-only view of the memory as it stood at ``position`` or at ``time``."""
+        return self.time_machine.at(position, time, progress)
+
+    def verify(self, progress: Progress | None = None) -> Verification:
+        """Walk the hash chain; the result names the first event that does not match."""
+        return self.log.check(progress=progress)
+
+    def digest(self) -> Digest:
+        """The head position and its hash: keep it to check later that the log only grew."""
+        return self.log.digest()
+
+    def extends(self, digest: Digest) -> bool:
+        """True if the log still extends an earlier ``digest`` (nothing rewritten or removed)."""
+        return self.log.extends(digest)
+
+    def forget(self, memory_id: str, reason: str, *, actor: str | None = None) -> int:
+        """Erase the content of every version of a memory, live or deleted; return the position
+        of the forget event.
+
+        A ``memory.forgotten`` event (with who and why) is appended first; then the payload
+        bytes of every earlier version are removed from the log, the snapshots that may hold
+        them are dropped, and the read model drops the memory. The hash chain still verifies,
+        since it covers each payload's hash. Calling it again finishes an interrupted forget.
+        """
+        check_id(memory_id, "memory_id")
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidValueError("a reason for forgetting is required")
+        for _ in range(_RETRIES):
+            events = self.log.query(EventFilter(memory_id=memory_id))
+            if not events:
+                raise MemoryNotFoundError(memory_id)
+            last = events[-1]
+            if last.type == EventType.MEMORY_FORGOTTEN:
+                forgotten = last
+                break
+            assert last.version is not None
+            new = NewEvent.create(EventType.MEMORY_FORGOTTEN, last.scope,
+                                  actor or last.scope.agent_id or last.actor,
+                                  {"reason": reason}, memory_id=memory_id,
+                                  version=last.version + 1)
+            try:
+                forgotten = self._append(new)
+                break
+            except VersionConflictError:
+                log.debug("memory %s moved on while being forgotten; retrying", memory_id)
+        else:
+            raise VersionConflictError(memory_id, last.version, last.version + 1)
+        positions = [e.position for e in events if e.type != EventType.MEMORY_FORGOTTEN]
+        self.log.redact(positions)
+        self.time_machine.forget_from(events[0].position)
+        self.sync()
+        return forgotten.position
 
     # --- maintenance ---------------------------------------------------------------------------
 

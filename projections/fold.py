@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
-from memswarm_es.events import Event, EventType, from_micros
+from memswarm_es.events import ENDING_EVENT_TYPES, Event, EventType, from_micros
 from memswarm_es.scopes import Scope
 
 
@@ -78,7 +78,10 @@ class Change:
 
 
 def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
-    """The state of one memory after ``event`` (events of other memories must not be passed)."""
+    """The state of one memory after ``event`` (events of other memories must not be passed).
+
+    A version whose payload was redacted (forgotten) reads as value ``None``, no metadata.
+    """
     data = event.data
     if event.type == EventType.MEMORY_WRITTEN:
         assert event.memory_id is not None and event.version is not None
@@ -95,7 +98,7 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
         return None
     if event.type == EventType.MEMORY_UPDATED:
         assert event.version is not None
-        data = data or {}
+        data = {"value": None, "metadata": {}} if data is None else data
         return MemoryEntry(
             memory_id=entry.memory_id, value=data.get("value", entry.value),
             metadata=data.get("metadata", entry.metadata),
@@ -104,7 +107,7 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             created_at_us=entry.created_at_us, updated_at_us=event.recorded_at_us,
             created_by=entry.created_by, updated_by=event.actor,
         )
-    if event.type == EventType.MEMORY_DELETED:
+    if event.type in ENDING_EVENT_TYPES:
         return None
     return entry
 
@@ -135,15 +138,21 @@ class View:
 def fold(events: Iterable[Event], view: View | None = None) -> View:
     """A new view: ``view`` (empty by default) with ``events`` applied; ``view`` is not changed."""
     out = View(dict(view.entries), view.position) if view else View()
+    return fold_into(out, events)
+
+
+def fold_into(view: View, events: Iterable[Event]) -> View:
+    """Apply ``events`` to ``view`` in place and return it (for long folds: no copying)."""
+    entries = view.entries
     for event in events:
         if event.memory_id is not None:
-            entry = evolve(out.entries.get(event.memory_id), event)
+            entry = evolve(entries.get(event.memory_id), event)
             if entry is None:
-                out.entries.pop(event.memory_id, None)
+                entries.pop(event.memory_id, None)
             else:
-                out.entries[event.memory_id] = entry
-        out.position = event.position
-    return out
+                entries[event.memory_id] = entry
+        view.position = event.position
+    return view
 
 
 def select(entries: Iterable[MemoryEntry], scope: Scope) -> list[MemoryEntry]:

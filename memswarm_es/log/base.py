@@ -5,12 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import IdempotencyError, IntegrityError, VersionConflictError
-from ..events import GENESIS_HASH, Event, NewEvent, seal
+from ..events import GENESIS_HASH, Event, NewEvent, payload_hash, seal
 from ..scopes import Scope
+from ..snapshots import InProcessSnapshotStore, SnapshotStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,22 +23,45 @@ class Digest:
 
 
 @dataclass(frozen=True, slots=True)
+class Verification:
+    """The outcome of walking the hash chain."""
+
+    ok: bool
+    checked: int  # events that verified, from position 1
+    position: int | None = None  # the first position that does not
+    reason: str | None = None
+
+
+def _problem(event: Event, expected: int, prev_hash: bytes) -> str | None:
+    """What is wrong with ``event`` as the one at ``expected`` after ``prev_hash``, if anything."""
+    if event.position != expected:
+        return f"event is missing or out of order (found position {event.position})"
+    if event.payload is not None and payload_hash(event.payload) != event.payload_hash:
+        return "payload does not match its hash"
+    try:
+        link = event.expected_hash(prev_hash)
+    except (TypeError, ValueError, UnicodeError):
+        return "header cannot be encoded"
+    if link != event.hash:
+        return "header or link to the previous event does not match"
+    return None
+
+
+@dataclass(frozen=True, slots=True)
 class EventFilter:
     """Which events to read: every part that is set must match (AND)."""
 
     scope: Scope = field(default_factory=Scope)
     memory_id: str | None = None
     actor: str | None = None
-    since_us: int | None = None  # recorded_at >= since
-    until_us: int | None = None  # recorded_at < until
+    until_position: int | None = None  # inclusive; times map to positions (see position_at)
 
     def matches(self, event: Event) -> bool:
         return (
             self.scope.matches(event.scope)
             and (self.memory_id is None or event.memory_id == self.memory_id)
             and (self.actor is None or event.actor == self.actor)
-            and (self.since_us is None or event.recorded_at_us >= self.since_us)
-            and (self.until_us is None or event.recorded_at_us < self.until_us)
+            and (self.until_position is None or event.position <= self.until_position)
         )
 
 
@@ -88,6 +112,10 @@ class EventLog(ABC):
         """Remove the payload bytes of the events at ``positions``, keeping their payload hash,
         so the hash chain still verifies. Returns how many payloads were removed."""
 
+    def snapshot_store(self) -> SnapshotStore:
+        """Where this log keeps snapshots of the folded view (in this process by default)."""
+        return InProcessSnapshotStore()
+
     def close(self) -> None:
         """Release resources; the default holds none."""
 
@@ -130,21 +158,55 @@ class EventLog(ABC):
                 self._appended.wait(min(delay, left))
             delay = min(delay * 2, 0.05)
 
-    def verify(self, batch_size: int = 5000) -> int:
-        """Walk the hash chain from the start; return the head, or raise :class:`IntegrityError`."""
+    def position_at(self, time_us: int) -> int:
+        """The last position recorded at or before ``time_us`` (0 if none).
+
+        ``recorded_at`` never decreases along positions, so this is a binary search; stores
+        with an index on the time answer it in one query.
+        """
+        lo, hi = 0, self.head()
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.read(mid - 1, 1)[0].recorded_at_us <= time_us:
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    def check(self, batch_size: int = 5000,
+              progress: Callable[[int, int], None] | None = None) -> Verification:
+        """Walk the hash chain from the start and report the first event that does not match."""
+        head = self.head()
         prev_hash = GENESIS_HASH
         expected = 1
         for batch in self.iter_events(0, batch_size):
             for event in batch:
-                if event.position != expected:
-                    raise IntegrityError(
-                        f"position {expected} is missing or out of order", expected)
-                if event.expected_hash(prev_hash) != event.hash:
-                    raise IntegrityError(f"event at position {expected} does not verify",
-                                         expected)
+                problem = _problem(event, expected, prev_hash)
+                if problem:
+                    return Verification(False, expected - 1, expected, problem)
                 prev_hash = event.hash
                 expected += 1
-        return expected - 1
+            if progress:
+                progress(expected - 1, head)
+        if expected - 1 < head:
+            return Verification(False, expected - 1, expected, "event is missing")
+        return Verification(True, expected - 1)
+
+    def verify(self) -> int:
+        """Check the chain; return the head, or raise :class:`IntegrityError` naming the
+        first bad position."""
+        result = self.check()
+        if not result.ok:
+            raise IntegrityError(f"position {result.position}: {result.reason}", result.position)
+        return result.checked
+
+    def extends(self, digest: Digest) -> bool:
+        """True if the log still holds, unchanged, the event an earlier ``digest`` named, and
+        the chain up to it verifies: the log was only appended to since."""
+        if digest.position == 0:
+            return self.check().ok
+        found = self.read(digest.position - 1, 1)
+        return bool(found) and found[0].hash == digest.hash and self.check().ok
 
     def _notify(self) -> None:
         with self._appended:

@@ -27,6 +27,7 @@ from ..errors import (
 )
 from ..events import GENESIS_HASH, Event, NewEvent, now_micros
 from ..scopes import Scope
+from ..snapshots import SQLSnapshotStore
 from .base import Digest, EventFilter, EventLog, check_batch, resolve_retry, seal_batch
 
 FORMAT = "memswarm-eventlog"
@@ -69,6 +70,8 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" hook choose the BEGIN statement (the pysqlite recipe).
     dbapi_connection.isolation_level = None
+    # Damaged text must still be readable, so that verify() can name the event it is in.
+    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 60000")
     cursor.close()
@@ -104,6 +107,7 @@ class SQLEventLog(EventLog):
         self._lock = threading.Lock()  # held by the thread writing a group
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
+        self._table_prefix = table_prefix
         self._metadata, self._meta, self._events = _tables(table_prefix)
         t = self._events
         self._last_stmt = (sa.select(t.c.position, t.c.hash, t.c.recorded_at)
@@ -148,6 +152,9 @@ class SQLEventLog(EventLog):
         except sa.exc.DatabaseError as exc:
             self._engine.dispose()
             raise CorruptLogError(f"{self.url}: cannot open as a MemSwarm log: {exc.orig}") from exc
+
+    def snapshot_store(self) -> SQLSnapshotStore:
+        return SQLSnapshotStore(self._engine, self._table_prefix)
 
     def close(self) -> None:
         self._engine.dispose()
@@ -273,10 +280,8 @@ class SQLEventLog(EventLog):
             conditions.append(t.c.memory_id == where.memory_id)
         if where.actor is not None:
             conditions.append(t.c.actor == where.actor)
-        if where.since_us is not None:
-            conditions.append(t.c.recorded_at >= where.since_us)
-        if where.until_us is not None:
-            conditions.append(t.c.recorded_at < where.until_us)
+        if where.until_position is not None:
+            conditions.append(t.c.position <= where.until_position)
         order = t.c.position.desc() if reverse else t.c.position
         stmt = sa.select(t).where(*conditions).order_by(order)
         if limit is not None:
@@ -301,6 +306,14 @@ class SQLEventLog(EventLog):
             with self._engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
         return removed
+
+    def position_at(self, time_us: int) -> int:
+        t = self._events
+        with self._engine.connect() as conn:
+            return conn.execute(  # one seek on the (recorded_at, position) index
+                sa.select(t.c.position).where(t.c.recorded_at <= time_us)
+                .order_by(t.c.recorded_at.desc(), t.c.position.desc()).limit(1)
+            ).scalar() or 0
 
     def head(self) -> int:
         with self._engine.connect() as conn:

@@ -1,0 +1,113 @@
+"""Time travel: the memory as it stood at a position or a time, folded from the nearest snapshot."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from projections.fold import MemoryEntry, View, fold_into, select
+
+from .errors import InvalidInputError, MemoryNotFoundError
+from .events import to_micros
+from .log.base import EventLog
+from .scopes import Scope, check_id
+from .snapshots import SnapshotStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SNAPSHOT_EVERY = 10_000
+
+
+class PastMemory:
+    """A read-only view of the memory as it stood after the event at ``position``."""
+
+    def __init__(self, view: View, recorded_at: datetime | None) -> None:
+        self._view = view
+        self.position = view.position
+        self.recorded_at = recorded_at  # when the event at ``position`` was recorded
+
+    def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
+                   context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
+        """The memories inside every scope given (AND), ordered by position, as they were."""
+        if unknown:
+            Scope.from_kwargs(unknown)
+        return select(self._view.entries.values(), Scope(agent_id, group_id, context_id))
+
+    def get(self, memory_id: str) -> MemoryEntry:
+        check_id(memory_id, "memory_id")
+        entry = self._view.entries.get(memory_id)
+        if entry is None:
+            raise MemoryNotFoundError(memory_id)
+        return entry
+
+
+class TimeMachine:
+    """Builds :class:`PastMemory` views, taking a snapshot every ``every`` events on the way, so
+    that later views fold at most ``every`` events after the nearest snapshot."""
+
+    def __init__(self, event_log: EventLog, store: SnapshotStore,
+                 every: int = DEFAULT_SNAPSHOT_EVERY, batch_size: int = 5000) -> None:
+        if every < 1:
+            raise ValueError("snapshot interval must be at least 1")
+        self.log = event_log
+        self.store = store
+        self.every = every
+        self.batch_size = batch_size
+
+    def position_at(self, moment: datetime) -> int:
+        if moment.tzinfo is None:
+            raise InvalidInputError("time must be timezone-aware (UTC)")
+        return self.log.position_at(to_micros(moment))
+
+    def at(self, position: int | None = None, time: datetime | None = None,
+           progress: Callable[[int, int], None] | None = None) -> PastMemory:
+        """The memory after ``position``, or after the last event recorded at or before
+        ``time``; exactly one of them."""
+        if (position is None) == (time is None):
+            raise InvalidInputError("give exactly one of position and time")
+        if time is not None:
+            position = self.position_at(time)
+        assert position is not None
+        if not isinstance(position, int) or position < 0:
+            raise InvalidInputError("position must be a non-negative int")
+        position = min(position, self.log.head())
+        view = self.view_at(position, progress)
+        found = self.log.read(position - 1, 1) if position else []
+        return PastMemory(view, found[0].recorded_at if found else None)
+
+    def view_at(self, position: int,
+                progress: Callable[[int, int], None] | None = None) -> View:
+        """The folded view at ``position``: the nearest valid snapshot plus the events after."""
+        view = self._nearest_snapshot(position)
+        start = view.position
+        for batch in self.log.iter_events(view.position, self.batch_size, until=position):
+            for event in batch:
+                fold_into(view, (event,))
+                if event.position % self.every == 0:
+                    self.store.save(view, event.hash)
+            if progress:
+                progress(view.position - start, position - start)
+        return view
+
+    def _nearest_snapshot(self, position: int) -> View:
+        while True:
+            found = self.store.nearest(position)
+            if found is None:
+                return View()
+            at, event_hash = found
+            event = self.log.read(at - 1, 1)
+            if event and event[0].hash == event_hash:
+                try:
+                    return self.store.load(at)
+                except ValueError:
+                    log.warning("snapshot at %d cannot be read; rebuilding", at)
+            else:
+                log.warning("snapshot at %d no longer matches the log; rebuilding", at)
+            self.store.delete_from(at)
+
+    def forget_from(self, position: int) -> int:
+        """Drop the snapshots that may hold what the events from ``position`` on wrote."""
+        return self.store.delete_from(position)
+
