@@ -8,7 +8,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 
 from memswarm_es.errors import CheckpointConflictError
-from memswarm_es.events import Event
+from memswarm_es.events import Event, EventType
 from memswarm_es.scopes import Scope
 
 from .fold import Change, MemoryEntry, changes
@@ -70,8 +70,7 @@ class ReadModel(ABC):
             # The checkpoint moved back (the model was cleared or lost its data) or ahead of
             # the caller's batch: the caller must look at the checkpoint again.
             raise CheckpointConflictError(fresh[0].position - 1, start)
-        touched = {e.memory_id for e in fresh if e.memory_id is not None}
-        batch = changes(self.get_many(touched), fresh)
+        batch = changes(self.get_many(_existing(fresh)), fresh)
         self.commit(batch, start, fresh[-1].position)
         self.changed.notify()
         return fresh[-1].position
@@ -130,3 +129,14 @@ class ReadModel(ABC):
 
     def close(self) -> None:
         """Release resources; the default holds none."""
+
+
+def _existing(events: Sequence[Event]) -> list[str]:
+    """The memories a batch touches that may exist before it: not those it starts by writing
+    (a write is a memory's version 1, and a log holds each version of a memory once, in
+    increasing order, so nothing of that memory comes before it)."""
+    first: dict[str, str] = {}
+    for e in events:
+        if e.memory_id is not None:
+            first.setdefault(e.memory_id, e.type)
+    return [m for m, type in first.items() if type != EventType.MEMORY_WRITTEN]

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import threading
 import weakref
@@ -60,28 +61,38 @@ if current ~= tonumber(ARGV[1]) then
   return {0, current}
 end
 local base = ARGV[3] .. (redis.call('HGET', meta, 'gen') or '0') .. ':'
-local mem, all, idx = base .. 'mem', base .. 'all', base .. 'idx'
 local i = 6
-while i <= #ARGV do
-  local op, id, score, n = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
-  if op == 'D' then
-    redis.call('HDEL', mem, id)
-    redis.call('ZREM', all, id)
-    for j = 1, n do
-      redis.call('ZREM', base .. 'i:' .. ARGV[i + 4 + j], id)
-    end
-  else
-    redis.call('HSET', mem, id, ARGV[i + 4])
-    if op == 'N' then
-      redis.call('ZADD', all, score, id)
-      for j = 1, n do
-        local name = ARGV[i + 4 + j]
-        redis.call('ZADD', base .. 'i:' .. name, score, id)
-        redis.call('SADD', idx, name)
-      end
-    end
+-- one command per chunk of arguments (Lua's unpack has a limit), not one per memory
+local function bulk(command, key, count)
+  for s = i, i + count - 1, 4000 do
+    redis.call(command, key, unpack(ARGV, s, math.min(s + 3999, i + count - 1)))
   end
-  i = i + 5 + n
+  i = i + count
+end
+local function section(command, key)
+  local count = tonumber(ARGV[i])
+  i = i + 1
+  if count > 0 then
+    bulk(command, key, count)
+  end
+end
+section('HSET', base .. 'mem')   -- memory id, entry
+local deleted = tonumber(ARGV[i])
+if deleted > 0 then
+  i = i + 1
+  bulk('HDEL', base .. 'mem', deleted)
+  i = i - deleted
+  bulk('ZREM', base .. 'all', deleted)
+else
+  i = i + 1
+end
+section('ZADD', base .. 'all')   -- position, memory id
+section('SADD', base .. 'idx')   -- names of the scope indexes written to
+while i <= #ARGV do              -- per scope index: name, then additions, then removals
+  local key = base .. 'i:' .. ARGV[i]
+  i = i + 1
+  section('ZADD', key)
+  section('ZREM', key)
 end
 redis.call('HSET', meta, 'checkpoint', ARGV[2], 'format', ARGV[4])
 redis.call('PUBLISH', ARGV[5], ARGV[2])
@@ -182,26 +193,41 @@ def _unpack(blob: bytes) -> MemoryEntry:
     return MemoryEntry(*decode(blob))
 
 
-def _index_names(entry: MemoryEntry) -> list[str]:
-    return [scope_key(name, value) for name, value in entry.scope.parts()]
+_index_key = functools.lru_cache(maxsize=65536)(scope_key)
+
+
+def _index_names(e: MemoryEntry) -> list[str]:
+    return [_index_key(name, value) for name, value in
+            (("agent_id", e.agent_id), ("group_id", e.group_id), ("context_id", e.context_id))
+            if value is not None]
 
 
 def _commit_args(changes: Sequence[Change]) -> list[Any]:
-    """The commit script's records: op, id, score, number of indexes, entry, index names."""
-    args: list[Any] = []
+    """The commit script's arguments after the header, in sections of ``count, items...``:
+    entries to set, ids to delete, ids to add to ``all``, index names written to, then per
+    scope index its name, its additions and its removals."""
+    entries: list[Any] = []
+    deleted: list[str] = []
+    added: list[Any] = []
+    additions: dict[str, list[Any]] = {}
+    removals: dict[str, list[str]] = {}
     for change in changes:
         if change.after is None:
             assert change.before is not None
-            names = _index_names(change.before)
-            args += ["D", change.memory_id, change.before.position, len(names), b""]
-        elif change.before is None:
-            names = _index_names(change.after)
-            args += ["N", change.memory_id, change.after.position, len(names),
-                     _pack(change.after)]
-        else:
-            names = []
-            args += ["U", change.memory_id, change.after.position, 0, _pack(change.after)]
-        args += names
+            deleted.append(change.memory_id)
+            for name in _index_names(change.before):
+                removals.setdefault(name, []).append(change.memory_id)
+            continue
+        entries += (change.memory_id, _pack(change.after))
+        if change.before is None:
+            added += (change.after.position, change.memory_id)
+            for name in _index_names(change.after):
+                additions.setdefault(name, []).extend((change.after.position, change.memory_id))
+    args: list[Any] = [len(entries), *entries, len(deleted), *deleted, len(added), *added,
+                       len(additions), *additions]
+    for name in additions.keys() | removals.keys():
+        plus, minus = additions.get(name, []), removals.get(name, [])
+        args += [name, len(plus), *plus, len(minus), *minus]
     return args
 
 
