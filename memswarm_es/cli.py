@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from projections.fold import MemoryEntry
 
+from .errors import StorageError
 from .log.sql import SQLEventLog
 from .memory import SQLiteSharedMemory
 
@@ -118,11 +119,15 @@ def _project(args: argparse.Namespace) -> int:
     runner = ProjectorRunner(event_log, model, lease_ttl=args.lease_ttl,
                              batch_size=args.batch_size, progress=_progress("projected"))
     if args.once:
-        while runner.step() is None:
-            print(f"waiting for the lease (held by {model.lease(args.lease_ttl).holder()})",
-                  flush=True)
-            time.sleep(runner.lease.ttl / 3)
-        runner.lease.release(runner.owner)
+        try:
+            while runner.step() is None:
+                print(f"waiting for the lease (held by {model.lease(args.lease_ttl).holder()})",
+                      flush=True)
+                time.sleep(runner.lease.ttl / 3)
+            runner.lease.release(runner.owner)
+        except StorageError as exc:
+            print(f"memswarm project: {exc}", file=sys.stderr)
+            return 1
         _print_status(runner)
         return 0
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -138,8 +143,6 @@ def _project(args: argparse.Namespace) -> int:
 
 
 def _print_status(runner: ProjectorRunner) -> None:
-    from memswarm_es.errors import StorageError
-
     try:
         status = runner.status()
     except StorageError as exc:

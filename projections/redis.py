@@ -305,17 +305,14 @@ class RedisReadModel(ReadModel):
         self.changed.notify()
         self.collect_garbage()
 
-    def collect_garbage(self) -> int:
-        """Delete the keys of old generations, in chunks; return how many generations went."""
-        done = 0
+    def collect_garbage(self) -> None:
+        """Delete the keys of old generations, a bounded chunk per script call (so Redis is
+        never blocked for long, and a collector that dies leaves work the next one finishes)."""
         with _answering(self.url):
             for raw in self._client.smembers(self.garbage_key):
-                gen = raw.decode()
                 while self._collect(keys=[self.meta_key, self.garbage_key],
-                                    args=[gen, self._gen_base, _GC_CHUNK]):
+                                    args=[raw.decode(), self._gen_base, _GC_CHUNK]):
                     pass
-                done += 1
-        return done
 
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
         with _answering(self.url):

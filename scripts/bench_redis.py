@@ -77,6 +77,12 @@ def set_ceiling(port: int, requests: int) -> float:
     return float(row[header.index("rps")])
 
 
+def script_usec(client: redis.Redis) -> int:
+    """Microseconds the server has spent running scripts (EVALSHA) so far."""
+    stats = client.info("commandstats")
+    return sum(stats.get(f"cmdstat_{c}", {}).get("usec", 0) for c in ("evalsha", "eval"))
+
+
 def timed(fn: Callable[[], object]) -> float:
     start = time.perf_counter()
     fn()
@@ -124,7 +130,9 @@ def main() -> None:
                          "SET/s"))
 
             model = RedisReadModel(url, prefix="bench")
+            before = script_usec(model.client)
             seconds = timed(lambda: Projector(log, model, args.batch).catch_up())
+            busy = (script_usec(model.client) - before) / 1e6 / seconds
             projected = args.memories / seconds
             rows.append((f"project into Redis, batches of {args.batch}", args.memories,
                          projected, "events/s"))
@@ -142,9 +150,9 @@ def main() -> None:
                 size = len(model.read_scope(scope))
                 assert model.read_scope(scope) == reference.read_scope(scope)
                 samples = latencies(lambda s=scope: model.read_scope(s), args.reads)
-                rows.append((f"read_scope {name}: {size} memories, p50", args.reads,
+                rows.append((f"read_scope {name}: {size}, p50", args.reads,
                              percentile(samples, 50), "ms"))
-                rows.append((f"read_scope {name}: {size} memories, p99", args.reads,
+                rows.append((f"read_scope {name}: {size}, p99", args.reads,
                              percentile(samples, 99), "ms"))
             hot = Scope("hot")
             samples = latencies(lambda: reference.read_scope(hot), args.reads)
@@ -173,7 +181,7 @@ def main() -> None:
 
     print(f"\nMemSwarm Redis read model, {args.memories:,} memories "
           f"(own redis-server on loopback, {memory} used)\n")
-    print(f"{"measure":<54}{"n":>11}{'rate / time':>16}  unit")
+    print(f"{'measure':<54}{'n':>11}{'rate / time':>16}  unit")
     print("-" * 90)
     for name, n, value, unit in rows:
         print(f"{name:<54}{n:>11,}{value:>16,.2f}  {unit}")
@@ -181,6 +189,8 @@ def main() -> None:
     print(f"projected events/s / redis-benchmark SET/s: {projected / ceiling:.3f}x")
     print(f"Redis writes/s while projecting / redis-benchmark SET/s: "
           f"{projected * WRITES_PER_EVENT / ceiling:.2f}x")
+    print(f"Redis busy running the projection's scripts: {busy:.0%} of its time "
+          f"(the rest: reading the log and folding in Python)")
 
 
 if __name__ == "__main__":

@@ -196,6 +196,20 @@ def test_one_runner_applies_at_a_time_and_another_takes_over(redis_url: str,
     assert_is_fold(model, log)
 
 
+def test_memswarm_project_stops_on_sigterm_and_frees_the_lease(
+        redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    log_url = sqlite_log(tmp_path, 100)
+    model = RedisReadModel(redis_url, prefix=redis_prefix)
+    child = spawn_projector(log_url, redis_url, redis_prefix)
+    eventually(lambda: model.checkpoint() == 100, what="the projection")
+    assert model.lease().holder() is not None
+    child.send_signal(signal.SIGTERM)
+    assert child.wait(30) == 0, child.stderr.read()  # type: ignore[union-attr]
+    assert model.lease().holder() is None
+    closed = main(["project", "--log", log_url, "--into", "redis://127.0.0.1:1/0", "--once"])
+    assert closed == 1  # an unreachable Redis is reported, not a traceback
+
+
 def test_flushdb_under_a_running_projector_rebuilds_and_converges(
         own_redis: RedisServer, tmp_path: Path) -> None:
     log = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}", synchronous="OFF")
