@@ -28,6 +28,8 @@ _LAZY = {
     "MemoryVersion": "memswarm_es.memory",
     "SharedMemory": "memswarm_es.memory",
     "SQLiteSharedMemory": "memswarm_es.memory",
+    "RedisSharedMemory": "memswarm_es.memory",
+    "AsyncSharedMemory": "memswarm_es.aio",
     "MemoryEntry": "projections.fold",
 }
 

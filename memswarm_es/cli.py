@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from projections.fold import MemoryEntry
 
+from .errors import StorageError
+from .log.sql import SQLEventLog
 from .memory import SQLiteSharedMemory
+
+if TYPE_CHECKING:
+    from projections.redis import RedisReadModel
+    from projections.runner import ProjectorRunner
 
 
 def _show(title: str, entries: Sequence[MemoryEntry]) -> None:
@@ -81,13 +91,109 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(label: str) -> Callable[[int, int], None]:
+    """A progress callback printing ``label: position/head`` at most once a second."""
+    last = 0.0
+
+    def report(position: int, head: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 1.0 or position >= head:
+            last = now
+            share = 100.0 * position / head if head else 100.0
+            print(f"{label}: {position}/{head} events ({share:.0f}%)", flush=True)
+
+    return report
+
+
+def _open(args: argparse.Namespace) -> tuple[SQLEventLog, RedisReadModel]:
+    from projections.redis import RedisReadModel
+
+    return SQLEventLog(args.log), RedisReadModel(args.into, prefix=args.prefix)
+
+
+def _project(args: argparse.Namespace) -> int:
+    from projections.runner import ProjectorRunner
+
+    event_log, model = _open(args)
+    runner = ProjectorRunner(event_log, model, lease_ttl=args.lease_ttl,
+                             batch_size=args.batch_size, progress=_progress("projected"))
+    if args.once:
+        try:
+            while runner.step() is None:
+                print(f"waiting for the lease (held by {model.lease(args.lease_ttl).holder()})",
+                      flush=True)
+                time.sleep(runner.lease.ttl / 3)
+            runner.lease.release(runner.owner)
+        except StorageError as exc:
+            print(f"memswarm project: {exc}", file=sys.stderr)
+            return 1
+        _print_status(runner)
+        return 0
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: runner.stop(timeout=0))
+    print(f"projecting {args.log} into {args.into} (prefix {args.prefix!r}) as {runner.owner}",
+          flush=True)
+    thread = runner.start()
+    while thread.is_alive():
+        thread.join(args.report_every)
+        if thread.is_alive():
+            _print_status(runner)
+    return 0
+
+
+def _print_status(runner: ProjectorRunner) -> None:
+    try:
+        status = runner.status()
+    except StorageError as exc:
+        print(f"status unavailable: {exc}", flush=True)
+        return
+    print(f"{'holding the lease' if status.holding else 'standing by'}; checkpoint "
+          f"{status.checkpoint}, head {status.head}, lag {status.lag}, rebuilds "
+          f"{status.rebuilds}", flush=True)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from projections.projector import Projector
+
+    event_log, model = _open(args)
+    print(f"rebuilding {args.into} (prefix {args.prefix!r}) from {args.log}", flush=True)
+    position = Projector(event_log, model, args.batch_size).replay(_progress("replayed"))
+    print(f"done: read model at position {position}", flush=True)
+    model.close()
+    event_log.close()
+    return 0
+
+
+def _add_projection_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log", default="sqlite:///memswarm.db",
+                   help="the event log: sqlite:///path.db or any SQLAlchemy URL "
+                        "(default: %(default)s)")
+    p.add_argument("--into", required=True, help="the read model: redis://host:port/db")
+    p.add_argument("--prefix", default="memswarm",
+                   help="key prefix of the read model in Redis (default: %(default)s)")
+    p.add_argument("--batch-size", type=int, default=1000, help="events per commit")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="memswarm", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("demo", help="agents sharing memory on SQLite + in-memory")
     p.add_argument("--db", help="SQLite file to use (default: a temporary one)")
     p.set_defaults(func=_demo)
+    p = sub.add_parser("project", help="project a log into a Redis read model, then follow it")
+    _add_projection_args(p)
+    p.add_argument("--lease-ttl", type=float, default=10.0,
+                   help="seconds before the lease of a dead projector expires")
+    p.add_argument("--report-every", type=float, default=10.0,
+                   help="seconds between two status lines")
+    p.add_argument("--once", action="store_true", help="catch up, then exit")
+    p.set_defaults(func=_project)
+    p = sub.add_parser("replay", help="rebuild a Redis read model from the log")
+    _add_projection_args(p)
+    p.set_defaults(func=_replay)
     args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace], int] = args.func
     return handler(args)
 

@@ -116,3 +116,19 @@ class CheckpointConflictError(StorageError):
         self.expected = expected
         self.actual = actual
 
+
+
+class ReadModelBehindError(StorageError, TimeoutError):
+    """A read model did not reach a position in time, so a read would have missed writes."""
+
+    def __init__(self, position: int, checkpoint: int, timeout: float) -> None:
+        super().__init__(
+            f"read model is at position {checkpoint}, {position - checkpoint} behind the "
+            f"position {position} asked for, after waiting {timeout:g} s")
+        self.position = position
+        self.checkpoint = checkpoint
+        self.timeout = timeout
+
+
+class ReadModelUnavailableError(StorageError):
+    """A read model's server cannot be reached (or answered with an error)."""

@@ -5,10 +5,12 @@ names, which only choose the log and the read model.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from projections.base import ReadModel
 from projections.fold import MemoryEntry
@@ -20,12 +22,14 @@ from .errors import (
     InvalidScopeError,
     InvalidValueError,
     MemoryNotFoundError,
+    ReadModelBehindError,
     ValueTooLargeError,
     VersionConflictError,
 )
 from .events import (
     ENDING_EVENT_TYPES,
     MEMORY_EVENT_TYPES,
+    Event,
     EventType,
     NewEvent,
     encode,
@@ -38,9 +42,13 @@ from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
 from .timetravel import DEFAULT_SNAPSHOT_EVERY, PastMemory, TimeMachine
 
+if TYPE_CHECKING:
+    from .subscribe import Subscription
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
+DEFAULT_WAIT_TIMEOUT = 10.0
 _UNSET: Any = object()
 _RETRIES = 20
 
@@ -58,6 +66,7 @@ class MemoryVersion:
     position: int
     event_id: str
     recorded_at_us: int
+    scope: Scope = field(default_factory=Scope)
     redacted: bool = False  # the content of this version was forgotten
     reason: str | None = None  # why, on the forget event itself
 
@@ -70,25 +79,54 @@ class MemoryVersion:
         return self.type in ENDING_EVENT_TYPES
 
 
+def version_of(event: Event) -> MemoryVersion:
+    """The memory version that a memory event records (content ``None`` once forgotten)."""
+    assert event.memory_id is not None
+    data = event.data or {}
+    forgotten = event.type == EventType.MEMORY_FORGOTTEN
+    return MemoryVersion(
+        memory_id=event.memory_id, version=event.version or 0, type=event.type,
+        value=None if forgotten else data.get("value"),
+        metadata=None if forgotten else data.get("metadata"), actor=event.actor,
+        position=event.position, event_id=event.event_id, recorded_at_us=event.recorded_at_us,
+        redacted=event.payload is None, reason=data.get("reason") if forgotten else None,
+        scope=event.scope,
+    )
+
+
 class SharedMemory:
     """A shared memory: writes become events in ``log``; reads come from ``read_model``.
 
-    The read model is caught up before every read and after every write, so a write is visible
-    to a read from the same process as soon as it returns, and writes made by other processes
-    to the same log are seen by the next read. Thread-safe.
+    By default (``project_inline``) the read model is caught up before every read and after
+    every write, so a write is visible to a read from the same process as soon as it returns,
+    and writes made by other processes to the same log are seen by the next read.
+
+    With ``project_inline=False`` a separate runner projects the log (``memswarm project``, or
+    :class:`~projections.runner.ProjectorRunner`); a read then waits until the read model has
+    reached this memory's last write (read-your-writes), for at most ``wait_timeout`` seconds,
+    and raises :class:`ReadModelBehindError` rather than answer without it. :meth:`lag` says how
+    far behind the log the read model is. Thread-safe.
     """
 
     def __init__(self, log: EventLog, read_model: ReadModel, *,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES, batch_size: int = 1000,
-                 snapshot_every: int = DEFAULT_SNAPSHOT_EVERY) -> None:
+                 snapshot_every: int = DEFAULT_SNAPSHOT_EVERY, project_inline: bool = True,
+                 wait_timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
         if max_value_bytes < 1:
             raise ValueError("max_value_bytes must be positive")
+        if wait_timeout < 0:
+            raise ValueError("wait_timeout must not be negative")
         self.log = log
         self.read_model = read_model
         self.max_value_bytes = max_value_bytes
+        self.project_inline = project_inline
+        self.wait_timeout = wait_timeout
         self.projector = Projector(log, read_model, batch_size)
         self.time_machine = TimeMachine(log, log.snapshot_store(), snapshot_every)
-        self.projector.catch_up()
+        self._last_position = 0
+        self._position_lock = threading.Lock()
+        if project_inline:
+            self.projector.catch_up()
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -183,7 +221,10 @@ class SharedMemory:
 
     def _append(self, new: NewEvent) -> Any:
         (recorded,) = self.log.append([new])
-        self.projector.catch_up(until=recorded.position)
+        with self._position_lock:
+            self._last_position = max(self._last_position, recorded.position)
+        if self.project_inline:
+            self.projector.catch_up(until=recorded.position)
         return recorded
 
     # --- reading -------------------------------------------------------------------------------
@@ -194,13 +235,13 @@ class SharedMemory:
         if unknown:
             Scope.from_kwargs(unknown)  # raises InvalidScopeError naming them
         scope = Scope(agent_id, group_id, context_id)
-        self.sync()
+        self._fresh()
         return self.read_model.read_scope(scope)
 
     def get(self, memory_id: str) -> MemoryEntry:
         """One live memory, or :class:`MemoryNotFoundError`."""
         check_id(memory_id, "memory_id")
-        self.sync()
+        self._fresh()
         entry = self.read_model.get(memory_id)
         if entry is None:
             raise MemoryNotFoundError(memory_id)
@@ -209,20 +250,8 @@ class SharedMemory:
     def history(self, memory_id: str) -> list[MemoryVersion]:
         """Every version of one memory, oldest first, deletes included."""
         check_id(memory_id, "memory_id")
-        versions = []
-        for event in self.log.query(EventFilter(memory_id=memory_id)):
-            if event.type not in MEMORY_EVENT_TYPES:
-                continue
-            data = event.data or {}
-            forgotten = event.type == EventType.MEMORY_FORGOTTEN
-            versions.append(MemoryVersion(
-                memory_id=memory_id, version=event.version or 0, type=event.type,
-                value=None if forgotten else data.get("value"),
-                metadata=None if forgotten else data.get("metadata"), actor=event.actor,
-                position=event.position, event_id=event.event_id,
-                recorded_at_us=event.recorded_at_us, redacted=event.payload is None,
-                reason=data.get("reason") if forgotten else None,
-            ))
+        versions = [version_of(e) for e in self.log.query(EventFilter(memory_id=memory_id))
+                    if e.type in MEMORY_EVENT_TYPES]
         if not versions:
             raise MemoryNotFoundError(memory_id)
         return versions
@@ -295,8 +324,74 @@ class SharedMemory:
     # --- maintenance ---------------------------------------------------------------------------
 
     def sync(self) -> int:
-        """Catch the read model up with the log; return its checkpoint."""
-        return self.projector.catch_up()
+        """Bring the read model up to the log's head; return its checkpoint.
+
+        Inline, this catches it up; with a separate runner it waits for the runner (at most
+        ``wait_timeout`` seconds, then :class:`ReadModelBehindError`).
+        """
+        if self.project_inline:
+            return self.projector.catch_up()
+        return self.wait_for(self.log.head())
+
+    def _fresh(self) -> None:
+        """What a read does first: catch up inline, or wait for this memory's own writes."""
+        if self.project_inline:
+            self.projector.catch_up()
+        else:
+            self.wait_for()
+
+    @property
+    def last_position(self) -> int:
+        """The log position of this memory's last write (0 before its first)."""
+        return self._last_position
+
+    def wait_for(self, position: int | None = None, timeout: float | None = None) -> int:
+        """Block until the read model has applied ``position`` (default: this memory's last
+        write); return its checkpoint. Raise :class:`ReadModelBehindError` after ``timeout``
+        seconds (default ``wait_timeout``)."""
+        target = self._last_position if position is None else position
+        limit = self.wait_timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            if self.project_inline:
+                checkpoint = self.projector.catch_up(until=target)
+            else:
+                checkpoint = self.read_model.checkpoint()
+            if checkpoint >= target:
+                return checkpoint
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReadModelBehindError(target, checkpoint, limit)
+            if self.project_inline:  # the position is not in the log yet
+                self.log.wait(checkpoint, left)
+            else:
+                self.read_model.wait(target - 1, left)
+
+    def lag(self) -> int:
+        """How many events the read model is behind the log's head."""
+        return self.projector.lag()
+
+    def subscribe(self, agent_id: str | None = None, group_id: str | None = None,
+                  context_id: str | None = None, *, after: int | None = None,
+                  **unknown: Any) -> Subscription:
+        """The memory versions of a scope (AND of the parts given) as the read model applies
+        them, in log order: iterate to block for the next.
+
+        Starts after the log's current head, or after ``after`` (pass a subscription's
+        ``position`` to resume where it stopped: the gap is read from the log).
+        """
+        from .subscribe import Subscription
+
+        if unknown:
+            Scope.from_kwargs(unknown)
+        scope = Scope(agent_id, group_id, context_id)
+        start = self.log.head() if after is None else after
+        return Subscription(self.log, self.read_model, scope, start)
+
+    def lend_read_model(self) -> ReadModel:
+        """Give this memory's read model to a :class:`HybridMemory` (as its cache side); this
+        memory is not used afterwards."""
+        return self.read_model
 
     def replay(self, progress: Progress | None = None) -> int:
         """Rebuild the read model from the log; return the position reached."""
@@ -360,4 +455,45 @@ class HybridMemory(SharedMemory):
         if cache.log is not persistent.log and cache.log.head() > 0:
             cache.read_model.clear()  # it holds the cache's own log, not the persistent one
         cache.log.close()
-        super().__init__(persistent.log, cache.read_model, **options)
+        super().__init__(persistent.log, cache.lend_read_model(), **options)
+
+
+class RedisSharedMemory(SharedMemory):
+    """A view in Redis at ``url`` (keys under ``prefix``) of ``log``: an :class:`EventLog` or a
+    log URL (``sqlite:///swarm.db``, or any SQLAlchemy URL). Every process that names the same
+    log, URL and prefix shares one view.
+
+    Without ``log`` the memory is ephemeral, like :class:`InMemorySharedMemory`: an in-process
+    log, and a view under a private prefix of its own that :meth:`close` deletes. As the cache
+    side of ``HybridMemory(RedisSharedMemory(url, prefix=...), SQLiteSharedMemory(...))`` it
+    lends a view under ``prefix`` itself, shared with every process using the same log.
+    """
+
+    def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "memswarm",
+                 log: EventLog | str | None = None, **options: Any) -> None:
+        from projections.redis import RedisReadModel
+
+        self.url = url
+        self.prefix = check_id(prefix, "prefix")
+        self._private = log is None
+        if log is None:
+            event_log: EventLog = InProcessLog()
+            view = RedisReadModel(url, prefix=f"{prefix}.local.{new_id()}")
+        else:
+            event_log = SQLEventLog(log) if isinstance(log, str) else log
+            view = RedisReadModel(url, prefix=prefix)
+        super().__init__(event_log, view, **options)
+
+    def lend_read_model(self) -> ReadModel:
+        from projections.redis import RedisReadModel
+
+        if self._private:
+            self.read_model.drop()  # type: ignore[attr-defined]
+            self.read_model.close()
+            return RedisReadModel(self.url, prefix=self.prefix)
+        return self.read_model
+
+    def close(self) -> None:
+        if self._private:
+            self.read_model.drop()  # type: ignore[attr-defined]
+        super().close()

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 
-from memswarm_es.errors import StorageError
-from memswarm_es.events import Event
+from memswarm_es.errors import CheckpointConflictError
+from memswarm_es.events import Event, EventType
 from memswarm_es.scopes import Scope
 
 from .fold import Change, MemoryEntry, changes
+from .signal import Signal
 
 
 class ReadModel(ABC):
@@ -18,7 +21,14 @@ class ReadModel(ABC):
     A backend implements the storage half (``checkpoint``, ``get_many``, ``commit``, ``clear``
     and the queries); :meth:`apply` is the same for all: fold the batch with the pure fold and
     commit the changes together with the new checkpoint, in one atomic step.
+
+    Waiting for the checkpoint (:meth:`wait`, :meth:`wait_async`) and the ``*_async`` twins of
+    the queries are shared too; a backend with a native async client overrides the twins.
     """
+
+    #: Longest pause between two looks at the checkpoint while waiting (commits made through
+    #: this object wake waiters at once; commits made elsewhere are seen by looking).
+    poll_interval = 0.05
 
     @abstractmethod
     def checkpoint(self) -> int:
@@ -57,12 +67,76 @@ class ReadModel(ABC):
         if not fresh:
             return start
         if fresh[0].position != start + 1:
-            raise StorageError(
-                f"events start at {fresh[0].position}, but the checkpoint is {start}")
-        touched = {e.memory_id for e in fresh if e.memory_id is not None}
-        batch = changes(self.get_many(touched), fresh)
+            # The checkpoint moved back (the model was cleared or lost its data) or ahead of
+            # the caller's batch: the caller must look at the checkpoint again.
+            raise CheckpointConflictError(fresh[0].position - 1, start)
+        batch = changes(self.get_many(_existing(fresh)), fresh)
         self.commit(batch, start, fresh[-1].position)
+        self.changed.notify()
         return fresh[-1].position
+
+    # --- waiting -------------------------------------------------------------------------------
+
+    @property
+    def changed(self) -> Signal:
+        """Bumped after every commit through this object (and by backends that hear of others)."""
+        signal = self.__dict__.get("_changed")
+        if signal is None:  # made on first use, so that subclasses need not call __init__
+            signal = self.__dict__.setdefault("_changed", Signal())
+        return signal
+
+    def wait(self, after: int, timeout: float) -> bool:
+        """Block until the checkpoint is past ``after`` or ``timeout`` passes; True if it is."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            seen = self.changed.count
+            if self.checkpoint() > after:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.changed.wait(seen, min(delay, left))
+            delay = min(delay * 2, self.poll_interval)
+
+    async def wait_async(self, after: int, timeout: float) -> bool:
+        """Like :meth:`wait`, without blocking the event loop."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while True:
+            seen = self.changed.count
+            if await self.checkpoint_async() > after:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            await self.changed.wait_async(seen, min(delay, left))
+            delay = min(delay * 2, self.poll_interval)
+
+    # --- async twins of the queries (in a worker thread unless a backend has better) -------
+
+    async def checkpoint_async(self) -> int:
+        return await asyncio.to_thread(self.checkpoint)
+
+    async def get_many_async(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+        return await asyncio.to_thread(self.get_many, list(memory_ids))
+
+    async def read_scope_async(self, scope: Scope) -> list[MemoryEntry]:
+        return await asyncio.to_thread(self.read_scope, scope)
+
+    async def aclose(self) -> None:
+        """Release resources bound to the running event loop; the default holds none."""
 
     def close(self) -> None:
         """Release resources; the default holds none."""
+
+
+def _existing(events: Sequence[Event]) -> list[str]:
+    """The memories a batch touches that may exist before it: not those it starts by writing
+    (a write is a memory's version 1, and a log holds each version of a memory once, in
+    increasing order, so nothing of that memory comes before it)."""
+    first: dict[str, str] = {}
+    for e in events:
+        if e.memory_id is not None:
+            first.setdefault(e.memory_id, e.type)
+    return [m for m, type in first.items() if type != EventType.MEMORY_WRITTEN]

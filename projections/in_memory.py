@@ -29,6 +29,9 @@ class InMemoryReadModel(ReadModel):
     def checkpoint(self) -> int:
         return self._checkpoint
 
+    async def checkpoint_async(self) -> int:
+        return self._checkpoint  # a field: no need for a worker thread
+
     def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
         with self._lock:
             return {m: _detached(self._entries[m]) for m in memory_ids if m in self._entries}

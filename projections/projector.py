@@ -6,6 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
+from memswarm_es.errors import CheckpointConflictError
 from memswarm_es.log.base import EventLog
 
 from .base import ReadModel
@@ -35,17 +36,45 @@ class Projector:
         return max(self.log.head() - self.read_model.checkpoint(), 0)
 
     def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
-        """Apply every event after the checkpoint (up to ``until``); return the checkpoint."""
+        """Apply every event after the checkpoint (up to ``until``); return the checkpoint.
+
+        Several projectors may catch one read model up at once: a batch is committed only if
+        the checkpoint is still the one it was folded against, and the projector that loses
+        the race goes on from the checkpoint it then finds. A read model whose checkpoint is
+        ahead of the log (it followed another log, or the log was restored from an older
+        copy) is rebuilt from position 0.
+        """
         with self._lock:
-            position = self.read_model.checkpoint()
-            if until is not None and position >= until:
-                return position
-            head = self.log.head() if progress else 0
-            for batch in self.log.iter_events(position, self.batch_size, until):
-                position = self.read_model.apply(batch)
-                if progress:
-                    progress(position, max(head, position))
-            return position
+            while True:
+                try:
+                    position = self.read_model.checkpoint()
+                    if until is not None and position >= until:
+                        return position
+                    reached = self._follow(position, until, progress)
+                except CheckpointConflictError as exc:
+                    log.debug("%s; going on from the checkpoint found", exc)
+                    continue
+                if reached is not None:
+                    return reached
+                log.warning("%s is at position %d, ahead of the log (head %d); rebuilding it "
+                            "from the log", type(self.read_model).__name__, position,
+                            self.log.head())
+                self.read_model.clear()
+
+    def _follow(self, position: int, until: int | None, progress: Progress | None) -> int | None:
+        """Apply the events after ``position``; ``None`` if the log does not reach it.
+
+        Reading starts at the event at the checkpoint itself (the read model skips it): finding
+        it proves the log reaches the checkpoint, at no extra query.
+        """
+        head = self.log.head() if progress else 0
+        found = position == 0
+        for batch in self.log.iter_events(max(position - 1, 0), self.batch_size, until):
+            found = True
+            position = self.read_model.apply(batch)
+            if progress:
+                progress(position, max(head, position))
+        return position if found else None
 
     def replay(self, progress: Progress | None = None) -> int:
         """Rebuild the read model from position 0; return the checkpoint reached."""

@@ -3,3 +3,4 @@
 from __future__ import annotations
 
 pytest_plugins = ["tests.servers_postgres"]
+pytest_plugins += ["tests.servers_redis"]

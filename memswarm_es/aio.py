@@ -1,0 +1,119 @@
+"""asyncio twins of every facade operation: ``AsyncSharedMemory(memory)``.
+
+Nothing here blocks the event loop. Writes, and whatever reads the log, run in worker threads
+(SQLite and SQL drivers are blocking); reads of a read model use its native async client when
+it has one (Redis), else a worker thread; waiting for a read model (read-your-writes,
+subscriptions) awaits its change signal instead of holding a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from projections.fold import MemoryEntry
+from projections.projector import Progress
+
+from .errors import MemoryNotFoundError, ReadModelBehindError
+from .memory import MemoryVersion, SharedMemory
+from .scopes import Scope, check_id
+from .subscribe import AsyncSubscription
+
+
+class AsyncSharedMemory:
+    """Awaitable versions of a :class:`SharedMemory`'s operations, same names and arguments.
+
+    Safe under many concurrent tasks (the memory underneath is thread-safe), and usable from
+    several event loops.
+    """
+
+    def __init__(self, memory: SharedMemory) -> None:
+        self.memory = memory
+
+    # --- writing -------------------------------------------------------------------------------
+
+    async def write_scope(self, value: Any, metadata: Mapping[str, Any] | None = None,
+                          context_id: str | None = None, **options: Any) -> str:
+        return await asyncio.to_thread(self.memory.write_scope, value, metadata, context_id,
+                                       **options)
+
+    async def update(self, memory_id: str, *args: Any, **options: Any) -> int:
+        return await asyncio.to_thread(self.memory.update, memory_id, *args, **options)
+
+    async def delete(self, memory_id: str, **options: Any) -> int:
+        return await asyncio.to_thread(self.memory.delete, memory_id, **options)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    async def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
+                         context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
+        if unknown:
+            Scope.from_kwargs(unknown)
+        scope = Scope(agent_id, group_id, context_id)
+        await self._fresh()
+        return await self.memory.read_model.read_scope_async(scope)
+
+    async def get(self, memory_id: str) -> MemoryEntry:
+        check_id(memory_id, "memory_id")
+        await self._fresh()
+        found = await self.memory.read_model.get_many_async([memory_id])
+        if memory_id not in found:
+            raise MemoryNotFoundError(memory_id)
+        return found[memory_id]
+
+    async def history(self, memory_id: str) -> list[MemoryVersion]:
+        return await asyncio.to_thread(self.memory.history, memory_id)
+
+    async def subscribe(self, agent_id: str | None = None, group_id: str | None = None,
+                        context_id: str | None = None, *, after: int | None = None,
+                        **unknown: Any) -> AsyncSubscription:
+        """See :meth:`SharedMemory.subscribe`; iterate the result with ``async for``."""
+        if unknown:
+            Scope.from_kwargs(unknown)
+        scope = Scope(agent_id, group_id, context_id)
+        start = await asyncio.to_thread(self.memory.log.head) if after is None else after
+        return AsyncSubscription(self.memory.log, self.memory.read_model, scope, start)
+
+    # --- freshness -----------------------------------------------------------------------------
+
+    async def _fresh(self) -> None:
+        if self.memory.project_inline:
+            await asyncio.to_thread(self.memory.projector.catch_up)
+        else:
+            await self.wait_for()
+
+    async def wait_for(self, position: int | None = None, timeout: float | None = None) -> int:
+        """See :meth:`SharedMemory.wait_for`."""
+        memory = self.memory
+        if memory.project_inline:
+            return await asyncio.to_thread(memory.wait_for, position, timeout)
+        target = memory.last_position if position is None else position
+        limit = memory.wait_timeout if timeout is None else timeout
+        model = memory.read_model
+        if not await model.wait_async(target - 1, limit):
+            raise ReadModelBehindError(target, await model.checkpoint_async(), limit)
+        return await model.checkpoint_async()
+
+    async def sync(self) -> int:
+        if self.memory.project_inline:
+            return await asyncio.to_thread(self.memory.sync)
+        return await self.wait_for(await asyncio.to_thread(self.memory.log.head))
+
+    async def lag(self) -> int:
+        return await asyncio.to_thread(self.memory.lag)
+
+    async def replay(self, progress: Progress | None = None) -> int:
+        return await asyncio.to_thread(self.memory.replay, progress)
+
+    # --- lifetime ------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        await self.memory.read_model.aclose()
+        await asyncio.to_thread(self.memory.close)
+
+    async def __aenter__(self) -> AsyncSharedMemory:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()

@@ -1,0 +1,178 @@
+"""Subscriptions: the memory versions of one scope, in log order, as a read model applies them.
+
+The read model's checkpoint says how far it has applied the log, and its change signal (commits
+in this process at once, Redis pub/sub across processes) says when to look again; the memory
+versions themselves are always read from the log, after the last position the subscriber saw.
+So a lost wake-up costs only latency (waiters also look now and then), an outage of the read
+model's server is waited out, and a subscriber that falls behind, reconnects or restarts with
+``after=position`` gets every version exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+
+from projections.base import ReadModel
+
+from .errors import ReadModelUnavailableError
+from .events import MEMORY_EVENT_TYPES, Event
+from .log.base import EventFilter, EventLog
+from .memory import MemoryVersion, version_of
+from .scopes import Scope
+
+DEFAULT_BATCH = 500
+_WAKE_EVERY = 1.0  # longest blocking wait, so that close() is noticed
+_RETRY_EVERY = 0.2  # while the read model's server is unreachable
+
+log = logging.getLogger(__name__)
+
+
+def _outage(exc: Exception) -> None:
+    log.warning("subscription waiting for the read model: %s", exc)
+
+
+class _Cursor:
+    """Where a subscriber is in the log, and the pure step that moves it on."""
+
+    def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
+                 batch_size: int) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self.log = log
+        self.model = model
+        self.scope = scope
+        self.position = after
+        self.batch_size = batch_size
+        self.closed = False
+
+    def query(self) -> list[Event]:
+        return self.log.query(EventFilter(scope=self.scope), after=self.position,
+                              limit=self.batch_size)
+
+    def take(self, events: list[Event], ceiling: int) -> list[MemoryVersion]:
+        """Keep the memory events of ``events`` (a query result) up to ``ceiling`` (the
+        checkpoint) and move the position past everything seen."""
+        kept = [e for e in events if e.position <= ceiling]
+        full = len(events) == self.batch_size and len(kept) == len(events)
+        self.position = kept[-1].position if full else max(self.position, ceiling)
+        return [version_of(e) for e in kept if e.type in MEMORY_EVENT_TYPES]
+
+
+class _Subscriber:
+    def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
+                 batch_size: int = DEFAULT_BATCH) -> None:
+        self._cursor = _Cursor(log, model, scope, after, batch_size)
+        self._buffer: deque[MemoryVersion] = deque()
+
+    @property
+    def position(self) -> int:
+        """The last log position delivered or skipped (versions still buffered excluded)."""
+        return self._buffer[0].position - 1 if self._buffer else self._cursor.position
+
+    @property
+    def scope(self) -> Scope:
+        return self._cursor.scope
+
+    def close(self) -> None:
+        """End the iteration (a waiting iterator returns within a second)."""
+        self._cursor.closed = True
+
+    def _drain(self) -> list[MemoryVersion]:
+        found = list(self._buffer)
+        self._buffer.clear()
+        return found
+
+
+class Subscription(_Subscriber):
+    """A blocking iterator of :class:`MemoryVersion` s; ``position`` is the last log position
+    it has seen (resume with ``subscribe(..., after=position)``)."""
+
+    def poll(self, timeout: float = 0.0) -> list[MemoryVersion]:
+        """The versions applied since the last poll, waiting up to ``timeout`` for one."""
+        if self._buffer:
+            return self._drain()
+        cursor = self._cursor
+        deadline = time.monotonic() + timeout
+        while not cursor.closed:
+            try:
+                ceiling = cursor.model.checkpoint()
+                if ceiling > cursor.position:
+                    found = cursor.take(cursor.query(), ceiling)
+                    if found:
+                        return found
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                cursor.model.wait(cursor.position, min(left, _WAKE_EVERY))
+            except ReadModelUnavailableError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                _outage(exc)
+                time.sleep(min(left, _RETRY_EVERY))
+        return []
+
+    def __iter__(self) -> Subscription:
+        return self
+
+    def __next__(self) -> MemoryVersion:
+        while not self._buffer:
+            if self._cursor.closed:
+                raise StopIteration
+            self._buffer.extend(self.poll(_WAKE_EVERY))
+        return self._buffer.popleft()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+
+class AsyncSubscription(_Subscriber):
+    """The asyncio twin of :class:`Subscription`: ``async for version in subscription``."""
+
+    async def poll(self, timeout: float = 0.0) -> list[MemoryVersion]:
+        if self._buffer:
+            return self._drain()
+        cursor = self._cursor
+        deadline = time.monotonic() + timeout
+        while not cursor.closed:
+            try:
+                ceiling = await cursor.model.checkpoint_async()
+                if ceiling > cursor.position:
+                    found = cursor.take(await asyncio.to_thread(cursor.query), ceiling)
+                    if found:
+                        return found
+                    continue
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                await cursor.model.wait_async(cursor.position, min(left, _WAKE_EVERY))
+            except ReadModelUnavailableError as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                _outage(exc)
+                await asyncio.sleep(min(left, _RETRY_EVERY))
+        return []
+
+    def __aiter__(self) -> AsyncSubscription:
+        return self
+
+    async def __anext__(self) -> MemoryVersion:
+        while not self._buffer:
+            if self._cursor.closed:
+                raise StopAsyncIteration
+            self._buffer.extend(await self.poll(_WAKE_EVERY))
+        return self._buffer.popleft()
+
+    async def __aenter__(self) -> AsyncSubscription:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self.close()

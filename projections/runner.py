@@ -1,0 +1,223 @@
+"""The projector runner: a long-running projector that catches a read model up from its
+checkpoint, then follows the log live.
+
+Several runners may be started for one read model (in several processes or on several
+machines); a lease lets one of them apply at a time and expires when its holder stops renewing
+it, so another takes over after a crash. The lease only saves work: exactness comes from the
+read model's checkpoint check on every commit, so even a holder that lost its lease while it
+was paused cannot apply a batch twice or skip one.
+
+The runner also notices when the read model lost its data (its checkpoint went back, as after
+FLUSHDB or a restart without persistence) or is ahead of the log, and rebuilds it from the log,
+reporting progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Protocol
+
+from memswarm_es.errors import StorageError
+from memswarm_es.log.base import EventLog
+
+from .base import ReadModel
+from .projector import Progress, Projector
+
+log = logging.getLogger(__name__)
+
+
+class Lease(Protocol):
+    """Who may apply to a read model; held by one owner at a time for ``ttl`` seconds."""
+
+    ttl: float
+
+    def acquire(self, owner: str) -> bool:
+        """Take the lease if free, or extend it if ``owner`` holds it; True if held."""
+
+    def release(self, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it."""
+
+
+class LocalLease:
+    """A lease within this process, for read models that have no server to hold one."""
+
+    def __init__(self, ttl: float = 10.0) -> None:
+        self.ttl = ttl
+        self._holder: str | None = None
+        self._lock = threading.Lock()
+
+    def acquire(self, owner: str) -> bool:
+        with self._lock:
+            if self._holder in (None, owner):
+                self._holder = owner
+                return True
+            return False
+
+    def release(self, owner: str) -> None:
+        with self._lock:
+            if self._holder == owner:
+                self._holder = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerStatus:
+    """What a runner reports: whether it holds the lease, and how far behind the model is."""
+
+    holding: bool
+    checkpoint: int
+    head: int
+    rebuilds: int
+
+    @property
+    def lag(self) -> int:
+        """Events in the log that the read model has not applied yet."""
+        return max(self.head - self.checkpoint, 0)
+
+
+class _LeaseLost(Exception):
+    pass
+
+
+class ProjectorRunner:
+    """Runs a :class:`Projector` for ``read_model`` until stopped: :meth:`run` in the calling
+    thread, or :meth:`start` in a thread of its own.
+
+    ``lease`` defaults to the read model's own (``read_model.lease(lease_ttl)``, e.g. in Redis)
+    or a lease within this process. ``progress`` is called with ``(position, head)`` after
+    each batch applied.
+    """
+
+    def __init__(self, event_log: EventLog, read_model: ReadModel, *,
+                 lease: Lease | None = None, lease_ttl: float = 10.0, batch_size: int = 1000,
+                 owner: str | None = None, progress: Progress | None = None) -> None:
+        if lease is None:
+            make = getattr(read_model, "lease", None)
+            lease = make(lease_ttl) if make is not None else LocalLease(lease_ttl)
+        self.lease = lease
+        self.log = event_log
+        self.read_model = read_model
+        self.projector = Projector(event_log, read_model, batch_size)
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.progress = progress
+        self.holding = False
+        self.rebuilds = 0
+        self._last_checkpoint = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # --- one round -----------------------------------------------------------------------------
+
+    def step(self) -> int | None:
+        """Take or renew the lease and, holding it, apply everything in the log (rebuilding
+        the read model first if it lost its data or is ahead of the log).
+
+        Returns the checkpoint reached, or ``None`` when another runner holds the lease.
+        """
+        self.holding = self.lease.acquire(self.owner)
+        if not self.holding:
+            self._last_checkpoint = 0  # another runner may rebuild meanwhile: not a data loss
+            return None
+        checkpoint = self.read_model.checkpoint()
+        head = self.log.head()
+        if checkpoint > head:
+            self._rebuilding(f"its checkpoint {checkpoint} is ahead of the log (head {head})")
+            self.read_model.clear()
+            self._last_checkpoint = 0
+        else:
+            self._check_not_lost(checkpoint)
+        try:
+            checkpoint = self.projector.catch_up(progress=self._applied)
+        except _LeaseLost:
+            log.warning("%s: lost the lease to %s; standing by", self.owner, self._holder())
+            self.holding = False
+            return None
+        self._last_checkpoint = checkpoint
+        return checkpoint
+
+    def _rebuilding(self, why: str) -> None:
+        self.rebuilds += 1
+        log.warning("%s: rebuilding the read model from the log: %s", self.owner, why)
+
+    def _check_not_lost(self, checkpoint: int) -> None:
+        """A checkpoint below the last one seen means the read model lost data (FLUSHDB, a
+        restart without persistence, a clear): catching up from it is a rebuild."""
+        if checkpoint < self._last_checkpoint:
+            self._rebuilding(f"its checkpoint went back from {self._last_checkpoint} to "
+                             f"{checkpoint} (its data was lost or cleared)")
+        self._last_checkpoint = checkpoint
+
+    def _applied(self, position: int, head: int) -> None:
+        self._check_not_lost(position)
+        if self.progress is not None:
+            self.progress(position, head)
+        if not self.lease.acquire(self.owner):  # renew between batches
+            raise _LeaseLost
+
+    def _holder(self) -> str | None:
+        holder = getattr(self.lease, "holder", None)
+        return holder() if holder is not None else None
+
+    def status(self) -> RunnerStatus:
+        """The read model's checkpoint and the log's head now (lag = head - checkpoint)."""
+        checkpoint = self.read_model.checkpoint()
+        return RunnerStatus(self.holding, checkpoint, self.log.head(), self.rebuilds)
+
+    # --- running -------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Follow the log until :meth:`stop`; outages of the log or the read model are waited
+        out (with backoff), and the lease is released on the way out."""
+        backoff = 0.05
+        renew_every = self.lease.ttl / 3
+        look_every = min(renew_every, 0.5)  # how soon a lost or cleared read model is noticed
+        try:
+            while not self._stop.is_set():
+                try:
+                    checkpoint = self.step()
+                except StorageError as exc:
+                    log.warning("%s: %s; retrying in %.2f s", self.owner, exc, backoff)
+                    self.holding = False
+                    self._stop.wait(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                backoff = 0.05
+                if checkpoint is None:
+                    self._stop.wait(renew_every)
+                else:
+                    self._wait_for_events(checkpoint, look_every)
+        finally:
+            self._release()
+
+    def _wait_for_events(self, after: int, timeout: float) -> None:
+        """Wait for events after ``after``, in short slices so that :meth:`stop` is prompt."""
+        deadline = time.monotonic() + timeout
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            if self.log.wait(after, min(0.05, timeout)):
+                return
+
+    def _release(self) -> None:
+        try:
+            self.lease.release(self.owner)
+        except StorageError as exc:
+            log.warning("%s: could not release the lease: %s", self.owner, exc)
+        self.holding = False
+
+    def start(self) -> threading.Thread:
+        """Run in a daemon thread; :meth:`stop` ends it."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, daemon=True,
+                                        name=f"memswarm-projector-{self.owner}")
+        self._thread.start()
+        return self._thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None

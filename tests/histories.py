@@ -1,0 +1,65 @@
+"""Memory histories made in bulk (writes, updates and deletes over many scopes), appended to a
+log in large batches, and the comparisons the projection tests make."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+
+from memswarm_es.events import EventType, NewEvent, new_id
+from memswarm_es.log.base import EventLog
+from memswarm_es.scopes import Scope
+from projections.base import ReadModel
+from projections.fold import fold, select
+
+AGENTS = ["a", "b", "a:b", "ä", "%"]
+GROUPS = [None, "g1", "g2"]
+CONTEXTS = [None, "c1", "c2"]
+
+
+def memory_events(count: int, seed: int = 0) -> Iterator[NewEvent]:
+    """``count`` memory events: mostly writes, some updates and deletes of live memories."""
+    rng = random.Random(seed)
+    live: dict[str, tuple[Scope, int]] = {}
+    for i in range(count):
+        roll = rng.random()
+        if live and roll < 0.25:
+            memory_id = rng.choice(list(live))
+            scope, version = live[memory_id]
+            live[memory_id] = (scope, version + 1)
+            yield NewEvent.create(EventType.MEMORY_UPDATED, scope, scope.agent_id or "x",
+                                  {"value": f"v{i}"}, memory_id=memory_id, version=version + 1)
+        elif live and roll < 0.35:
+            memory_id = rng.choice(list(live))
+            scope, version = live.pop(memory_id)
+            yield NewEvent.create(EventType.MEMORY_DELETED, scope, scope.agent_id or "x", {},
+                                  memory_id=memory_id, version=version + 1)
+        else:
+            scope = Scope(rng.choice(AGENTS), rng.choice(GROUPS), rng.choice(CONTEXTS))
+            memory_id = new_id()
+            live[memory_id] = (scope, 1)
+            yield NewEvent.create(EventType.MEMORY_WRITTEN, scope, scope.agent_id or "x",
+                                  {"value": i, "metadata": {"n": i}}, memory_id=memory_id,
+                                  version=1, event_id=memory_id)
+
+
+def fill(log: EventLog, count: int, seed: int = 0, batch: int = 1000) -> None:
+    """Append ``count`` memory events to ``log`` in batches."""
+    events = list(memory_events(count, seed))
+    for start in range(0, len(events), batch):
+        log.append(events[start:start + batch])
+
+
+def query_scopes() -> list[Scope]:
+    """Every combination of the scope parts used above, the empty scope included."""
+    return [Scope(a, g, c) for a in [None, *AGENTS] for g in GROUPS for c in CONTEXTS]
+
+
+def assert_is_fold(model: ReadModel, log: EventLog, upto: int | None = None) -> None:
+    """``model`` holds exactly the fold of the log up to ``upto`` (default: its checkpoint),
+    for every scope combination."""
+    upto = model.checkpoint() if upto is None else upto
+    assert model.checkpoint() == upto
+    view = fold(log.read(0, upto))
+    for scope in query_scopes():
+        assert model.read_scope(scope) == select(view.entries.values(), scope), scope

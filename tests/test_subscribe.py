@@ -1,0 +1,166 @@
+"""Subscriptions: every memory version of a scope exactly once and in order, in process at
+once, across processes through Redis pub/sub, across a Redis restart, and resumed from a
+position."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from memswarm_es import AsyncSharedMemory, InMemorySharedMemory, SharedMemory
+from memswarm_es.errors import InvalidScopeError
+from memswarm_es.events import MEMORY_EVENT_TYPES
+from memswarm_es.log import InProcessLog, SQLEventLog
+from memswarm_es.log.base import EventFilter, EventLog
+from memswarm_es.memory import MemoryVersion
+from memswarm_es.scopes import Scope
+from projections.redis import RedisReadModel
+from projections.runner import ProjectorRunner
+from tests.histories import memory_events
+from tests.servers_redis import RedisServer
+from tests.test_runner import eventually
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def expected(log: EventLog, scope: Scope, after: int = 0) -> list[tuple[int, str, int]]:
+    return [(e.position, e.memory_id, e.version)  # type: ignore[misc]
+            for e in log.query(EventFilter(scope=scope), after=after)
+            if e.type in MEMORY_EVENT_TYPES]
+
+
+def summary(versions: list[MemoryVersion]) -> list[tuple[int, str, int]]:
+    return [(v.position, v.memory_id, v.version) for v in versions]
+
+
+def test_in_process_subscriber_hears_every_version_of_its_scope_in_order() -> None:
+    mem = InMemorySharedMemory()
+    mem.write_scope("before", metadata={"agent_id": "a", "group_id": "g1"})
+    sub = mem.subscribe(group_id="g1")  # from now on
+    got: list[MemoryVersion] = []
+    reader = threading.Thread(target=lambda: got.extend(v for v in sub))
+    reader.start()
+    kept = mem.write_scope(1, metadata={"agent_id": "a", "group_id": "g1", "k": "v"},
+                           context_id="c")
+    other = mem.write_scope(2, metadata={"agent_id": "a", "group_id": "g2"})
+    mem.update(kept, 10)
+    mem.update(other, 20)
+    gone = mem.write_scope(3, metadata={"agent_id": "b", "group_id": "g1"})
+    mem.delete(gone)
+    eventually(lambda: len(got) == 4, timeout=10, what="four versions")
+    sub.close()
+    reader.join(5)
+    assert not reader.is_alive()
+    assert summary(got) == expected(mem.log, Scope(group_id="g1"), after=1)
+    assert [(v.type, v.value) for v in got] == [
+        ("memory.written", 1), ("memory.updated", 10), ("memory.written", 3),
+        ("memory.deleted", None)]
+    assert got[0].scope == Scope("a", "g1", "c") and got[0].metadata == {"k": "v"}
+    assert sub.position == 7 == mem.log.head()
+
+
+def test_a_subscriber_resumes_from_the_position_it_last_saw() -> None:
+    mem = InMemorySharedMemory()
+    for i in range(30):
+        mem.write_scope(i, metadata={"agent_id": f"a{i % 3}"})
+    first = mem.subscribe(agent_id="a1", after=0)
+    got = [next(first) for _ in range(4)]
+    first.close()
+    for i in range(30, 45):
+        mem.write_scope(i, metadata={"agent_id": f"a{i % 3}"})
+    again = mem.subscribe(agent_id="a1", after=first.position)
+    got += again.poll(timeout=1)
+    assert summary(got) == expected(mem.log, Scope("a1"))
+    assert len(got) == 15
+    with pytest.raises(InvalidScopeError):
+        mem.subscribe(team_id="x")
+
+
+def test_async_subscriber_in_another_memory_hears_a_runner_through_pubsub(
+        redis_url: str, redis_prefix: str) -> None:
+    log = InProcessLog()
+    runner = ProjectorRunner(log, RedisReadModel(redis_url, prefix=redis_prefix))
+    runner.start()
+    reader = AsyncSharedMemory(SharedMemory(log, RedisReadModel(redis_url, prefix=redis_prefix),
+                                            project_inline=False))
+
+    async def main() -> list[MemoryVersion]:
+        sub = await reader.subscribe(context_id="c1")
+        got: list[MemoryVersion] = []
+        want = 0
+        for i, event in enumerate(memory_events(300, seed=4)):
+            log.append([event])
+            want += event.scope.context_id == "c1"
+            if i % 50 == 0:
+                got += await sub.poll(timeout=0)
+        async for version in sub:
+            got.append(version)
+            if len(got) == want:
+                sub.close()
+        return got
+
+    try:
+        got = asyncio.run(asyncio.wait_for(main(), 60))
+    finally:
+        runner.stop()
+    assert summary(got) == expected(log, Scope(context_id="c1"))
+    assert got
+
+
+SUBSCRIBER = """
+import json, sys
+from memswarm_es import RedisSharedMemory
+url, prefix, log_url, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+mem = RedisSharedMemory(url, prefix=prefix, log=log_url, project_inline=False)
+print("ready", flush=True)
+for n, v in enumerate(mem.subscribe(group_id="g1", after=0), start=1):
+    print(json.dumps([v.position, v.memory_id, v.version]), flush=True)
+    if n == count:
+        break
+"""
+
+
+def test_subscriber_in_another_process_across_a_redis_restart(own_redis: RedisServer,
+                                                              tmp_path: Path) -> None:
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = SQLEventLog(log_url, synchronous="OFF")
+    events = list(memory_events(600, seed=21))
+    want = sum(e.scope.group_id == "g1" for e in events)
+    runner = ProjectorRunner(log, RedisReadModel(own_redis.url, prefix="swarm"), lease_ttl=1,
+                             batch_size=50)
+    runner.start()
+    child = subprocess.Popen(
+        [sys.executable, "-c", SUBSCRIBER, own_redis.url, "swarm", log_url, str(want)],
+        cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+
+    def read() -> None:
+        assert child.stdout is not None
+        lines.extend(line.strip() for line in child.stdout)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        eventually(lambda: lines[:1] == ["ready"], what="the subscriber to start")
+        for start in range(0, 300, 20):
+            log.append(events[start:start + 20])
+        eventually(lambda: len(lines) > 10, what="the first memories")
+        own_redis.restart()  # every key is lost: the runner rebuilds, the subscriber goes on
+        for start in range(300, 600, 20):
+            log.append(events[start:start + 20])
+        assert child.wait(60) == 0, child.stderr.read()  # type: ignore[union-attr]
+    finally:
+        child.kill()
+        runner.stop()
+        reader.join(5)
+    got = [tuple(json.loads(line)) for line in lines[1:]]
+    assert got == expected(log, Scope(group_id="g1"))
+    assert runner.rebuilds >= 1
