@@ -25,7 +25,7 @@ _LAZY = {
     "SQLEventLog": "memswarm_es.log",
     "HybridMemory": "memswarm_es.memory",
     "InMemorySharedMemory": "memswarm_es.memory",
-    "MemoryVersion": "memswarm_es.memory",
+    "MemoryVersion": "memswarm_es.audit",
     "SharedMemory": "memswarm_es.memory",
     "SQLiteSharedMemory": "memswarm_es.memory",
     "RedisSharedMemory": "memswarm_es.memory",

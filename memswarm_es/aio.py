@@ -15,8 +15,9 @@ from typing import Any
 from projections.fold import MemoryEntry
 from projections.projector import Progress
 
+from .audit import MemoryVersion
 from .errors import MemoryNotFoundError, ReadModelBehindError
-from .memory import MemoryVersion, SharedMemory
+from .memory import SharedMemory
 from .scopes import Scope, check_id
 from .subscribe import AsyncSubscription
 

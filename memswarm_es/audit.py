@@ -1,16 +1,76 @@
-"""Audit: who wrote what, and when, read from the log through its indexes."""
+"""Audit: who wrote what, and when, read from the log through its indexes; the history of one
+memory."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from .errors import InvalidInputError
-from .events import Event, to_micros
+from .errors import InvalidInputError, MemoryNotFoundError
+from .events import (
+    ENDING_EVENT_TYPES,
+    MEMORY_EVENT_TYPES,
+    Event,
+    EventType,
+    from_micros,
+    to_micros,
+)
 from .log.base import EventFilter, EventLog
 from .scopes import Scope, check_id
 
 MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryVersion:
+    """One version of a memory in its history, with the event that made it."""
+
+    memory_id: str
+    version: int
+    type: str
+    value: Any
+    metadata: dict[str, Any] | None
+    actor: str
+    position: int
+    event_id: str
+    recorded_at_us: int
+    scope: Scope = field(default_factory=Scope)
+    redacted: bool = False  # the content of this version was forgotten
+    reason: str | None = None  # why, on the forget event itself
+
+    @property
+    def recorded_at(self) -> datetime:
+        return from_micros(self.recorded_at_us)
+
+    @property
+    def deleted(self) -> bool:
+        return self.type in ENDING_EVENT_TYPES
+
+
+def version_of(event: Event) -> MemoryVersion:
+    """The memory version that a memory event records (content ``None`` once forgotten)."""
+    assert event.memory_id is not None
+    data = event.data or {}
+    forgotten = event.type == EventType.MEMORY_FORGOTTEN
+    return MemoryVersion(
+        memory_id=event.memory_id, version=event.version or 0, type=event.type,
+        value=None if forgotten else data.get("value"),
+        metadata=None if forgotten else data.get("metadata"), actor=event.actor,
+        position=event.position, event_id=event.event_id, recorded_at_us=event.recorded_at_us,
+        redacted=event.payload is None, reason=data.get("reason") if forgotten else None,
+        scope=event.scope,
+    )
+
+
+def history(event_log: EventLog, memory_id: str) -> list[MemoryVersion]:
+    """Every version of one memory, oldest first, deletes and forgetting included."""
+    check_id(memory_id, "memory_id")
+    versions = [version_of(e) for e in event_log.query(EventFilter(memory_id=memory_id))
+                if e.type in MEMORY_EVENT_TYPES]
+    if not versions:
+        raise MemoryNotFoundError(memory_id)
+    return versions
 
 
 @dataclass(frozen=True, slots=True)

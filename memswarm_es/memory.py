@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +16,7 @@ from projections.fold import MemoryEntry
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Progress, Projector
 
-from .audit import AuditPage, audit
+from .audit import AuditPage, MemoryVersion, audit, history
 from .errors import (
     InvalidScopeError,
     InvalidValueError,
@@ -28,15 +27,13 @@ from .errors import (
 )
 from .events import (
     ENDING_EVENT_TYPES,
-    MEMORY_EVENT_TYPES,
-    Event,
     EventType,
     NewEvent,
     encode,
-    from_micros,
     new_id,
 )
-from .log.base import Digest, EventFilter, EventLog, Verification
+from .forget import forget
+from .log.base import Digest, EventLog, Verification
 from .log.inprocess import InProcessLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
@@ -51,47 +48,6 @@ DEFAULT_MAX_VALUE_BYTES = 1 << 20
 DEFAULT_WAIT_TIMEOUT = 10.0
 _UNSET: Any = object()
 _RETRIES = 20
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryVersion:
-    """One version of a memory in its history, with the event that made it."""
-
-    memory_id: str
-    version: int
-    type: str
-    value: Any
-    metadata: dict[str, Any] | None
-    actor: str
-    position: int
-    event_id: str
-    recorded_at_us: int
-    scope: Scope = field(default_factory=Scope)
-    redacted: bool = False  # the content of this version was forgotten
-    reason: str | None = None  # why, on the forget event itself
-
-    @property
-    def recorded_at(self) -> datetime:
-        return from_micros(self.recorded_at_us)
-
-    @property
-    def deleted(self) -> bool:
-        return self.type in ENDING_EVENT_TYPES
-
-
-def version_of(event: Event) -> MemoryVersion:
-    """The memory version that a memory event records (content ``None`` once forgotten)."""
-    assert event.memory_id is not None
-    data = event.data or {}
-    forgotten = event.type == EventType.MEMORY_FORGOTTEN
-    return MemoryVersion(
-        memory_id=event.memory_id, version=event.version or 0, type=event.type,
-        value=None if forgotten else data.get("value"),
-        metadata=None if forgotten else data.get("metadata"), actor=event.actor,
-        position=event.position, event_id=event.event_id, recorded_at_us=event.recorded_at_us,
-        redacted=event.payload is None, reason=data.get("reason") if forgotten else None,
-        scope=event.scope,
-    )
 
 
 class SharedMemory:
@@ -248,13 +204,8 @@ class SharedMemory:
         return entry
 
     def history(self, memory_id: str) -> list[MemoryVersion]:
-        """Every version of one memory, oldest first, deletes included."""
-        check_id(memory_id, "memory_id")
-        versions = [version_of(e) for e in self.log.query(EventFilter(memory_id=memory_id))
-                    if e.type in MEMORY_EVENT_TYPES]
-        if not versions:
-            raise MemoryNotFoundError(memory_id)
-        return versions
+        """Every version of one memory, oldest first, deletes and forgetting included."""
+        return history(self.log, memory_id)
 
     # --- audit, time travel, tamper evidence, forgetting ---------------------------------------
 
@@ -285,41 +236,13 @@ class SharedMemory:
 
     def forget(self, memory_id: str, reason: str, *, actor: str | None = None) -> int:
         """Erase the content of every version of a memory, live or deleted; return the position
-        of the forget event.
-
-        A ``memory.forgotten`` event (with who and why) is appended first; then the payload
-        bytes of every earlier version are removed from the log, the snapshots that may hold
-        them are dropped, and the read model drops the memory. The hash chain still verifies,
-        since it covers each payload's hash. Calling it again finishes an interrupted forget.
-        """
-        check_id(memory_id, "memory_id")
-        if not isinstance(reason, str) or not reason.strip():
-            raise InvalidValueError("a reason for forgetting is required")
-        for _ in range(_RETRIES):
-            events = self.log.query(EventFilter(memory_id=memory_id))
-            if not events:
-                raise MemoryNotFoundError(memory_id)
-            last = events[-1]
-            if last.type == EventType.MEMORY_FORGOTTEN:
-                forgotten = last
-                break
-            assert last.version is not None
-            new = NewEvent.create(EventType.MEMORY_FORGOTTEN, last.scope,
-                                  actor or last.scope.agent_id or last.actor,
-                                  {"reason": reason}, memory_id=memory_id,
-                                  version=last.version + 1)
-            try:
-                forgotten = self._append(new)
-                break
-            except VersionConflictError:
-                log.debug("memory %s moved on while being forgotten; retrying", memory_id)
-        else:
-            raise VersionConflictError(memory_id, last.version, last.version + 1)
-        positions = [e.position for e in events if e.type != EventType.MEMORY_FORGOTTEN]
-        self.log.redact(positions)
-        self.time_machine.forget_from(events[0].position)
+        of the forget event (see :func:`memswarm_es.forget.forget`). The read model drops the
+        memory before this returns."""
+        position = forget(self.log, self.time_machine, memory_id, reason, actor=actor)
+        with self._position_lock:
+            self._last_position = max(self._last_position, position)
         self.sync()
-        return forgotten.position
+        return position
 
     # --- maintenance ---------------------------------------------------------------------------
 

@@ -17,10 +17,10 @@ from collections import deque
 
 from projections.base import ReadModel
 
+from .audit import MemoryVersion, version_of
 from .errors import ReadModelUnavailableError
 from .events import MEMORY_EVENT_TYPES, Event
 from .log.base import EventFilter, EventLog
-from .memory import MemoryVersion, version_of
 from .scopes import Scope
 
 DEFAULT_BATCH = 500

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from memswarm_es import AsyncSharedMemory, InMemorySharedMemory, SharedMemory
+from memswarm_es.audit import MemoryVersion
 from memswarm_es.errors import InvalidScopeError
 from memswarm_es.events import MEMORY_EVENT_TYPES
 from memswarm_es.log import InProcessLog, SQLEventLog
 from memswarm_es.log.base import EventFilter, EventLog
-from memswarm_es.memory import MemoryVersion
 from memswarm_es.scopes import Scope
 from projections.redis import RedisReadModel
 from projections.runner import ProjectorRunner

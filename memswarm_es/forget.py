@@ -1,0 +1,51 @@
+"""Forgetting: erase the content of every version of a memory while the hash chain verifies."""
+
+from __future__ import annotations
+
+import logging
+
+from .errors import InvalidValueError, MemoryNotFoundError, VersionConflictError
+from .events import EventType, NewEvent
+from .log.base import EventFilter, EventLog
+from .scopes import check_id
+from .timetravel import TimeMachine
+
+log = logging.getLogger(__name__)
+
+_RETRIES = 20
+
+
+def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reason: str, *,
+           actor: str | None = None) -> int:
+    """Forget a memory, live or deleted; return the position of its ``memory.forgotten`` event.
+
+    The event (who and why) is appended first, so that every read model drops the memory when
+    it projects it; then the payload bytes of every earlier version are removed from the log
+    (their payload hashes stay, so the chain verifies) and the snapshots that may hold them are
+    dropped. Calling it again finishes an interrupted forget and appends nothing.
+    """
+    check_id(memory_id, "memory_id")
+    if not isinstance(reason, str) or not reason.strip():
+        raise InvalidValueError("a reason for forgetting is required")
+    for _ in range(_RETRIES):
+        events = event_log.query(EventFilter(memory_id=memory_id))
+        if not events:
+            raise MemoryNotFoundError(memory_id)
+        last = events[-1]
+        if last.type == EventType.MEMORY_FORGOTTEN:
+            forgotten = last
+            break
+        assert last.version is not None
+        new = NewEvent.create(EventType.MEMORY_FORGOTTEN, last.scope,
+                              actor or last.scope.agent_id or last.actor, {"reason": reason},
+                              memory_id=memory_id, version=last.version + 1)
+        try:
+            (forgotten,) = event_log.append([new])
+            break
+        except VersionConflictError:
+            log.debug("memory %s moved on while being forgotten; retrying", memory_id)
+    else:
+        raise VersionConflictError(memory_id, last.version or 0, (last.version or 0) + 1)
+    event_log.redact([e.position for e in events if e.type != EventType.MEMORY_FORGOTTEN])
+    time_machine.forget_from(events[0].position)
+    return forgotten.position
