@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from projections.fold import MemoryEntry
 
-from .errors import StorageError
+from .cli_audit import add_commands as add_audit_commands
+from .errors import MemSwarmError, StorageError
 from .log.sql import SQLEventLog
 from .memory import SQLiteSharedMemory
 
@@ -192,10 +193,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("replay", help="rebuild a Redis read model from the log")
     _add_projection_args(p)
     p.set_defaults(func=_replay)
+    add_audit_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handler: Callable[[argparse.Namespace], int] = args.func
-    return handler(args)
+    try:
+        return handler(args)
+    except MemSwarmError as exc:
+        print(f"memswarm {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,78 @@
+"""The ``memswarm`` command: the demo, and the audit commands on a real SQLite log."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from memswarm_es import SQLiteSharedMemory
+from memswarm_es.cli import main
+
+
+def test_demo_tells_its_story() -> None:
+    result = subprocess.run([sys.executable, "-m", "memswarm_es.cli", "demo"],
+                            capture_output=True, text=True, timeout=120, check=True)
+    out = result.stdout
+    assert "VersionConflictError" in out
+    assert "view identical to before: True" in out
+    assert "hash chain verified up to" in out
+
+
+@pytest.fixture
+def swarm(tmp_path: Path) -> tuple[str, str]:
+    path = tmp_path / "swarm.db"
+    mem = SQLiteSharedMemory(str(path))
+    m = mem.write_scope("bridge closed", metadata={"agent_id": "scout", "group_id": "research"})
+    mem.write_scope("fuel at 60%", metadata={"agent_id": "planner", "group_id": "ops"})
+    mem.update(m, "bridge closed; detour via route 9", actor="analyst")
+    mem.close()
+    return f"sqlite:///{path}", m
+
+
+def test_history_audit_and_as_of(swarm: tuple[str, str],
+                                 capsys: pytest.CaptureFixture[str]) -> None:
+    url, m = swarm
+    assert main(["history", m, "--log", url]) == 0
+    out = capsys.readouterr().out
+    assert "memory.updated  analyst" in out and "bridge closed; detour" in out
+
+    assert main(["audit", "--log", url, "--actor", "analyst"]) == 0
+    out = capsys.readouterr().out
+    assert "memory.updated" in out and "fuel" not in out
+
+    assert main(["audit", "--log", url, "--limit", "1"]) == 0
+    assert "more: --after 1" in capsys.readouterr().out
+
+    assert main(["as-of", "--log", url, "--position", "2", "--group-id", "research"]) == 0
+    captured = capsys.readouterr()
+    assert "bridge closed" in captured.out and "detour" not in captured.out
+    assert "folding [" in captured.err
+
+
+def test_verify_forget_and_tampering(swarm: tuple[str, str], tmp_path: Path,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    url, m = swarm
+    assert main(["verify", "--log", url]) == 0
+    out = capsys.readouterr().out
+    digest = out.split("digest ")[1].split()[0]
+    assert digest.startswith("3:")
+
+    assert main(["forget", m, "--reason", "erasure request", "--log", url]) == 0
+    capsys.readouterr()
+    assert main(["history", m, "--log", url]) == 0
+    out = capsys.readouterr().out
+    assert "(redacted)" in out and "erasure request" in out and "detour" not in out
+    assert main(["verify", "--log", url, "--digest", digest]) == 0
+    assert "extends the digest" in capsys.readouterr().out
+
+    with sqlite3.connect(tmp_path / "swarm.db") as conn:
+        conn.execute("UPDATE memswarm_events SET actor = 'mallory' WHERE position = 2")
+    assert main(["verify", "--log", url]) == 1
+    assert "FAILED at position 2" in capsys.readouterr().out
+
+    assert main(["history", "no-such-memory", "--log", url]) == 2
+    assert "no memory" in capsys.readouterr().err
