@@ -23,29 +23,15 @@ import time
 from collections.abc import Callable
 
 import redis
+from bench_log import HOT_AGENT_MEMORIES, new_events  # same workload as the log bench
 
-from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import InProcessLog
 from memswarm_es.scopes import Scope
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.redis import RedisReadModel
 
-AGENTS = 100
-HOT_AGENT_MEMORIES = 1000
 WRITES_PER_EVENT = 8  # HSET entry, ZADD all, and ZADD + SADD for each of the three scopes
-
-
-def new_events(count: int) -> list[NewEvent]:
-    """``count`` writes; agent ``hot`` owns the first 1k, the rest spread over 100 agents."""
-    out = []
-    for i in range(count):
-        agent = "hot" if i < HOT_AGENT_MEMORIES else f"agent-{i % AGENTS}"
-        out.append(NewEvent.create(
-            EventType.MEMORY_WRITTEN, Scope(agent, f"group-{i % 10}", f"ctx-{i % 37}"), agent,
-            {"value": f"observation number {i} about the world", "metadata": {"n": i}},
-            memory_id=f"m{i:09d}", version=1))
-    return out
 
 
 def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
