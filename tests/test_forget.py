@@ -102,3 +102,29 @@ def test_forgetting_a_deleted_memory_and_forgetting_twice(tmp_path: Path) -> Non
     with pytest.raises(InvalidValueError):
         mem.forget(m, reason="  ")
     mem.close()
+
+
+def test_a_forget_interrupted_before_redaction_is_finished_by_calling_it_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "crash.db"
+    mem = SQLiteSharedMemory(str(path))
+    m = mem.write_scope(SECRET, metadata={"agent_id": "a"})
+
+    def crash(positions: object) -> int:
+        raise OSError("power cut")  # a fault we cannot cause for real between two statements
+
+    monkeypatch.setattr(mem.log, "redact", crash)
+    with pytest.raises(OSError):
+        mem.forget(m, reason="erasure")
+    monkeypatch.undo()
+    mem.close()
+
+    again = SQLiteSharedMemory(str(path))
+    with pytest.raises(MemoryNotFoundError):  # the forget event is recorded: the memory is gone
+        again.get(m)
+    assert SECRET.encode() in raw_bytes(path)  # ...but its content is still there
+    again.forget(m, reason="erasure")
+    assert [v.type for v in again.history(m)] == [EventType.MEMORY_WRITTEN,
+                                                  EventType.MEMORY_FORGOTTEN]
+    again.close()
+    assert SECRET.encode() not in raw_bytes(path)
