@@ -24,6 +24,9 @@ class InMemoryReadModel(ReadModel):
         self._lock = threading.RLock()
         self._checkpoint = 0
         self._entries: dict[str, MemoryEntry] = {}
+        # Encoded (value, metadata) of entries holding mutable containers: each read decodes a
+        # fresh copy, so callers can change what they get without touching the model.
+        self._content: dict[str, bytes] = {}
         self._index: dict[str, dict[str, dict[str, None]]] = {n: {} for n in SCOPE_NAMES}
 
     def checkpoint(self) -> int:
@@ -34,7 +37,8 @@ class InMemoryReadModel(ReadModel):
 
     def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
         with self._lock:
-            return {m: _detached(self._entries[m]) for m in memory_ids if m in self._entries}
+            return {m: self._detached(self._entries[m]) for m in memory_ids
+                    if m in self._entries}
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
         with self._lock:
@@ -44,9 +48,14 @@ class InMemoryReadModel(ReadModel):
                 if change.after is None:
                     self._remove(change.memory_id)
                 else:
+                    after = change.after
                     if change.memory_id not in self._entries:
-                        self._add_to_index(change.after)
-                    self._entries[change.memory_id] = change.after
+                        self._add_to_index(after)
+                    self._entries[change.memory_id] = after
+                    if after.metadata or isinstance(after.value, (list, dict)):
+                        self._content[change.memory_id] = encode([after.value, after.metadata])
+                    else:
+                        self._content.pop(change.memory_id, None)
             self._checkpoint = checkpoint
 
     def _add_to_index(self, entry: MemoryEntry) -> None:
@@ -55,6 +64,7 @@ class InMemoryReadModel(ReadModel):
 
     def _remove(self, memory_id: str) -> None:
         entry = self._entries.pop(memory_id, None)
+        self._content.pop(memory_id, None)
         if entry is None:
             return
         for name, value in entry.scope.parts():
@@ -66,6 +76,7 @@ class InMemoryReadModel(ReadModel):
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
+            self._content.clear()
             for index in self._index.values():
                 index.clear()
             self._checkpoint = 0
@@ -80,13 +91,12 @@ class InMemoryReadModel(ReadModel):
                 smallest = min(id_sets, key=len)
                 others = [s for s in id_sets if s is not smallest]
                 found = [self._entries[m] for m in smallest if all(m in s for s in others)]
-            return [_detached(e) for e in found]
+            return [self._detached(e) for e in found]
 
-
-def _detached(e: MemoryEntry) -> MemoryEntry:
-    """A copy whose value and metadata a caller may change without touching the model."""
-    value = decode(encode(e.value)) if isinstance(e.value, (list, dict)) else e.value
-    metadata = decode(encode(e.metadata)) if e.metadata else {}
-    return MemoryEntry(e.memory_id, value, metadata, e.agent_id, e.group_id, e.context_id,
-                       e.version, e.position, e.last_position, e.created_at_us, e.updated_at_us,
-                       e.created_by, e.updated_by)
+    def _detached(self, e: MemoryEntry) -> MemoryEntry:
+        """A copy whose value and metadata a caller may change without touching the model."""
+        content = self._content.get(e.memory_id)
+        value, metadata = (e.value, {}) if content is None else decode(content)
+        return MemoryEntry(e.memory_id, value, metadata, e.agent_id, e.group_id, e.context_id,
+                           e.version, e.position, e.last_position, e.created_at_us,
+                           e.updated_at_us, e.created_by, e.updated_by)
