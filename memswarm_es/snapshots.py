@@ -86,23 +86,30 @@ class InProcessSnapshotStore(SnapshotStore):
             return len(doomed)
 
 
-class SQLSnapshotStore(SnapshotStore):
-    """Snapshots in a table of the log's own database."""
+def snapshots_table(table_prefix: str, metadata: sa.MetaData) -> sa.Table:
+    """The table of snapshots, made with the log's own tables."""
+    return sa.Table(
+        f"{table_prefix}snapshots", metadata,
+        sa.Column("position", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+                  primary_key=True, autoincrement=False),
+        sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
+        sa.Column("state", sa.LargeBinary, nullable=False),
+    )
 
-    def __init__(self, engine: Engine, table_prefix: str) -> None:
+
+class SQLSnapshotStore(SnapshotStore):
+    """Snapshots in a table of the log's own database (see :func:`snapshots_table`)."""
+
+    def __init__(self, engine: Engine, table: sa.Table) -> None:
         self._engine = engine
-        self._table = sa.Table(
-            f"{table_prefix}snapshots", sa.MetaData(),
-            sa.Column("position", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
-                      primary_key=True, autoincrement=False),
-            sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
-            sa.Column("state", sa.LargeBinary, nullable=False),
-        )
-        self._table.create(engine, checkfirst=True)
+        # Writes take SQLite's write lock up front (BEGIN IMMEDIATE, see log/sql.py), so that
+        # they wait for other writers instead of failing on a lock upgrade.
+        self._writer = engine.execution_options(memswarm_write=True)
+        self._table = table
 
     def save(self, view: View, event_hash: bytes) -> None:
         t = self._table
-        with self._engine.execution_options(memswarm_write=True).begin() as conn:
+        with self._writer.begin() as conn:
             conn.execute(sa.delete(t).where(t.c.position == view.position))
             conn.execute(sa.insert(t), {"position": view.position, "event_hash": event_hash,
                                         "state": encode_view(view)})
@@ -123,5 +130,5 @@ class SQLSnapshotStore(SnapshotStore):
 
     def delete_from(self, position: int) -> int:
         t = self._table
-        with self._engine.execution_options(memswarm_write=True).begin() as conn:
+        with self._writer.begin() as conn:
             return conn.execute(sa.delete(t).where(t.c.position >= position)).rowcount

@@ -27,7 +27,7 @@ from ..errors import (
 )
 from ..events import GENESIS_HASH, Event, NewEvent, now_micros
 from ..scopes import Scope
-from ..snapshots import SQLSnapshotStore
+from ..snapshots import SQLSnapshotStore, snapshots_table
 from .base import Digest, EventFilter, EventLog, check_batch, resolve_retry, seal_batch
 
 FORMAT = "memswarm-eventlog"
@@ -64,6 +64,7 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     )
     for column in ("agent_id", "group_id", "context_id", "actor", "recorded_at"):
         sa.Index(f"{prefix}events_{column}", events.c[column], events.c.position)
+    snapshots_table(prefix, metadata)
     return metadata, meta, events
 
 
@@ -149,12 +150,14 @@ class SQLEventLog(EventLog):
                         f"{self.url}: log format {found.get('format_version')} is not supported")
                 if self._events.name not in names:
                     raise CorruptLogError(f"{self.url}: table {self._events.name} is missing")
+                self._metadata.create_all(conn)  # tables added since the log was made
         except sa.exc.DatabaseError as exc:
             self._engine.dispose()
             raise CorruptLogError(f"{self.url}: cannot open as a MemSwarm log: {exc.orig}") from exc
 
     def snapshot_store(self) -> SQLSnapshotStore:
-        return SQLSnapshotStore(self._engine, self._table_prefix)
+        table = self._metadata.tables[f"{self._table_prefix}snapshots"]
+        return SQLSnapshotStore(self._engine, table)
 
     def close(self) -> None:
         self._engine.dispose()
