@@ -6,13 +6,13 @@ import logging
 
 from .errors import InvalidValueError, MemoryNotFoundError, VersionConflictError
 from .events import EventType, NewEvent
-from .log.base import EventFilter, EventLog
+from .log.base import EventFilter, EventLog, backoff
 from .scopes import check_id
 from .timetravel import TimeMachine
 
 log = logging.getLogger(__name__)
 
-_RETRIES = 20
+_RETRIES = 50
 
 
 def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reason: str, *,
@@ -27,7 +27,7 @@ def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reaso
     check_id(memory_id, "memory_id")
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidValueError("a reason for forgetting is required")
-    for _ in range(_RETRIES):
+    for attempt in range(_RETRIES):
         events = event_log.query(EventFilter(memory_id=memory_id))
         if not events:
             raise MemoryNotFoundError(memory_id)
@@ -44,6 +44,7 @@ def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reaso
             break
         except VersionConflictError:
             log.debug("memory %s moved on while being forgotten; retrying", memory_id)
+            backoff(attempt)
     else:
         raise VersionConflictError(memory_id, last.version or 0, (last.version or 0) + 1)
     event_log.redact([e.position for e in events if e.type != EventType.MEMORY_FORGOTTEN])

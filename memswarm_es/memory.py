@@ -33,7 +33,7 @@ from .events import (
     new_id,
 )
 from .forget import forget
-from .log.base import Digest, EventLog, Verification
+from .log.base import Digest, EventLog, Verification, backoff
 from .log.inprocess import InProcessLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 DEFAULT_WAIT_TIMEOUT = 10.0
 _UNSET: Any = object()
-_RETRIES = 20
+_RETRIES = 50
 
 
 class SharedMemory:
@@ -145,7 +145,7 @@ class SharedMemory:
             raise InvalidValueError("expected_version must be a positive int")
         payload = encode(data)
         self._check_size(payload)
-        for _ in range(_RETRIES):
+        for attempt in range(_RETRIES):
             last = self.log.latest(memory_id)
             if last is None or last.type in ENDING_EVENT_TYPES:
                 raise MemoryNotFoundError(memory_id)
@@ -161,6 +161,7 @@ class SharedMemory:
                 if expected_version is not None:
                     raise
                 log.debug("memory %s moved on during update; retrying", memory_id)
+                backoff(attempt)
         raise VersionConflictError(memory_id, last.version, last.version + 1)
 
     def _new_event(self, type: str, scope: Scope, actor: str, data: dict[str, Any], *,

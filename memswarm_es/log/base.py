@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -211,6 +212,11 @@ class EventLog(ABC):
     def _notify(self) -> None:
         with self._appended:
             self._appended.notify_all()
+
+
+def backoff(attempt: int, base: float = 0.0005, cap: float = 0.05) -> None:
+    """Sleep a random while that grows with ``attempt`` (full jitter), so racers spread out."""
+    time.sleep(random.uniform(0, min(cap, base * 2 ** attempt)))
 
 
 def seal_batch(events: Sequence[NewEvent], head: int, head_hash: bytes, head_time_us: int,
