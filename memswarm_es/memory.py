@@ -18,6 +18,7 @@ from projections.projector import Progress, Projector
 
 from .audit import AuditPage, MemoryVersion, audit, history
 from .errors import (
+    IdempotencyError,
     InvalidScopeError,
     InvalidValueError,
     MemoryNotFoundError,
@@ -25,15 +26,9 @@ from .errors import (
     ValueTooLargeError,
     VersionConflictError,
 )
-from .events import (
-    ENDING_EVENT_TYPES,
-    EventType,
-    NewEvent,
-    encode,
-    new_id,
-)
+from .events import ENDING_EVENT_TYPES, Event, EventType, NewEvent, encode, new_id, payload_hash
 from .forget import forget
-from .log.base import Digest, EventLog, Verification, backoff
+from .log.base import Digest, EventFilter, EventLog, Verification, backoff
 from .log.inprocess import InProcessLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
@@ -145,6 +140,12 @@ class SharedMemory:
             raise InvalidValueError("expected_version must be a positive int")
         payload = encode(data)
         self._check_size(payload)
+        if event_id is not None:
+            done = self._recorded(memory_id, check_id(event_id, "event_id"))
+            if done is not None:  # a retry of a change that was recorded: the same answer
+                if done.type != type or done.payload_hash != payload_hash(payload):
+                    raise IdempotencyError(f"event_id {event_id!r} was used for another change")
+                return done.version  # type: ignore[return-value]
         for attempt in range(_RETRIES):
             last = self.log.latest(memory_id)
             if last is None or last.type in ENDING_EVENT_TYPES:
@@ -163,6 +164,11 @@ class SharedMemory:
                 log.debug("memory %s moved on during update; retrying", memory_id)
                 backoff(attempt)
         raise VersionConflictError(memory_id, last.version, last.version + 1)
+
+    def _recorded(self, memory_id: str, event_id: str) -> Event | None:
+        """The event of ``memory_id`` with ``event_id``, if the log has it."""
+        history = self.log.query(EventFilter(memory_id=memory_id), reverse=True)
+        return next((e for e in history if e.event_id == event_id), None)
 
     def _new_event(self, type: str, scope: Scope, actor: str, data: dict[str, Any], *,
                    memory_id: str, version: int, event_id: str) -> NewEvent:

@@ -16,6 +16,7 @@ from memswarm_es import (
     VersionConflictError,
 )
 from memswarm_es.errors import (
+    IdempotencyError,
     InvalidIdError,
     InvalidScopeError,
     InvalidValueError,
@@ -257,3 +258,17 @@ def test_hybrid_drops_what_the_cache_held_from_its_own_log(tmp_path: Path) -> No
     hybrid = HybridMemory(cache, persistent)
     assert [e.memory_id for e in hybrid.read_scope(agent_id="a")] == [kept]
     hybrid.close()
+
+
+def test_retried_update_and_delete_with_event_id_return_the_first_answer(
+        mem: SharedMemory) -> None:
+    m = mem.write_scope("v1", metadata={"agent_id": "a"})
+    assert mem.update(m, "v2", expected_version=1, event_id="upd-1") == 2
+    assert mem.update(m, "v2", expected_version=1, event_id="upd-1") == 2  # lost response
+    mem.update(m, "v3")
+    assert mem.update(m, "v2", expected_version=1, event_id="upd-1") == 2  # even later
+    with pytest.raises(IdempotencyError):
+        mem.update(m, "other", event_id="upd-1")
+    assert mem.delete(m, event_id="del-1") == 4
+    assert mem.delete(m, event_id="del-1") == 4
+    assert mem.log.head() == 4
