@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from projections.fold import MemoryEntry
 from projections.projector import Progress
 
-from .audit import MemoryVersion
+from .audit import AuditPage, MemoryVersion
 from .errors import MemoryNotFoundError, ReadModelBehindError
+from .log.base import Digest, Verification
 from .memory import SharedMemory
 from .scopes import Scope, check_id
 from .subscribe import AsyncSubscription
+from .timetravel import PastMemory
 
 
 class AsyncSharedMemory:
@@ -65,6 +68,27 @@ class AsyncSharedMemory:
 
     async def history(self, memory_id: str) -> list[MemoryVersion]:
         return await asyncio.to_thread(self.memory.history, memory_id)
+
+    # --- audit, time travel, tamper evidence, forgetting ---------------------------------------
+
+    async def audit(self, **filters: Any) -> AuditPage:
+        return await asyncio.to_thread(self.memory.audit, **filters)
+
+    async def as_of(self, position: int | None = None, *, time: datetime | None = None,
+                    progress: Progress | None = None) -> PastMemory:
+        return await asyncio.to_thread(self.memory.as_of, position, time=time, progress=progress)
+
+    async def verify(self, progress: Progress | None = None) -> Verification:
+        return await asyncio.to_thread(self.memory.verify, progress)
+
+    async def digest(self) -> Digest:
+        return await asyncio.to_thread(self.memory.digest)
+
+    async def extends(self, digest: Digest) -> bool:
+        return await asyncio.to_thread(self.memory.extends, digest)
+
+    async def forget(self, memory_id: str, reason: str, *, actor: str | None = None) -> int:
+        return await asyncio.to_thread(self.memory.forget, memory_id, reason, actor=actor)
 
     async def subscribe(self, agent_id: str | None = None, group_id: str | None = None,
                         context_id: str | None = None, *, after: int | None = None,
