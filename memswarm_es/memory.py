@@ -378,6 +378,17 @@ class SQLiteSharedMemory(SharedMemory):
                          InMemoryReadModel(), **options)
 
 
+class GCSSharedMemory(SharedMemory):
+    """A log in a Google Cloud Storage bucket (under ``prefix``) with the in-memory read model;
+    as the persistent side of ``HybridMemory`` any read model projects from it."""
+
+    def __init__(self, bucket: str, prefix: str = "memswarm/", client: Any = None,
+                 **options: Any) -> None:
+        from .log.gcs import GCSEventLog
+
+        super().__init__(GCSEventLog(bucket, prefix, client), InMemoryReadModel(), **options)
+
+
 class HybridMemory(SharedMemory):
     """The ``persistent`` memory's log with the ``cache`` memory's read model."""
 

@@ -2,5 +2,5 @@
 
 from __future__ import annotations
 
-pytest_plugins = ["tests.servers_postgres"]
+pytest_plugins = ["tests.servers_postgres", "tests.servers_gcs"]
 pytest_plugins += ["tests.servers_redis"]

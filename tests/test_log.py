@@ -22,18 +22,23 @@ from memswarm_es.errors import (
 )
 from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import EventFilter, EventLog, InProcessLog, SQLEventLog
+from memswarm_es.log.gcs import GCSEventLog
 from memswarm_es.scopes import Scope
 
 
-@pytest.fixture(params=["inprocess", "sqlite", "postgres"])
+@pytest.fixture(params=["inprocess", "sqlite", "postgres", "gcs"])
 def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventLog]:
     if request.param == "inprocess":
         log: EventLog = InProcessLog()
     elif request.param == "sqlite":
         log = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
-    else:
+    elif request.param == "postgres":
         url = request.getfixturevalue("postgres_url")
         log = SQLEventLog(url, table_prefix=f"t{uuid.uuid4().hex[:8]}_")
+    else:
+        log = GCSEventLog(request.getfixturevalue("gcs_bucket"),
+                          request.getfixturevalue("gcs_prefix"),
+                          client=request.getfixturevalue("gcs_client"))
     yield log
     log.close()
 

@@ -33,7 +33,7 @@ class Verification:
     reason: str | None = None
 
 
-def _problem(event: Event, expected: int, prev_hash: bytes) -> str | None:
+def problem_with(event: Event, expected: int, prev_hash: bytes) -> str | None:
     """What is wrong with ``event`` as the one at ``expected`` after ``prev_hash``, if anything."""
     if event.position != expected:
         return f"event is missing or out of order (found position {event.position})"
@@ -182,7 +182,7 @@ class EventLog(ABC):
         expected = 1
         for batch in self.iter_events(0, batch_size):
             for event in batch:
-                problem = _problem(event, expected, prev_hash)
+                problem = problem_with(event, expected, prev_hash)
                 if problem:
                     return Verification(False, expected - 1, expected, problem)
                 prev_hash = event.hash

@@ -1,0 +1,231 @@
+"""The GCS log against a real GCS server API (fake-gcs-server): preconditions, many writer
+processes, a writer killed mid-append, lost replies, damaged objects, and the same views as the
+SQLite log for hypothesis-generated histories."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+
+from memswarm_es import GCSSharedMemory, HybridMemory, InMemorySharedMemory, SQLiteSharedMemory
+from memswarm_es.errors import CorruptLogError, IntegrityError, StorageError
+from memswarm_es.events import EventType, NewEvent
+from memswarm_es.log.gcs import GCSEventLog
+from memswarm_es.scopes import Scope
+from projections.fold import fold
+
+from .servers_gcs import GCSServer, emulator_client
+from .test_properties import SETTINGS, MemoryMachine
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def written(memory_id: str, agent: str = "a") -> NewEvent:
+    return NewEvent.create(EventType.MEMORY_WRITTEN, Scope(agent), agent,
+                           {"value": memory_id, "metadata": {}}, memory_id=memory_id, version=1)
+
+
+def test_the_server_honours_create_only_preconditions(gcs_client: storage.Client,
+                                                      gcs_bucket: str, gcs_prefix: str) -> None:
+    blob = gcs_client.bucket(gcs_bucket).blob(f"{gcs_prefix}probe")
+    blob.upload_from_string(b"first", if_generation_match=0)
+    with pytest.raises(gexc.PreconditionFailed):
+        gcs_client.bucket(gcs_bucket).blob(f"{gcs_prefix}probe").upload_from_string(
+            b"second", if_generation_match=0)
+    assert blob.download_as_bytes() == b"first"
+
+
+def test_two_instances_race_for_positions(gcs_client: storage.Client, gcs_bucket: str,
+                                          gcs_prefix: str) -> None:
+    one = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    two = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    one.append([written("m1")])
+    two.append([written("m2")])  # two had not read m1: its first claim loses, then it follows
+    one.append([written("m3"), written("m4")])
+    assert [e.memory_id for e in two.read()] == ["m1", "m2", "m3", "m4"]
+    assert one.read() == two.read()
+    assert two.verify() == 4
+    fresh = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    assert fresh.head() == 4  # from the hint, reading one batch
+
+
+def test_a_retry_after_a_lost_reply_returns_the_recorded_batch(
+        gcs_client: storage.Client, gcs_bucket: str, gcs_prefix: str) -> None:
+    log = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    batch = [written("m1"), written("m2")]
+    other = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    recorded = other.append(batch)  # as if our create succeeded and its reply was lost
+    assert log.append(batch) == recorded
+    assert log.head() == 2
+
+
+def test_a_foreign_object_in_the_prefix_is_reported(gcs_client: storage.Client,
+                                                    gcs_bucket: str, gcs_prefix: str) -> None:
+    log = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    log.append([written("m1")])
+    gcs_client.bucket(gcs_bucket).blob(f"{gcs_prefix}log/{2:020d}").upload_from_string(b"junk")
+    with pytest.raises(CorruptLogError):
+        GCSEventLog(gcs_bucket, gcs_prefix, gcs_client).read()
+    other = f"{gcs_prefix}x/"
+    gcs_client.bucket(gcs_bucket).blob(f"{other}log/notabatch").upload_from_string(b"{}")
+    with pytest.raises(CorruptLogError):
+        GCSEventLog(gcs_bucket, other, gcs_client).read()
+
+
+def test_a_damaged_batch_is_reported_at_its_position(gcs_client: storage.Client,
+                                                     gcs_bucket: str, gcs_prefix: str) -> None:
+    log = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    log.append([written("m1")])
+    log.append([written("m2")])
+    blob = gcs_client.bucket(gcs_bucket).blob(f"{gcs_prefix}log/{2:020d}")
+    data = bytearray(blob.download_as_bytes())
+    data[data.index(b"m2")] = ord("X")
+    blob.upload_from_string(bytes(data))
+    with pytest.raises(IntegrityError) as info:
+        GCSEventLog(gcs_bucket, gcs_prefix, gcs_client).read()
+    assert info.value.position == 2
+
+
+def test_a_missing_bucket_is_a_typed_error(gcs_client: storage.Client) -> None:
+    with pytest.raises(StorageError):
+        GCSEventLog("no-such-bucket-memswarm", "p/", gcs_client)
+
+
+APPENDER = """
+import os, sys
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage
+from memswarm_es import GCSSharedMemory
+client = storage.Client(project="memswarm-test", credentials=AnonymousCredentials())
+mem = GCSSharedMemory(sys.argv[1], sys.argv[2], client)
+name, count = sys.argv[3], int(sys.argv[4])
+for i in range(count):
+    mem.write_scope(i, metadata={"agent_id": name}, event_id=f"{name}-{i}")
+    print(f"{name}-{i}", flush=True)
+"""
+
+
+def spawn(server: GCSServer, bucket: str, prefix: str, name: str,
+          count: int) -> subprocess.Popen[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), STORAGE_EMULATOR_HOST=server.url)
+    return subprocess.Popen([sys.executable, "-c", APPENDER, bucket, prefix, name, str(count)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+
+
+def test_processes_appending_to_one_bucket(gcs_server: GCSServer, gcs_bucket: str,
+                                           gcs_prefix: str, gcs_client: storage.Client) -> None:
+    writers = [spawn(gcs_server, gcs_bucket, gcs_prefix, f"p{n}", 15) for n in range(3)]
+    for w in writers:
+        assert w.wait(timeout=180) == 0
+    log = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    events = log.read()
+    assert [e.position for e in events] == list(range(1, 46))
+    assert sorted(e.event_id for e in events) == sorted(
+        f"p{n}-{i}" for n in range(3) for i in range(15))
+    for n in range(3):
+        assert [e.data["value"] for e in events if e.actor == f"p{n}"] == list(range(15))  # type: ignore[index]
+    assert log.verify() == 45
+    other = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    assert other.read() == events  # every reader sees the same order
+
+
+def test_a_writer_killed_mid_append_leaves_no_half_event(
+        gcs_server: GCSServer, gcs_bucket: str, gcs_prefix: str,
+        gcs_client: storage.Client) -> None:
+    victim = spawn(gcs_server, gcs_bucket, gcs_prefix, "victim", 10_000)
+    survivor = spawn(gcs_server, gcs_bucket, gcs_prefix, "survivor", 20)
+    acknowledged = []
+    assert victim.stdout is not None
+    while len(acknowledged) < 15:
+        acknowledged.append(victim.stdout.readline().strip())
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert survivor.wait(timeout=180) == 0
+    mem = GCSSharedMemory(gcs_bucket, gcs_prefix, gcs_client)
+    events = mem.log.read()
+    assert set(acknowledged) <= {e.event_id for e in events}
+    mine = [e.data["value"] for e in events if e.actor == "victim"]  # type: ignore[index]
+    assert mine == list(range(len(mine)))
+    assert len(mem.read_scope(agent_id="survivor")) == 20
+    assert mem.log.verify() == len(events)
+
+
+def test_the_server_stopped_and_restarted_mid_run() -> None:
+    server = GCSServer()
+    try:
+        client = emulator_client(server.url)
+        client.create_bucket("restart")
+        log = GCSEventLog("restart", "p/", client, retry_deadline=2)
+        patient = GCSEventLog("restart", "p/", client, retry_deadline=60)
+        for i in range(5):
+            log.append([written(f"m{i}")])
+        server.stop()
+        with pytest.raises(StorageError):  # bounded: fails after the deadline, writes nothing
+            log.append([written("refused")])
+        restart = threading.Timer(1.0, server.start)
+        restart.start()
+        patient.append([written("after")])  # retried through the outage
+        restart.join()
+        log.append([written("last")])
+        events = GCSEventLog("restart", "p/", client).read()
+        assert [e.memory_id for e in events] == ["m0", "m1", "m2", "m3", "m4", "after", "last"]
+        assert GCSEventLog("restart", "p/", client).verify() == 7
+    finally:
+        server.close()
+
+
+def test_hybrid_with_gcs_as_the_persistent_side(gcs_bucket: str, gcs_prefix: str,
+                                                 gcs_client: storage.Client) -> None:
+    mem = HybridMemory(InMemorySharedMemory(), GCSSharedMemory(gcs_bucket, gcs_prefix,
+                                                               gcs_client))
+    m = mem.write_scope("x", metadata={"agent_id": "a"})
+    mem.update(m, "y")
+    again = GCSSharedMemory(gcs_bucket, gcs_prefix, gcs_client)
+    assert again.read_scope(agent_id="a") == mem.read_scope(agent_id="a")
+    assert fold(again.log.read()).entries[m].value == "y"
+
+
+class GCSMemoryMachine(MemoryMachine):
+    """The property machine on the GCS log, checked against a SQLite log fed the same
+    operations: both fold to the same views."""
+
+    bucket = ""
+    prefix = ""
+    client: storage.Client | None = None
+
+    def open(self):  # type: ignore[override]
+        import uuid
+
+        return GCSSharedMemory(self.bucket, f"{self.prefix}{uuid.uuid4().hex[:8]}/",
+                               self.client)
+
+
+def test_gcs_log_folds_like_the_sqlite_log(gcs_bucket: str, gcs_prefix: str,
+                                           gcs_client: storage.Client, tmp_path: Path) -> None:
+    from hypothesis import settings
+    from hypothesis.stateful import run_state_machine_as_test
+
+    GCSMemoryMachine.bucket, GCSMemoryMachine.prefix = gcs_bucket, gcs_prefix
+    GCSMemoryMachine.client = gcs_client
+    run_state_machine_as_test(GCSMemoryMachine,
+                              settings=settings(SETTINGS, max_examples=15,
+                                                stateful_step_count=15))
+    # and the same events, appended to SQLite, fold to the same view
+    gcs = GCSSharedMemory(gcs_bucket, f"{gcs_prefix}same/", gcs_client)
+    sql = SQLiteSharedMemory(str(tmp_path / "same.db"))
+    for mem in (gcs, sql):
+        a = mem.write_scope("one", metadata={"agent_id": "a", "group_id": "g"}, event_id="w1")
+        mem.update(a, "two")
+        mem.write_scope("three", metadata={"agent_id": "b", "group_id": "g"}, event_id="w2")
+        mem.delete("w2")
+    strip = lambda entries: [(e.memory_id, e.value, e.version, e.position)  # noqa: E731
+                             for e in entries]
+    assert strip(gcs.read_scope(group_id="g")) == strip(sql.read_scope(group_id="g"))
