@@ -166,6 +166,19 @@ def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
+def _copy(args: argparse.Namespace) -> int:
+    from .cli_audit import progress_bar
+    from .log.copy import copy_log, open_log
+
+    source, target = open_log(args.source), open_log(args.target)
+    copied = copy_log(source, target, args.batch_size, progress_bar("copying"))
+    digest = target.digest()
+    print(f"copied {copied} events; {args.target} is at {digest.position}:{digest.hash.hex()}")
+    source.close()
+    target.close()
+    return 0
+
+
 def _add_projection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", default="sqlite:///memswarm.db",
                    help="the event log: sqlite:///path.db or any SQLAlchemy URL "
@@ -193,6 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = sub.add_parser("replay", help="rebuild a Redis read model from the log")
     _add_projection_args(p)
     p.set_defaults(func=_replay)
+    p = sub.add_parser("copy", help="copy a log to another store (resumable, verified)")
+    p.add_argument("--from", dest="source", required=True,
+                   help="sqlite:///path.db, any SQLAlchemy URL, or gs://bucket/prefix")
+    p.add_argument("--to", dest="target", required=True, help="the same kinds of URL")
+    p.add_argument("--batch-size", type=int, default=1000)
+    p.set_defaults(func=_copy)
     add_audit_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

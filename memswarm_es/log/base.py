@@ -89,6 +89,12 @@ class EventLog(ABC):
         the batch is already recorded.
         """
 
+    @abstractmethod
+    def import_events(self, events: Sequence[Event]) -> int:
+        """Append events already recorded elsewhere (positions, times and hashes as they are),
+        for copying a log: they must start right after the head and continue its chain
+        (:func:`check_import`). Returns the new head."""
+
     # --- reading -------------------------------------------------------------------------------
 
     @abstractmethod
@@ -212,6 +218,16 @@ class EventLog(ABC):
     def _notify(self) -> None:
         with self._appended:
             self._appended.notify_all()
+
+
+def check_import(events: Sequence[Event], head: int, head_hash: bytes) -> None:
+    """Refuse ``events`` unless they follow ``head`` without a gap and continue its chain."""
+    prev = head_hash
+    for position, event in enumerate(events, start=head + 1):
+        problem = problem_with(event, position, prev)
+        if problem:
+            raise IntegrityError(f"cannot import position {position}: {problem}", position)
+        prev = event.hash
 
 
 def backoff(attempt: int, base: float = 0.0005, cap: float = 0.05) -> None:

@@ -40,8 +40,10 @@ from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ..errors import (
+    ConflictError,
     CorruptLogError,
     HeadConflictError,
+    IdempotencyError,
     IntegrityError,
     StorageError,
     VersionConflictError,
@@ -54,6 +56,7 @@ from .base import (
     EventLog,
     backoff,
     check_batch,
+    check_import,
     problem_with,
     resolve_retry,
     seal_batch,
@@ -171,6 +174,22 @@ class GCSEventLog(EventLog):
                     return sealed
                 backoff(attempt, cap=0.2)
         raise StorageError(f"could not claim a position after {_CLAIM_ATTEMPTS} attempts")
+
+    def import_events(self, events: Sequence[Event]) -> int:
+        if not events:
+            return self.head()
+        with self._lock:
+            self._refresh()
+            last = self._events[-1] if self._events else None
+            check_import(events, len(self._events), last.hash if last else GENESIS_HASH)
+            clash = [e.event_id for e in events if e.event_id in self._ids]
+            if clash:
+                raise IdempotencyError(f"event_id {clash[0]!r} is already recorded")
+            if not self._claim(events[0].position, list(events)):
+                raise ConflictError(f"position {events[0].position} was taken while importing")
+            self._write_hint(events[0].position)
+        self._notify()
+        return events[-1].position
 
     def _claim(self, first: int, sealed: list[Event]) -> bool:
         """Create the batch object; False if another writer holds the position."""

@@ -7,9 +7,17 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 
-from ..errors import HeadConflictError, VersionConflictError
+from ..errors import HeadConflictError, IdempotencyError, VersionConflictError
 from ..events import GENESIS_HASH, Event, NewEvent, now_micros
-from .base import Digest, EventFilter, EventLog, check_batch, resolve_retry, seal_batch
+from .base import (
+    Digest,
+    EventFilter,
+    EventLog,
+    check_batch,
+    check_import,
+    resolve_retry,
+    seal_batch,
+)
 
 
 class InProcessLog(EventLog):
@@ -45,11 +53,7 @@ class InProcessLog(EventLog):
             sealed = seal_batch(events, head, last.hash if last else GENESIS_HASH,
                                 last.recorded_at_us if last else 0, now_micros())
             for event in sealed:
-                self._events.append(event)
-                self._by_id[event.event_id] = event
-                if event.memory_id is not None and event.version is not None:
-                    self._versions[event.memory_id] = event.version
-                    self._by_memory.setdefault(event.memory_id, []).append(event)
+                self._record(event)
         self._notify()
         return sealed
 
@@ -74,6 +78,25 @@ class InProcessLog(EventLog):
                     if limit is not None and len(found) >= limit:
                         break
             return found
+
+    def import_events(self, events: Sequence[Event]) -> int:
+        with self._lock:
+            last = self._events[-1] if self._events else None
+            check_import(events, len(self._events), last.hash if last else GENESIS_HASH)
+            for event in events:
+                if event.event_id in self._by_id:
+                    raise IdempotencyError(f"event_id {event.event_id!r} is already recorded")
+            for event in events:
+                self._record(event)
+        self._notify()
+        return len(self._events)
+
+    def _record(self, event: Event) -> None:
+        self._events.append(event)
+        self._by_id[event.event_id] = event
+        if event.memory_id is not None and event.version is not None:
+            self._versions[event.memory_id] = event.version
+            self._by_memory.setdefault(event.memory_id, []).append(event)
 
     def redact(self, positions: Sequence[int]) -> int:
         removed = 0

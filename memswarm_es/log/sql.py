@@ -28,7 +28,15 @@ from ..errors import (
 from ..events import GENESIS_HASH, Event, NewEvent, now_micros
 from ..scopes import Scope
 from ..snapshots import SQLSnapshotStore, snapshots_table
-from .base import Digest, EventFilter, EventLog, check_batch, resolve_retry, seal_batch
+from .base import (
+    Digest,
+    EventFilter,
+    EventLog,
+    check_batch,
+    check_import,
+    resolve_retry,
+    seal_batch,
+)
 
 FORMAT = "memswarm-eventlog"
 FORMAT_VERSION = "1"
@@ -240,6 +248,24 @@ class SQLEventLog(EventLog):
             pending.result, pending.error = retry, None
         elif not isinstance(pending.error, HeadConflictError):
             pending.error = self._explain_conflict(pending.events)
+
+    def import_events(self, events: Sequence[Event]) -> int:
+        if not events:
+            return self.head()
+        with self._lock:
+            try:
+                with self._writer.begin() as conn:
+                    if self._dialect == "postgresql":
+                        conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+                    last = conn.execute(self._last_stmt).first()
+                    check_import(events, last.position if last else 0,
+                                 last.hash if last else GENESIS_HASH)
+                    conn.execute(self._insert_stmt, [_row(e) for e in events])
+            except sa.exc.IntegrityError as exc:
+                raise IdempotencyError(f"imported events clash with recorded ones: {exc.orig}"
+                                       ) from exc
+        self._notify()
+        return events[-1].position
 
     def _recorded(self, conn: Connection, events: Sequence[NewEvent]) -> dict[str, Event]:
         ids = [e.event_id for e in events]
