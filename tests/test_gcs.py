@@ -229,3 +229,77 @@ def test_gcs_log_folds_like_the_sqlite_log(gcs_bucket: str, gcs_prefix: str,
     strip = lambda entries: [(e.memory_id, e.value, e.version, e.position)  # noqa: E731
                              for e in entries]
     assert strip(gcs.read_scope(group_id="g")) == strip(sql.read_scope(group_id="g"))
+
+
+class FaultyProxy:
+    """A loopback HTTP proxy in front of the server that answers 503 to every third request:
+    alternately without forwarding it, and after forwarding it (the reply is lost)."""
+
+    def __init__(self, upstream: str) -> None:
+        import http.client
+        import http.server
+        from urllib.parse import urlsplit
+
+        host, port = urlsplit(upstream).hostname, urlsplit(upstream).port
+        proxy = self
+        self.count = 0
+        self.lost_replies = 0
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with proxy.lock:
+                    proxy.count += 1
+                    fault = proxy.count % 3 == 0
+                    lose_reply = fault and proxy.count % 2 == 0
+                if not fault or lose_reply:
+                    conn = http.client.HTTPConnection(host, port, timeout=30)
+                    headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                    conn.request(self.command, self.path, body, headers)
+                    reply = conn.getresponse()
+                    data = reply.read()
+                    conn.close()
+                    if not fault:
+                        self.send_response(reply.status)
+                        for key, value in reply.getheaders():
+                            if key.lower() not in ("transfer-encoding", "connection",
+                                                   "content-length"):
+                                self.send_header(key, value)
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data)
+                        return
+                    with proxy.lock:
+                        proxy.lost_replies += 1
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_503s_and_lost_replies_lose_nothing_and_duplicate_nothing(
+        gcs_server: GCSServer, gcs_bucket: str, gcs_prefix: str) -> None:
+    proxy = FaultyProxy(gcs_server.url)
+    try:
+        client = emulator_client(proxy.url)
+        log = GCSEventLog(gcs_bucket, gcs_prefix, client, retry_deadline=30)
+        acknowledged = [log.append([written(f"m{i}")])[0].event_id for i in range(30)]
+        assert proxy.lost_replies > 0
+    finally:
+        proxy.close()
+    events = GCSEventLog(gcs_bucket, gcs_prefix, emulator_client(gcs_server.url)).read()
+    assert [e.event_id for e in events] == acknowledged  # each once, in order
+    assert [e.position for e in events] == list(range(1, 31))

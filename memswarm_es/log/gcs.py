@@ -72,11 +72,13 @@ class GCSEventLog(EventLog):
     def __init__(self, bucket: str, prefix: str = "memswarm/",
                  client: storage.Client | None = None, retry_deadline: float = 60.0) -> None:
         """``retry_deadline``: how long transient faults (5xx, resets, timeouts) are retried,
-        with exponential backoff, before an operation fails with :class:`StorageError`."""
+        with exponential backoff from 0.1 s, before an operation fails with
+        :class:`StorageError`."""
         super().__init__()
         # Create-only writes are safe to retry too: a retry of a create that succeeded gets
         # 412 and the batch is found by its event ids.
-        self._retry = DEFAULT_RETRY.with_deadline(retry_deadline)
+        self._retry = DEFAULT_RETRY.with_deadline(retry_deadline).with_delay(
+            initial=0.1, maximum=5.0, multiplier=2.0)
         if prefix and not prefix.endswith("/"):
             prefix += "/"
         self.prefix = prefix
