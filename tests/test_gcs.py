@@ -9,16 +9,27 @@ import signal
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud import storage
+from hypothesis import given, settings
+from hypothesis.stateful import run_state_machine_as_test
 
-from memswarm_es import GCSSharedMemory, HybridMemory, InMemorySharedMemory, SQLiteSharedMemory
+from memswarm_es import (
+    GCSSharedMemory,
+    HybridMemory,
+    InMemorySharedMemory,
+    MemoryNotFoundError,
+    SQLiteSharedMemory,
+)
 from memswarm_es.errors import CorruptLogError, IntegrityError, StorageError
 from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log.gcs import GCSEventLog
+from memswarm_es.memory import RedisSharedMemory
 from memswarm_es.scopes import Scope
 from projections.fold import fold
 
@@ -194,41 +205,73 @@ def test_hybrid_with_gcs_as_the_persistent_side(gcs_bucket: str, gcs_prefix: str
 
 
 class GCSMemoryMachine(MemoryMachine):
-    """The property machine on the GCS log, checked against a SQLite log fed the same
-    operations: both fold to the same views."""
+    """The property machine (checked against a plain model, as the SQLite one is) on GCS."""
 
     bucket = ""
     prefix = ""
     client: storage.Client | None = None
 
-    def open(self):  # type: ignore[override]
-        import uuid
+    @classmethod
+    def for_bucket(cls, bucket: str, prefix: str,
+                   client: storage.Client) -> type[GCSMemoryMachine]:
+        return type("Machine", (cls,), {"bucket": bucket, "prefix": prefix, "client": client})
 
+    def open(self) -> GCSSharedMemory:
         return GCSSharedMemory(self.bucket, f"{self.prefix}{uuid.uuid4().hex[:8]}/",
                                self.client)
 
 
+OPS = st.lists(st.tuples(st.sampled_from(["write", "update", "delete"]),
+                         st.sampled_from(["a", "b", "a:b"]), st.sampled_from([None, "g", "%"]),
+                         st.integers(0, 20)), min_size=1, max_size=25)
+
+
 def test_gcs_log_folds_like_the_sqlite_log(gcs_bucket: str, gcs_prefix: str,
                                            gcs_client: storage.Client, tmp_path: Path) -> None:
-    from hypothesis import settings
-    from hypothesis.stateful import run_state_machine_as_test
-
-    GCSMemoryMachine.bucket, GCSMemoryMachine.prefix = gcs_bucket, gcs_prefix
-    GCSMemoryMachine.client = gcs_client
-    run_state_machine_as_test(GCSMemoryMachine,
-                              settings=settings(SETTINGS, max_examples=15,
+    run_state_machine_as_test(GCSMemoryMachine.for_bucket(gcs_bucket, gcs_prefix, gcs_client),
+                              settings=settings(SETTINGS, max_examples=10,
                                                 stateful_step_count=15))
-    # and the same events, appended to SQLite, fold to the same view
-    gcs = GCSSharedMemory(gcs_bucket, f"{gcs_prefix}same/", gcs_client)
-    sql = SQLiteSharedMemory(str(tmp_path / "same.db"))
-    for mem in (gcs, sql):
-        a = mem.write_scope("one", metadata={"agent_id": "a", "group_id": "g"}, event_id="w1")
-        mem.update(a, "two")
-        mem.write_scope("three", metadata={"agent_id": "b", "group_id": "g"}, event_id="w2")
-        mem.delete("w2")
-    strip = lambda entries: [(e.memory_id, e.value, e.version, e.position)  # noqa: E731
-                             for e in entries]
-    assert strip(gcs.read_scope(group_id="g")) == strip(sql.read_scope(group_id="g"))
+
+    @settings(max_examples=15, deadline=None)
+    @given(ops=OPS)
+    def same_views(ops: list[tuple[str, str, str | None, int]]) -> None:
+        tag = uuid.uuid4().hex[:8]
+        gcs = GCSSharedMemory(gcs_bucket, f"{gcs_prefix}{tag}/", gcs_client)
+        sql = SQLiteSharedMemory(str(tmp_path / f"{tag}.db"), synchronous="OFF")
+        for mem in (gcs, sql):
+            for i, (op, agent, group, n) in enumerate(ops):
+                target = f"w{n % (i + 1)}"
+                try:
+                    if op == "write":
+                        mem.write_scope(f"{agent}{n}", metadata={"agent_id": agent,
+                                                                  "group_id": group},
+                                        event_id=f"w{i}")
+                    elif op == "update":
+                        mem.update(target, {"n": n})
+                    else:
+                        mem.delete(target)
+                except MemoryNotFoundError:
+                    pass
+        strip = [(e.memory_id, e.value, e.metadata, e.scope, e.version, e.position,
+                  e.last_position) for e in gcs.read_scope()]
+        assert strip == [(e.memory_id, e.value, e.metadata, e.scope, e.version, e.position,
+                          e.last_position) for e in sql.read_scope()]
+        sql.close()
+
+    same_views()
+
+
+def test_a_redis_read_model_projects_from_the_gcs_log(gcs_bucket: str, gcs_prefix: str,
+                                                      gcs_client: storage.Client,
+                                                      redis_url: str, redis_prefix: str) -> None:
+    mem = HybridMemory(RedisSharedMemory(redis_url, prefix=redis_prefix),
+                       GCSSharedMemory(gcs_bucket, gcs_prefix, gcs_client))
+    m = mem.write_scope("x", metadata={"agent_id": "a", "group_id": "g"})
+    mem.update(m, "y")
+    mem.write_scope("z", metadata={"agent_id": "b", "group_id": "g"})
+    assert [e.value for e in mem.read_scope(group_id="g")] == ["y", "z"]
+    assert mem.read_model.checkpoint() == mem.log.head() == 3
+    mem.close()
 
 
 class FaultyProxy:
