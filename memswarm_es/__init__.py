@@ -23,6 +23,7 @@ _LAZY = {
     "EventLog": "memswarm_es.log",
     "InProcessLog": "memswarm_es.log",
     "SQLEventLog": "memswarm_es.log",
+    "ChromaSharedMemory": "memswarm_es.memory",
     "GCSSharedMemory": "memswarm_es.memory",
     "HybridMemory": "memswarm_es.memory",
     "InMemorySharedMemory": "memswarm_es.memory",

