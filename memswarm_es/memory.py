@@ -405,22 +405,25 @@ class GCSSharedMemory(SharedMemory):
 
 
 class ChromaSharedMemory(SharedMemory):
-    """Memories in a Chroma collection, searchable by meaning, with an in-process log; the
-    cache side of ``HybridMemory(ChromaSharedMemory(...), SQLiteSharedMemory(...))``.
+    """Memories in a Chroma collection, searchable by meaning.
 
     ``client`` defaults to ``chromadb.PersistentClient(path)``; ``embedding_function`` to the
-    offline all-MiniLM-L6-v2 (pass any callable ``texts -> vectors``, with ``model_id`` naming
-    it for the vector cache, which lives in ``path``).
+    offline all-MiniLM-L6-v2 (any callable ``texts -> vectors`` works; ``model_id`` names it
+    for the vector cache in ``path``). With ``log`` (an :class:`EventLog` or a log URL) the
+    collection is that log's view. Without it the memory is ephemeral: an in-process log and a
+    private collection, dropped on close; as the cache side of
+    ``HybridMemory(ChromaSharedMemory(...), SQLiteSharedMemory(...))`` it lends the collection
+    named ``collection`` itself, kept in step with the persistent log.
     """
 
     def __init__(self, path: str = "memswarm-chroma", *, client: Any = None,
                  embedding_function: Any = None, model_id: str | None = None,
-                 collection: str = "memswarm", **options: Any) -> None:
+                 collection: str = "memswarm", log: EventLog | str | None = None,
+                 **options: Any) -> None:
         import os
 
         import chromadb
 
-        from projections.chroma import ChromaReadModel
         from projections.embedding import CachedEmbedder, EmbeddingCache, MiniLMEmbedding
 
         os.makedirs(path, exist_ok=True)
@@ -429,8 +432,34 @@ class ChromaSharedMemory(SharedMemory):
                 path, settings=chromadb.Settings(anonymized_telemetry=False))
         embedder = embedding_function or MiniLMEmbedding()
         name = model_id or getattr(embedder, "model_id", type(embedder).__name__)
-        cached = CachedEmbedder(embedder, name, EmbeddingCache(os.path.join(path, "vectors.db")))
-        super().__init__(InProcessLog(), ChromaReadModel(client, cached, collection), **options)
+        self._client = client
+        self._embedder = CachedEmbedder(embedder, name,
+                                        EmbeddingCache(os.path.join(path, "vectors.db")))
+        self.collection = collection
+        self._private = log is None
+        if log is None:
+            event_log: EventLog = InProcessLog()
+            view = self._model(f"{collection}-local-{new_id()}")
+        else:
+            event_log = SQLEventLog(log) if isinstance(log, str) else log
+            view = self._model(collection)
+        super().__init__(event_log, view, **options)
+
+    def _model(self, name: str) -> ReadModel:
+        from projections.chroma import ChromaReadModel
+
+        return ChromaReadModel(self._client, self._embedder, name)
+
+    def lend_read_model(self) -> ReadModel:
+        if self._private:
+            self.read_model.drop()  # type: ignore[attr-defined]
+            return self._model(self.collection)
+        return self.read_model
+
+    def close(self) -> None:
+        if self._private:
+            self.read_model.drop()  # type: ignore[attr-defined]
+        super().close()
 
 
 class HybridMemory(SharedMemory):

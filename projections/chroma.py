@@ -99,6 +99,11 @@ class ChromaReadModel(ReadModel):
         self._docs = self._collection()
         self._set_checkpoint(0)
 
+    def drop(self) -> None:
+        """Delete the collection and its checkpoint."""
+        for name in (self.name, f"{self.name}-meta"):
+            self.client.delete_collection(name)
+
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
         found = self._docs.get(where=_all_of(_scope_clauses(scope)), include=["metadatas"])
         return sorted((_entry(m) for m in found["metadatas"]), key=lambda e: e.position)

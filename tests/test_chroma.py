@@ -1,0 +1,166 @@
+"""The Chroma read model against the real chromadb package: equal to the fold of the log for
+hypothesis histories, scoped search that never leaks and ranks like brute force, the real
+offline embedder, crash convergence, and no text embedded twice."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import chromadb
+import numpy as np
+import pytest
+from hypothesis import settings
+from hypothesis.stateful import run_state_machine_as_test
+
+from memswarm_es import ChromaSharedMemory, HybridMemory, SQLiteSharedMemory
+from memswarm_es.errors import InvalidInputError, NotSupportedError
+from memswarm_es.memory import InMemorySharedMemory, SharedMemory
+from memswarm_es.scopes import Scope
+from projections.chroma import ChromaReadModel, text_of
+from projections.embedding import CachedEmbedder, EmbeddingCache
+from projections.fold import fold, select
+from projections.projector import Projector
+
+from .test_properties import SETTINGS, MemoryMachine
+
+
+class HashingEmbedder:
+    """A deterministic bag-of-words embedder: each word adds to one of 64 dimensions."""
+
+    model_id = "hashing-64"
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.seen: list[str] = []  # every text it was asked to embed
+
+    def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
+        self.calls += len(texts)
+        self.seen.extend(texts)
+        out = []
+        for text in texts:
+            v = np.zeros(64, dtype=np.float32)
+            for word in text.lower().split():
+                v[hashlib.sha256(word.encode()).digest()[0] % 64] += 1.0
+            v[63] += 0.01  # never the zero vector
+            out.append(v / np.linalg.norm(v))
+        return out
+
+
+def chroma_memory(path: Path, embedder: HashingEmbedder | None = None) -> SharedMemory:
+    return ChromaSharedMemory(str(path), embedding_function=embedder or HashingEmbedder())
+
+
+class ChromaMachine(MemoryMachine):
+    """The property machine on a Chroma read model: every step its documents must equal the
+    plain model, the fold of the log, and a replay."""
+
+    def open(self) -> SharedMemory:
+        return chroma_memory(Path(self.dir) / "chroma")
+
+
+def test_chroma_view_equals_the_fold_for_any_history() -> None:
+    run_state_machine_as_test(ChromaMachine, settings=settings(SETTINGS, max_examples=12,
+                                                               stateful_step_count=15))
+
+
+IDS = ["a", "ab", "a:b", "a/b", "%", "日本", "a b"]
+
+
+def test_scoped_search_never_leaves_its_scope_and_ranks_like_brute_force(
+        tmp_path: Path) -> None:
+    embedder = HashingEmbedder()
+    mem = chroma_memory(tmp_path / "c", embedder)
+    words = ["bridge road river", "cake chocolate sugar", "road closed detour", "river boat",
+             "fuel tank low", "weather rain road"]
+    for agent in IDS:
+        for j, text in enumerate(words):
+            mem.write_scope(f"{text} {agent}", metadata={"agent_id": agent, "group_id": IDS[j % 3],
+                                                         "n": j}, context_id=IDS[-1 - j % 2])
+    for agent in IDS:
+        for scope in (Scope(agent_id=agent), Scope(agent_id=agent, group_id="a"),
+                      Scope(context_id=agent), Scope(group_id=agent)):
+            hits = mem.search("road river", **{n: v for n, v in scope.parts()}, k=4)
+            inside = mem.read_scope(**dict(scope.parts()))
+            assert all(scope.matches(h.entry.scope) for h in hits)
+            (q,) = embedder(["road river"])
+            brute = sorted(inside, key=lambda e: (1 - float(embedder([text_of(e.value)])[0] @ q),
+                                                  e.position))[:4]
+            assert [round(h.distance, 4) for h in hits] == [
+                round(1 - float(embedder([text_of(e.value)])[0] @ q), 4) for e in brute]
+            assert len(hits) == min(4, len(inside))
+    assert all(h.entry.metadata["n"] >= 3 for h in mem.search("road", where={"n": {"$gte": 3}},
+                                                              k=50))
+
+
+def test_search_input_errors(tmp_path: Path) -> None:
+    mem = chroma_memory(tmp_path / "c")
+    mem.write_scope("x", metadata={"agent_id": "a"})
+    for bad in ({"query": ""}, {"query": "x", "k": 0}, {"query": "x", "where": {"$bad": 1}},
+                {"query": "x", "where": {"n": {"$regex": "x"}}}):
+        with pytest.raises(InvalidInputError):
+            mem.search(**bad)  # type: ignore[arg-type]
+    with pytest.raises(NotSupportedError):
+        InMemorySharedMemory().search("x")
+
+
+def test_the_real_embedder_finds_a_paraphrase(tmp_path: Path) -> None:
+    mem = HybridMemory(ChromaSharedMemory(str(tmp_path / "c")),
+                       SQLiteSharedMemory(str(tmp_path / "log.db")))
+    target = mem.write_scope("The bridge on route 7 is closed for repairs",
+                             metadata={"agent_id": "scout", "group_id": "g"})
+    for text in ("The quarterly budget was approved", "Chocolate cake needs three eggs",
+                 "The printer on floor 2 is out of toner", "Our team won the football match"):
+        mem.write_scope(text, metadata={"agent_id": "other", "group_id": "g"})
+    hits = mem.search("Which road can we not drive over?", group_id="g", k=5)
+    assert hits[0].entry.memory_id == target
+    assert hits[0].distance < hits[1].distance - 0.1
+
+
+def test_a_projection_that_dies_mid_batch_converges_and_replay_embeds_nothing_again(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    log_mem = SQLiteSharedMemory(str(tmp_path / "log.db"))
+    for i in range(30):
+        m = log_mem.write_scope(f"note {i} about roads", metadata={"agent_id": f"a{i % 3}"})
+        if i % 4 == 0:
+            log_mem.update(m, f"note {i} revised")
+        if i % 7 == 0:
+            log_mem.delete(m)
+    embedder = HashingEmbedder()
+    client = chromadb.PersistentClient(str(tmp_path / "chroma"),
+                                       settings=chromadb.Settings(anonymized_telemetry=False))
+    cache = EmbeddingCache(tmp_path / "vectors.db")
+    model = ChromaReadModel(client, CachedEmbedder(embedder, embedder.model_id, cache))
+
+    def die(position: int) -> None:
+        raise OSError("killed after the documents, before the checkpoint")
+
+    monkeypatch.setattr(model, "_set_checkpoint", die)
+    with pytest.raises(OSError):
+        Projector(log_mem.log, model, batch_size=10).catch_up()
+    monkeypatch.undo()
+    assert model.checkpoint() == 0  # the documents of the batch are there, the checkpoint not
+    Projector(log_mem.log, model, batch_size=10).catch_up()
+    expected = select(fold(log_mem.log.read()).entries.values(), Scope())
+    assert model.read_scope(Scope()) == expected
+
+    embedded = embedder.calls
+    Projector(log_mem.log, model, batch_size=10).replay()
+    assert model.read_scope(Scope()) == expected
+    assert embedder.calls == embedded  # every text came from the cache
+    before = set(embedder.seen)
+    Projector(log_mem.log, model, batch_size=7).replay()  # other batches: other interim texts
+    assert model.read_scope(Scope()) == expected
+    assert not before & set(embedder.seen[embedded:])  # none of them embedded twice
+
+
+def test_chroma_memories_reopen_with_their_documents(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/c"
+        mem = HybridMemory(chroma_memory(Path(path)), SQLiteSharedMemory(f"{tmp}/log.db"))
+        m = mem.write_scope("kept", metadata={"agent_id": "a"})
+        again = HybridMemory(chroma_memory(Path(path)), SQLiteSharedMemory(f"{tmp}/log.db"))
+        assert again.get(m) == mem.get(m)
+        assert again.read_model.checkpoint() == 1
