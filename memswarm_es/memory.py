@@ -77,6 +77,7 @@ class SharedMemory:
         self.time_machine = TimeMachine(log, log.snapshot_store(), snapshot_every)
         self._last_position = 0
         self._position_lock = threading.Lock()
+        self._swap_lock = threading.RLock()  # inline projection vs replace_read_model
         if project_inline:
             self.projector.catch_up()
 
@@ -188,7 +189,8 @@ class SharedMemory:
         with self._position_lock:
             self._last_position = max(self._last_position, recorded.position)
         if self.project_inline:
-            self.projector.catch_up(until=recorded.position)
+            with self._swap_lock:
+                self.projector.catch_up(until=recorded.position)
         return recorded
 
     # --- reading -------------------------------------------------------------------------------
@@ -281,7 +283,8 @@ class SharedMemory:
     def _fresh(self) -> None:
         """What a read does first: catch up inline, or wait for this memory's own writes."""
         if self.project_inline:
-            self.projector.catch_up()
+            with self._swap_lock:
+                self.projector.catch_up()
         else:
             self.wait_for()
 
@@ -337,6 +340,16 @@ class SharedMemory:
         """Give this memory's read model to a :class:`HybridMemory` (as its cache side); this
         memory is not used afterwards."""
         return self.read_model
+
+    def replace_read_model(self, new: ReadModel) -> ReadModel:
+        """Switch reads to ``new`` (built beside the current one, e.g. by ``reembed``) once it
+        has caught up with the log, atomically for this memory's readers and writers; return
+        the read model it replaces, which this memory no longer touches."""
+        with self._swap_lock:
+            projector = Projector(self.log, new, self.projector.batch_size)
+            projector.catch_up()
+            old, self.read_model, self.projector = self.read_model, new, projector
+        return old
 
     def replay(self, progress: Progress | None = None) -> int:
         """Rebuild the read model from the log; return the position reached."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from projections.chroma import ChromaReadModel, text_of
 from projections.embedding import CachedEmbedder, EmbeddingCache
 from projections.fold import fold, select
 from projections.projector import Projector
+from projections.reembed import reembed
 
 from .test_properties import SETTINGS, MemoryMachine
 
@@ -164,3 +166,50 @@ def test_chroma_memories_reopen_with_their_documents(tmp_path: Path) -> None:
         again = HybridMemory(chroma_memory(Path(path)), SQLiteSharedMemory(f"{tmp}/log.db"))
         assert again.get(m) == mem.get(m)
         assert again.read_model.checkpoint() == 1
+
+
+class OtherEmbedder(HashingEmbedder):
+    """A second deterministic model: words hash into other dimensions."""
+
+    model_id = "hashing-64-v2"
+
+    def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
+        return [np.roll(v, 7) for v in super().__call__(texts)]
+
+
+def test_reembed_under_concurrent_writes_misses_nothing(tmp_path: Path) -> None:
+    mem = chroma_memory(tmp_path / "c")
+    for i in range(200):
+        mem.write_scope(f"note {i} about the road", metadata={"agent_id": f"a{i % 4}"})
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            try:
+                mem.write_scope(f"late note {i}", metadata={"agent_id": "late"})
+                i += 1
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+                return
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    other = OtherEmbedder()
+    old_name = mem.read_model.name  # type: ignore[attr-defined]
+    reports: list[tuple[int, int]] = []
+    new = reembed(mem, other, other.model_id, progress=lambda p, h: reports.append((p, h)))
+    at_switch = new.checkpoint()
+    stop.set()
+    thread.join()
+    assert errors == []
+    assert reports and reports[-1][0] >= 200
+    assert mem.read_model is new
+    events = mem.log.read()
+    assert at_switch >= 200
+    expected = select(fold(events).entries.values(), Scope())
+    assert mem.read_scope() == expected  # nothing missing, the late writes included
+    hit = mem.search("late note 3", agent_id="late", k=1)[0]  # embedded by the new model
+    assert hit.entry.value == "late note 3" and hit.distance < 1e-5
+    assert old_name not in {c.name for c in new.client.list_collections()}  # dropped

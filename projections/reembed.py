@@ -1,0 +1,34 @@
+"""Changing the embedding model without downtime: project the log into a new collection with
+the new model while the old collection keeps serving, then switch and drop the old one."""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from memswarm_es.errors import NotSupportedError
+from memswarm_es.events import new_id
+
+from .chroma import ChromaReadModel
+from .embedding import CachedEmbedder
+from .projector import Progress, Projector
+
+if TYPE_CHECKING:
+    from memswarm_es.memory import SharedMemory
+
+
+def reembed(memory: SharedMemory, embedder: Any, model_id: str,
+            progress: Progress | None = None) -> ChromaReadModel:
+    """Re-embed ``memory``'s Chroma view with ``embedder`` (named ``model_id``); return the new
+    read model, now serving. Vectors already cached for ``model_id`` are not computed again."""
+    old = memory.read_model
+    if not isinstance(old, ChromaReadModel):
+        raise NotSupportedError("reembed needs a memory whose read model is Chroma")
+    slug = re.sub(r"[^A-Za-z0-9_-]", "-", model_id)[:40]
+    name = f"{old.name.split('--')[0]}--{slug}-{new_id()[-8:]}"
+    new = ChromaReadModel(old.client, CachedEmbedder(embedder, model_id, old.embedder.cache),
+                          name)
+    Projector(memory.log, new, batch_size=500).catch_up(progress=progress)  # old still serves
+    memory.replace_read_model(new)  # the events written meanwhile, then the switch
+    old.drop()
+    return new
