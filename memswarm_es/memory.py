@@ -19,6 +19,7 @@ from projections.projector import Progress, Projector
 from .audit import AuditPage, MemoryVersion, audit, history
 from .errors import (
     IdempotencyError,
+    InvalidInputError,
     InvalidScopeError,
     InvalidValueError,
     MemoryNotFoundError,
@@ -437,6 +438,7 @@ class ChromaSharedMemory(SharedMemory):
 
         import chromadb
 
+        from projections.chroma import current_collection
         from projections.embedding import CachedEmbedder, EmbeddingCache, MiniLMEmbedding
 
         os.makedirs(path, exist_ok=True)
@@ -445,17 +447,22 @@ class ChromaSharedMemory(SharedMemory):
                 path, settings=chromadb.Settings(anonymized_telemetry=False))
         embedder = embedding_function or MiniLMEmbedding()
         name = model_id or getattr(embedder, "model_id", type(embedder).__name__)
+        serving, model = current_collection(client, collection)
+        if model is not None and model != name:
+            raise InvalidInputError(
+                f"collection {serving!r} was embedded by {model!r}, not {name!r}: pass that "
+                "embedder, or reembed")
         self._client = client
         self._embedder = CachedEmbedder(embedder, name,
                                         EmbeddingCache(os.path.join(path, "vectors.db")))
-        self.collection = collection
+        self.collection = serving
         self._private = log is None
         if log is None:
             event_log: EventLog = InProcessLog()
             view = self._model(f"{collection}-local-{new_id()}")
         else:
             event_log = SQLEventLog(log) if isinstance(log, str) else log
-            view = self._model(collection)
+            view = self._model(serving)
         super().__init__(event_log, view, **options)
 
     def _model(self, name: str) -> ReadModel:

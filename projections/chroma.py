@@ -126,6 +126,24 @@ class ChromaReadModel(ReadModel):
                 for m, d in zip(result["metadatas"][0], result["distances"][0], strict=True)]
 
 
+def current_collection(client: Any, base: str) -> tuple[str, str | None]:
+    """(collection, model id) serving under the name ``base``: ``base`` itself until a
+    re-embedding points ``base`` at a new collection."""
+    pointer = client.get_or_create_collection(f"{base}-pointer")
+    found = pointer.get(ids=["current"], include=["metadatas"])
+    if not found["ids"]:
+        return base, None
+    meta = found["metadatas"][0]
+    return meta["collection"], meta["model"]
+
+
+def point(client: Any, base: str, collection: str, model_id: str) -> None:
+    """Make ``base`` name ``collection`` (embedded by ``model_id``): one upsert, atomic."""
+    client.get_or_create_collection(f"{base}-pointer").upsert(
+        ids=["current"], embeddings=[[0.0]],
+        metadatas=[{"collection": collection, "model": model_id}])
+
+
 def _metadata(entry: MemoryEntry) -> dict[str, Any]:
     meta: dict[str, Any] = {name: getattr(entry, name) or "" for name in SCOPE_NAMES}
     meta["position"] = entry.position

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from memswarm_es.errors import NotSupportedError
 from memswarm_es.events import new_id
 
-from .chroma import ChromaReadModel
+from .chroma import ChromaReadModel, point
 from .embedding import CachedEmbedder
 from .projector import Progress, Projector
 
@@ -25,10 +25,12 @@ def reembed(memory: SharedMemory, embedder: Any, model_id: str,
     if not isinstance(old, ChromaReadModel):
         raise NotSupportedError("reembed needs a memory whose read model is Chroma")
     slug = re.sub(r"[^A-Za-z0-9_-]", "-", model_id)[:40]
-    name = f"{old.name.split('--')[0]}--{slug}-{new_id()[-8:]}"
+    base = old.name.split("--")[0]
+    name = f"{base}--{slug}-{new_id()[-8:]}"
     new = ChromaReadModel(old.client, CachedEmbedder(embedder, model_id, old.embedder.cache),
                           name)
     Projector(memory.log, new, batch_size=500).catch_up(progress=progress)  # old still serves
     memory.replace_read_model(new)  # the events written meanwhile, then the switch
+    point(old.client, base, name, model_id)  # so that a restart opens the new collection
     old.drop()
     return new

@@ -213,3 +213,21 @@ def test_reembed_under_concurrent_writes_misses_nothing(tmp_path: Path) -> None:
     hit = mem.search("late note 3", agent_id="late", k=1)[0]  # embedded by the new model
     assert hit.entry.value == "late note 3" and hit.distance < 1e-5
     assert old_name not in {c.name for c in new.client.list_collections()}  # dropped
+
+
+def test_after_reembed_a_restart_opens_the_new_collection(tmp_path: Path) -> None:
+    def open_memory(embedder: HashingEmbedder) -> SharedMemory:
+        return HybridMemory(ChromaSharedMemory(str(tmp_path / "c"), embedding_function=embedder),
+                            SQLiteSharedMemory(str(tmp_path / "log.db")))
+
+    mem = open_memory(HashingEmbedder())
+    m = mem.write_scope("road closed", metadata={"agent_id": "a"})
+    other = OtherEmbedder()
+    new = reembed(mem, other, other.model_id)
+    mem.close()
+    with pytest.raises(InvalidInputError):
+        open_memory(HashingEmbedder())  # the old model no longer matches the collection
+    again = open_memory(OtherEmbedder())
+    assert again.read_model.name == new.name  # type: ignore[attr-defined]
+    assert again.get(m).value == "road closed"
+    assert again.read_model.embedder.calls == 0  # type: ignore[attr-defined]
