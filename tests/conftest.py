@@ -3,4 +3,4 @@
 from __future__ import annotations
 
 pytest_plugins = ["tests.servers_postgres", "tests.servers_gcs"]
-pytest_plugins += ["tests.servers_redis"]
+pytest_plugins += ["tests.servers_redis", "tests.servers_chroma"]

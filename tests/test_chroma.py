@@ -231,3 +231,23 @@ def test_after_reembed_a_restart_opens_the_new_collection(tmp_path: Path) -> Non
     assert again.read_model.name == new.name  # type: ignore[attr-defined]
     assert again.get(m).value == "road closed"
     assert again.read_model.embedder.calls == 0  # type: ignore[attr-defined]
+
+
+def test_the_read_model_on_a_chroma_server(chroma_server: tuple[str, int], tmp_path: Path) -> None:
+    host, port = chroma_server
+    client = chromadb.HttpClient(host=host, port=port,
+                                 settings=chromadb.Settings(anonymized_telemetry=False))
+    mem = HybridMemory(ChromaSharedMemory(str(tmp_path / "c"), client=client,
+                                          embedding_function=HashingEmbedder(),
+                                          collection=f"t{tmp_path.name[-8:]}"),
+                       SQLiteSharedMemory(str(tmp_path / "log.db")))
+    for i, agent in enumerate(IDS):
+        m = mem.write_scope(f"road note {i}", metadata={"agent_id": agent, "group_id": "g"})
+        if i % 2:
+            mem.update(m, f"river note {i}")
+    mem.delete(mem.read_scope(agent_id="a")[0].memory_id)
+    expected = select(fold(mem.log.read()).entries.values(), Scope())
+    assert mem.read_scope() == expected
+    assert all(h.entry.agent_id == "a:b" for h in mem.search("river", agent_id="a:b", k=5))
+    mem.replay()
+    assert mem.read_scope() == expected
