@@ -5,6 +5,10 @@ offline embedder, crash convergence, and no text embedded twice."""
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -251,3 +255,51 @@ def test_the_read_model_on_a_chroma_server(chroma_server: tuple[str, int], tmp_p
     assert all(h.entry.agent_id == "a:b" for h in mem.search("river", agent_id="a:b", k=5))
     mem.replay()
     assert mem.read_scope() == expected
+
+
+PROJECTOR = """
+import sys, chromadb
+from memswarm_es.log import SQLEventLog
+from projections.chroma import ChromaReadModel
+from projections.embedding import CachedEmbedder, EmbeddingCache
+from projections.projector import Projector
+from tests.test_chroma import HashingEmbedder
+settings = chromadb.Settings(anonymized_telemetry=False)
+client = chromadb.PersistentClient(sys.argv[2], settings=settings)
+embedder = HashingEmbedder()
+cache = EmbeddingCache(sys.argv[3])
+model = ChromaReadModel(client, CachedEmbedder(embedder, embedder.model_id, cache))
+Projector(SQLEventLog(sys.argv[1]), model, batch_size=5).catch_up(
+    progress=lambda position, head: print(position, flush=True))
+"""
+
+
+def test_a_projector_killed_with_sigkill_resumes_to_exactly_the_fold(tmp_path: Path) -> None:
+    log_mem = SQLiteSharedMemory(str(tmp_path / "log.db"), synchronous="OFF")
+    for i in range(150):
+        m = log_mem.write_scope(f"note {i}", metadata={"agent_id": f"a{i % 5}"})
+        if i % 3 == 0:
+            log_mem.update(m, f"note {i} revised")
+        if i % 11 == 0:
+            log_mem.delete(m)
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    root = Path(__file__).resolve().parent.parent
+    child = subprocess.Popen(
+        [sys.executable, "-c", PROJECTOR, url, str(tmp_path / "chroma"),
+         str(tmp_path / "vectors.db")], cwd=root, stdout=subprocess.PIPE, text=True,
+        env=dict(os.environ, PYTHONPATH=str(root)))
+    assert child.stdout is not None
+    seen = [child.stdout.readline() for _ in range(4)]
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait(timeout=30)
+    assert all(line.strip().isdigit() for line in seen)
+
+    client = chromadb.PersistentClient(str(tmp_path / "chroma"),
+                                       settings=chromadb.Settings(anonymized_telemetry=False))
+    embedder = HashingEmbedder()
+    model = ChromaReadModel(client, CachedEmbedder(embedder, embedder.model_id,
+                                                   EmbeddingCache(tmp_path / "vectors.db")))
+    assert 0 < model.checkpoint() < log_mem.log.head()
+    Projector(log_mem.log, model, batch_size=7).catch_up()
+    assert model.read_scope(Scope()) == select(fold(log_mem.log.read()).entries.values(),
+                                               Scope())
