@@ -276,7 +276,7 @@ Projector(SQLEventLog(sys.argv[1]), model, batch_size=5).catch_up(
 
 def test_a_projector_killed_with_sigkill_resumes_to_exactly_the_fold(tmp_path: Path) -> None:
     log_mem = SQLiteSharedMemory(str(tmp_path / "log.db"), synchronous="OFF")
-    for i in range(150):
+    for i in range(600):
         m = log_mem.write_scope(f"note {i}", metadata={"agent_id": f"a{i % 5}"})
         if i % 3 == 0:
             log_mem.update(m, f"note {i} revised")
