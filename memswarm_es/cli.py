@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from projections.fold import MemoryEntry
 
 from .cli_audit import add_commands as add_audit_commands
-from .errors import MemSwarmError, StorageError
+from .errors import InvalidInputError, MemSwarmError, NotSupportedError, StorageError
 from .log.sql import SQLEventLog
 from .memory import SQLiteSharedMemory
 
@@ -179,6 +180,50 @@ def _copy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_embedder(spec: str) -> tuple[object, str]:
+    """``minilm`` (the default offline model) or ``package.module:factory`` (called with no
+    arguments); returns the embedder and its model id."""
+    if spec == "minilm":
+        from projections.embedding import MiniLMEmbedding
+
+        embedder = MiniLMEmbedding()
+        return embedder, embedder.model_id
+    module, _, attr = spec.partition(":")
+    if not attr:
+        raise InvalidInputError(f"--model takes 'minilm' or 'module:factory', not {spec!r}")
+    embedder = getattr(importlib.import_module(module), attr)()
+    return embedder, getattr(embedder, "model_id", spec)
+
+
+def _reembed(args: argparse.Namespace) -> int:
+    import chromadb
+
+    from projections.chroma import ChromaReadModel, current_collection
+    from projections.embedding import CachedEmbedder, EmbeddingCache
+    from projections.reembed import reembed
+
+    from .cli_audit import progress_bar
+    from .log.copy import open_log
+    from .memory import SharedMemory
+
+    embedder, model_id = _load_embedder(args.model)
+    client = chromadb.PersistentClient(args.path,
+                                       settings=chromadb.Settings(anonymized_telemetry=False))
+    serving, old_model = current_collection(client, args.collection)
+    cache = EmbeddingCache(os.path.join(args.path, "vectors.db"))
+
+    def not_loaded(texts: object) -> object:
+        raise NotSupportedError("the old model is not loaded by `memswarm reembed`")
+
+    old = ChromaReadModel(client, CachedEmbedder(not_loaded, old_model or "?", cache), serving)
+    memory = SharedMemory(open_log(args.log), old, project_inline=False)
+    print(f"re-embedding {serving} ({old_model or 'first model'}) with {model_id}; "
+          "the old collection serves until the switch", flush=True)
+    new = reembed(memory, embedder, model_id, progress_bar("re-embedding"))
+    print(f"switched {args.collection} to {new.name} at position {new.checkpoint()}")
+    return 0
+
+
 def _add_projection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log", default="sqlite:///memswarm.db",
                    help="the event log: sqlite:///path.db or any SQLAlchemy URL "
@@ -212,6 +257,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--to", dest="target", required=True, help="the same kinds of URL")
     p.add_argument("--batch-size", type=int, default=1000)
     p.set_defaults(func=_copy)
+    p = sub.add_parser("reembed", help="re-embed a Chroma view with another model, no downtime")
+    p.add_argument("--log", default="sqlite:///memswarm.db", help="the event log URL")
+    p.add_argument("--path", default="memswarm-chroma", help="the Chroma directory")
+    p.add_argument("--collection", default="memswarm")
+    p.add_argument("--model", required=True, help="'minilm' or 'package.module:factory'")
+    p.set_defaults(func=_reembed)
     add_audit_commands(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

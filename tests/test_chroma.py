@@ -303,3 +303,24 @@ def test_a_projector_killed_with_sigkill_resumes_to_exactly_the_fold(tmp_path: P
     Projector(log_mem.log, model, batch_size=7).catch_up()
     assert model.read_scope(Scope()) == select(fold(log_mem.log.read()).entries.values(),
                                                Scope())
+
+
+def make_other_embedder() -> OtherEmbedder:
+    """A factory for `memswarm reembed --model tests.test_chroma:make_other_embedder`."""
+    return OtherEmbedder()
+
+
+def test_memswarm_reembed_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from memswarm_es.cli import main
+
+    chroma = ChromaSharedMemory(str(tmp_path / "c"), embedding_function=HashingEmbedder())
+    mem = HybridMemory(chroma, SQLiteSharedMemory(str(tmp_path / "log.db")))
+    m = mem.write_scope("road closed", metadata={"agent_id": "a"})
+    mem.close()
+    assert main(["reembed", "--log", f"sqlite:///{tmp_path / 'log.db'}", "--path",
+                 str(tmp_path / "c"), "--model", "tests.test_chroma:make_other_embedder"]) == 0
+    out = capsys.readouterr().out
+    assert "switched memswarm to memswarm--hashing-64-v2" in out
+    chroma = ChromaSharedMemory(str(tmp_path / "c"), embedding_function=OtherEmbedder())
+    again = HybridMemory(chroma, SQLiteSharedMemory(str(tmp_path / "log.db")))
+    assert again.search("road", k=1)[0].entry.memory_id == m
