@@ -1,0 +1,104 @@
+#!/usr/bin/env python3
+"""Benchmark the Chroma read model: embedding, projection with vectors precomputed, and scoped
+search, against chromadb's own ``collection.add`` of the same vectors in the same run.
+
+    python3 scripts/dev.py run python scripts/bench_chroma.py [--memories 10000 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import statistics
+import tempfile
+import time
+
+import chromadb
+import numpy as np
+
+from memswarm_es.events import EventType, NewEvent
+from memswarm_es.log import InProcessLog
+from memswarm_es.scopes import Scope
+from projections.chroma import ChromaReadModel, _metadata, text_of
+from projections.embedding import CachedEmbedder, EmbeddingCache, MiniLMEmbedding
+from projections.fold import fold
+from projections.projector import Projector
+
+MODEL = "bench-precomputed"
+
+
+def refuse(texts: object) -> object:
+    raise AssertionError("every vector should come from the cache")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--memories", type=int, nargs="+", default=[10_000])
+    parser.add_argument("--embed", type=int, default=512, help="texts for the embedder")
+    parser.add_argument("--searches", type=int, default=200)
+    args = parser.parse_args()
+
+    texts = [f"agent note {i}: the bridge on route {i % 97} is closed until day {i % 31}"
+             for i in range(args.embed)]
+    embedder = MiniLMEmbedding()
+    embedder(texts[:32])  # warm up
+    start = time.perf_counter()
+    embedder(texts)
+    embed_rate = args.embed / (time.perf_counter() - start)
+    rows = []
+    rng = np.random.default_rng(5)
+    for count in args.memories:
+        with tempfile.TemporaryDirectory() as tmp:
+            log = InProcessLog()
+            log.append([NewEvent.create(
+                EventType.MEMORY_WRITTEN, Scope(f"agent-{i % 100}", f"group-{i % 10}"),
+                f"agent-{i % 100}", {"value": f"note {i} about route {i % 97}",
+                                     "metadata": {"n": i}}, memory_id=f"m{i:08d}", version=1)
+                for i in range(count)])
+            vectors = rng.standard_normal((count, 384)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            cache = EmbeddingCache(f"{tmp}/vectors.db")
+            entries = list(fold(log.read()).entries.values())
+            cache.put_many(MODEL, {hashlib.sha256(text_of(e.value).encode()).digest(): v
+                                   for e, v in zip(entries, vectors, strict=True)})
+            client = chromadb.PersistentClient(
+                f"{tmp}/chroma", settings=chromadb.Settings(anonymized_telemetry=False))
+            model = ChromaReadModel(client, CachedEmbedder(refuse, MODEL, cache), "bench")
+            start = time.perf_counter()
+            Projector(log, model, batch_size=1000).catch_up()
+            projected = count / (time.perf_counter() - start)
+
+            peer = client.create_collection("peer", metadata={"hnsw:space": "cosine"})
+            metadatas = [_metadata(e) for e in entries]
+            start = time.perf_counter()
+            for i in range(0, count, 1000):
+                peer.add(ids=[e.memory_id for e in entries[i:i + 1000]],
+                         embeddings=vectors[i:i + 1000].tolist(),
+                         documents=[text_of(e.value) for e in entries[i:i + 1000]],
+                         metadatas=metadatas[i:i + 1000])
+            ceiling = count / (time.perf_counter() - start)
+
+            query_vectors = {f"q{i}": vectors[i] for i in range(args.searches)}
+            cache.put_many(MODEL, {hashlib.sha256(q.encode()).digest(): v
+                                   for q, v in query_vectors.items()})
+            samples = []
+            for i, query in enumerate(query_vectors):
+                start = time.perf_counter()
+                hits = model.search(query, Scope(agent_id=f"agent-{i % 100}"), k=10)
+                samples.append((time.perf_counter() - start) * 1000)
+                assert all(h.entry.agent_id == f"agent-{i % 100}" for h in hits)
+            samples.sort()
+            rows.append((count, projected, ceiling, statistics.median(samples),
+                         samples[int(0.99 * (len(samples) - 1))]))
+
+    print(f"\nembedding (all-MiniLM-L6-v2 int8, onnxruntime): {embed_rate:,.0f} texts/s\n")
+    print(f"{'memories':>10}{'projected ev/s':>16}{'chroma add/s':>14}{'ratio':>8}"
+          f"{'search p50 ms':>15}{'p99 ms':>9}")
+    print("-" * 72)
+    for count, projected, ceiling, p50, p99 in rows:
+        print(f"{count:>10,}{projected:>16,.0f}{ceiling:>14,.0f}{projected / ceiling:>8.2f}"
+              f"{p50:>15.2f}{p99:>9.2f}")
+
+
+if __name__ == "__main__":
+    main()
