@@ -5,9 +5,10 @@ names, which only choose the log and the read model.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -86,13 +87,15 @@ class SharedMemory:
 
     def write_scope(self, value: Any, metadata: Mapping[str, Any] | None = None,
                     context_id: str | None = None, *, actor: str | None = None,
-                    event_id: str | None = None) -> str:
+                    event_id: str | None = None,
+                    embedding: Sequence[float] | None = None) -> str:
         """Write a new memory and return its ``memory_id``.
 
         ``metadata`` may carry the scopes ``agent_id`` and ``group_id`` (and ``context_id``);
         the rest is kept as the memory's metadata. ``actor`` (who writes) defaults to the
         ``agent_id``. Giving the same ``event_id`` again returns the first write's memory id
-        and writes nothing.
+        and writes nothing. ``embedding``, if given, is the memory's vector for a searching
+        read model (kept in the event, so a replay uses it too, instead of the embedder).
         """
         scope_ids, extra = _split_metadata(metadata)
         if context_id is not None:
@@ -104,21 +107,22 @@ class SharedMemory:
         memory_id = check_id(event_id, "event_id") if event_id is not None else new_id()
         new = self._new_event(
             EventType.MEMORY_WRITTEN, scope, actor or scope.agent_id or "anonymous",
-            {"value": value, "metadata": extra}, memory_id=memory_id, version=1,
-            event_id=memory_id,
+            {"value": value, "metadata": extra, **_vector(embedding)}, memory_id=memory_id,
+            version=1, event_id=memory_id,
         )
         recorded = self._append(new)
         return recorded.memory_id  # type: ignore[return-value]
 
     def update(self, memory_id: str, value: Any = _UNSET,
                metadata: Mapping[str, Any] | None = None, *, expected_version: int | None = None,
-               actor: str | None = None, event_id: str | None = None) -> int:
+               actor: str | None = None, event_id: str | None = None,
+               embedding: Sequence[float] | None = None) -> int:
         """Replace a memory's value and/or metadata; return the new version.
 
         With ``expected_version``, raise :class:`VersionConflictError` unless the memory is still
         at that version. Without it, the update applies to whatever version is current.
         """
-        data: dict[str, Any] = {}
+        data: dict[str, Any] = _vector(embedding)
         if value is not _UNSET:
             data["value"] = value
         if metadata is not None:
@@ -384,6 +388,19 @@ def _split_metadata(metadata: Mapping[str, Any] | None) -> tuple[dict[str, str],
         else:
             extra[key] = item
     return scope_ids, extra
+
+
+def _vector(embedding: Sequence[float] | None) -> dict[str, list[float]]:
+    """The payload field of a caller's own vector, checked."""
+    if embedding is None:
+        return {}
+    try:
+        vector = [float(x) for x in embedding]
+    except (TypeError, ValueError) as exc:
+        raise InvalidValueError("embedding must be a sequence of numbers") from exc
+    if not vector or not all(math.isfinite(x) for x in vector):
+        raise InvalidValueError("embedding must be a non-empty sequence of finite numbers")
+    return {"embedding": vector}
 
 
 def _event_id(event_id: str | None) -> dict[str, str]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError
-from memswarm_es.events import decode, encode
+from memswarm_es.events import Event, EventType, decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
@@ -30,6 +30,7 @@ from .fold import Change, MemoryEntry
 _FIELDS = [f.name for f in fields(MemoryEntry)]
 _OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
 _CHECKPOINT_ID = "checkpoint"
+_CONTENT_EVENTS = {EventType.MEMORY_WRITTEN, EventType.MEMORY_UPDATED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +56,7 @@ class ChromaReadModel(ReadModel):
         self.client = client
         self.embedder = embedder
         self.name = name
+        self._given: dict[str, list[float]] = {}  # vectors the batch being applied carries
         self._meta = client.get_or_create_collection(f"{name}-meta")
         self._docs = self._collection()
 
@@ -63,6 +65,16 @@ class ChromaReadModel(ReadModel):
             self.name, embedding_function=None, metadata={"hnsw:space": "cosine"})
 
     # --- ReadModel -----------------------------------------------------------------------------
+
+    def apply(self, events: Sequence[Event]) -> int:
+        """As every read model, but first note the vectors that writes carry themselves."""
+        self._given = {e.memory_id: e.data["embedding"] for e in events
+                       if e.memory_id is not None and e.type in _CONTENT_EVENTS
+                       and e.data is not None and "embedding" in e.data}
+        try:
+            return super().apply(events)
+        finally:
+            self._given = {}
 
     def checkpoint(self) -> int:
         found = self._meta.get(ids=[_CHECKPOINT_ID], include=["metadatas"])
@@ -87,8 +99,13 @@ class ChromaReadModel(ReadModel):
         gone = [c.memory_id for c in changes if c.after is None]
         if puts:
             texts = [text_of(e.value) for e in puts]
+            given = self._given
+            needed = [t for e, t in zip(puts, texts, strict=True) if e.memory_id not in given]
+            computed = iter(self.embedder(needed) if needed else [])
+            vectors = [given[e.memory_id] if e.memory_id in given else next(computed)
+                       for e in puts]
             self._docs.upsert(ids=[e.memory_id for e in puts], documents=texts,
-                              embeddings=[list(map(float, v)) for v in self.embedder(texts)],
+                              embeddings=[list(map(float, v)) for v in vectors],
                               metadatas=[_metadata(e) for e in puts])
         if gone:
             self._docs.delete(ids=gone)

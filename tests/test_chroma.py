@@ -21,7 +21,7 @@ from hypothesis import settings
 from hypothesis.stateful import run_state_machine_as_test
 
 from memswarm_es import ChromaSharedMemory, HybridMemory, SQLiteSharedMemory
-from memswarm_es.errors import InvalidInputError, NotSupportedError
+from memswarm_es.errors import InvalidInputError, InvalidValueError, NotSupportedError
 from memswarm_es.memory import InMemorySharedMemory, SharedMemory
 from memswarm_es.scopes import Scope
 from projections.chroma import ChromaReadModel, text_of
@@ -324,3 +324,26 @@ def test_memswarm_reembed_command(tmp_path: Path, capsys: pytest.CaptureFixture[
     chroma = ChromaSharedMemory(str(tmp_path / "c"), embedding_function=OtherEmbedder())
     again = HybridMemory(chroma, SQLiteSharedMemory(str(tmp_path / "log.db")))
     assert again.search("road", k=1)[0].entry.memory_id == m
+
+
+def test_a_write_may_carry_its_own_vector_and_replay_keeps_it(tmp_path: Path) -> None:
+    embedder = HashingEmbedder()
+    mem = chroma_memory(tmp_path / "c", embedder)
+    own = [0.0] * 63 + [1.0]
+    m = mem.write_scope("a text the embedder never sees", metadata={"agent_id": "a"},
+                        embedding=own)
+    other = mem.write_scope("embedded by the model", metadata={"agent_id": "a"})
+    assert "a text the embedder never sees" not in embedder.seen
+
+    def stored(memory_id: str) -> list[float]:
+        docs = mem.read_model._docs  # type: ignore[attr-defined]
+        return [float(x) for x in docs.get(ids=[memory_id], include=["embeddings"])
+                ["embeddings"][0]]
+
+    assert stored(m) == own
+    mem.replay()
+    assert stored(m) == own and stored(other) != own
+    with pytest.raises(InvalidValueError):
+        mem.write_scope("x", embedding=[float("nan")])
+    with pytest.raises(InvalidValueError):
+        mem.write_scope("x", embedding="not a vector")  # type: ignore[arg-type]
