@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from projections.base import ReadModel
 from projections.fold import MemoryEntry
 from projections.projector import Progress
 
@@ -69,6 +70,12 @@ class AsyncSharedMemory:
     async def history(self, memory_id: str) -> list[MemoryVersion]:
         return await asyncio.to_thread(self.memory.history, memory_id)
 
+    async def search(self, query: str, agent_id: str | None = None,
+                     group_id: str | None = None, context_id: str | None = None, k: int = 10,
+                     where: Mapping[str, Any] | None = None) -> list[Any]:
+        return await asyncio.to_thread(self.memory.search, query, agent_id, group_id,
+                                       context_id, k, where)
+
     # --- audit, time travel, tamper evidence, forgetting ---------------------------------------
 
     async def audit(self, **filters: Any) -> AuditPage:
@@ -124,6 +131,9 @@ class AsyncSharedMemory:
         if self.memory.project_inline:
             return await asyncio.to_thread(self.memory.sync)
         return await self.wait_for(await asyncio.to_thread(self.memory.log.head))
+
+    async def replace_read_model(self, new: ReadModel) -> ReadModel:
+        return await asyncio.to_thread(self.memory.replace_read_model, new)
 
     async def lag(self) -> int:
         return await asyncio.to_thread(self.memory.lag)
