@@ -6,11 +6,11 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import IdempotencyError, IntegrityError, VersionConflictError
-from ..events import GENESIS_HASH, Event, NewEvent, payload_hash, seal
+from ..errors import HeadConflictError, IdempotencyError, IntegrityError, VersionConflictError
+from ..events import GENESIS_HASH, Event, NewEvent, now_micros, payload_hash, seal
 from ..scopes import Scope
 from ..snapshots import InProcessSnapshotStore, SnapshotStore
 
@@ -218,6 +218,29 @@ class EventLog(ABC):
     def _notify(self) -> None:
         with self._appended:
             self._appended.notify_all()
+
+
+def prepare_append(events: Sequence[NewEvent], expected_head: int | None,
+                   by_id: Mapping[str, Event], versions: Mapping[str, int],
+                   recorded: Sequence[Event]) -> tuple[list[Event], bool]:
+    """For logs that index event ids and versions themselves (in-process, GCS): the recorded
+    events of a retry, with ``True``; or the batch sealed after ``recorded``, with ``False``.
+    Raises the conflicts that the SQL log's constraints raise."""
+    retry = resolve_retry(events, {e.event_id: by_id[e.event_id] for e in events
+                                   if e.event_id in by_id})
+    if retry is not None:
+        return retry, True
+    head = len(recorded)
+    if expected_head is not None and expected_head != head:
+        raise HeadConflictError(expected_head, head)
+    for new in events:
+        if new.memory_id is not None and new.version is not None:
+            current = versions.get(new.memory_id, 0)
+            if new.version <= current:
+                raise VersionConflictError(new.memory_id, new.version - 1, current)
+    last = recorded[-1] if recorded else None
+    return seal_batch(events, head, last.hash if last else GENESIS_HASH,
+                      last.recorded_at_us if last else 0, now_micros()), False
 
 
 def check_import(events: Sequence[Event], head: int, head_hash: bytes) -> None:

@@ -42,13 +42,11 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from ..errors import (
     ConflictError,
     CorruptLogError,
-    HeadConflictError,
     IdempotencyError,
     IntegrityError,
     StorageError,
-    VersionConflictError,
 )
-from ..events import GENESIS_HASH, Event, NewEvent, decode, encode, now_micros
+from ..events import GENESIS_HASH, Event, NewEvent, decode, encode
 from ..scopes import Scope
 from .base import (
     Digest,
@@ -57,9 +55,8 @@ from .base import (
     backoff,
     check_batch,
     check_import,
+    prepare_append,
     problem_with,
-    resolve_retry,
-    seal_batch,
 )
 
 FORMAT = "memswarm-gcs-batch-1"
@@ -154,22 +151,11 @@ class GCSEventLog(EventLog):
         with self._lock:
             for attempt in range(_CLAIM_ATTEMPTS):
                 self._refresh()
-                known = {e.event_id: self._ids[e.event_id] for e in events
-                         if e.event_id in self._ids}
-                retry = resolve_retry(events, known)
-                if retry is not None:
-                    return retry
-                head = len(self._events)
-                if expected_head is not None and expected_head != head:
-                    raise HeadConflictError(expected_head, head)
-                for new in events:
-                    if new.memory_id is not None and new.version is not None:
-                        current = self._versions.get(new.memory_id, 0)
-                        if new.version <= current:
-                            raise VersionConflictError(new.memory_id, new.version - 1, current)
-                last = self._events[-1] if self._events else None
-                sealed = seal_batch(events, head, last.hash if last else GENESIS_HASH,
-                                    last.recorded_at_us if last else 0, now_micros())
+                sealed, retried = prepare_append(events, expected_head, self._ids,
+                                                 self._versions, self._events)
+                if retried:
+                    return sealed
+                head = sealed[0].position - 1
                 if self._claim(head + 1, sealed):
                     self._write_hint(head + 1)
                     self._notify()

@@ -7,16 +7,15 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 
-from ..errors import HeadConflictError, IdempotencyError, VersionConflictError
-from ..events import GENESIS_HASH, Event, NewEvent, now_micros
+from ..errors import IdempotencyError
+from ..events import GENESIS_HASH, Event, NewEvent
 from .base import (
     Digest,
     EventFilter,
     EventLog,
     check_batch,
     check_import,
-    resolve_retry,
-    seal_batch,
+    prepare_append,
 )
 
 
@@ -36,22 +35,10 @@ class InProcessLog(EventLog):
             return []
         check_batch(events)
         with self._lock:
-            known = {e.event_id: self._by_id[e.event_id] for e in events
-                     if e.event_id in self._by_id}
-            retry = resolve_retry(events, known)
-            if retry is not None:
-                return retry
-            head = len(self._events)
-            if expected_head is not None and expected_head != head:
-                raise HeadConflictError(expected_head, head)
-            for new in events:
-                if new.memory_id is not None and new.version is not None:
-                    current = self._versions.get(new.memory_id, 0)
-                    if new.version <= current:
-                        raise VersionConflictError(new.memory_id, new.version - 1, current)
-            last = self._events[-1] if self._events else None
-            sealed = seal_batch(events, head, last.hash if last else GENESIS_HASH,
-                                last.recorded_at_us if last else 0, now_micros())
+            sealed, retried = prepare_append(events, expected_head, self._by_id, self._versions,
+                                             self._events)
+            if retried:
+                return sealed
             for event in sealed:
                 self._record(event)
         self._notify()
