@@ -346,3 +346,29 @@ def test_503s_and_lost_replies_lose_nothing_and_duplicate_nothing(
     events = GCSEventLog(gcs_bucket, gcs_prefix, emulator_client(gcs_server.url)).read()
     assert [e.event_id for e in events] == acknowledged  # each once, in order
     assert [e.position for e in events] == list(range(1, 31))
+
+
+def test_denied_access_is_a_typed_error() -> None:
+    import http.server
+
+    class Deny(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b'{"error": {"code": 403, "message": "denied"}}'
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Deny)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        client = emulator_client(f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(StorageError, match="denied"):
+            GCSEventLog("private-bucket", "p/", client, retry_deadline=2)
+    finally:
+        server.shutdown()
+        server.server_close()
