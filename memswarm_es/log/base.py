@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import HeadConflictError, IdempotencyError, IntegrityError, VersionConflictError
@@ -64,6 +65,11 @@ class EventFilter:
             and (self.actor is None or event.actor == self.actor)
             and (self.until_position is None or event.position <= self.until_position)
         )
+
+    def take(self, candidates: Iterable[Event], limit: int | None) -> list[Event]:
+        """The matching events among ``candidates``, in their order, at most ``limit``."""
+        found = (e for e in candidates if self.matches(e))
+        return list(found if limit is None else itertools.islice(found, limit))
 
 
 class EventLog(ABC):

@@ -213,15 +213,7 @@ class GCSEventLog(EventLog):
         self._refresh()
         with self._lock:
             candidates = self._events[max(after, 0):]
-        if reverse:
-            candidates = candidates[::-1]
-        found = []
-        for event in candidates:
-            if where.matches(event):
-                found.append(event)
-                if limit is not None and len(found) >= limit:
-                    break
-        return found
+        return where.take(reversed(candidates) if reverse else candidates, limit)
 
     def head(self) -> int:
         """The last position: after the batches already read, one listing from the last of

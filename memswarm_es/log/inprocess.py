@@ -57,14 +57,7 @@ class InProcessLog(EventLog):
             else:
                 source = self._events
             start = bisect.bisect_right(source, after, key=lambda e: e.position)
-            candidates = reversed(source[start:]) if reverse else iter(source[start:])
-            found = []
-            for event in candidates:
-                if where.matches(event):
-                    found.append(event)
-                    if limit is not None and len(found) >= limit:
-                        break
-            return found
+            return where.take(reversed(source[start:]) if reverse else source[start:], limit)
 
     def import_events(self, events: Sequence[Event]) -> int:
         with self._lock:
