@@ -76,7 +76,13 @@ def demo(db_path: str) -> None:
     after = [e.as_dict() for e in mem.read_scope()]
     say(f"   replayed {position} events; view identical to before: {before == after}")
 
-    say("\n6. A new process opening the same file sees the same memory, and the chain verifies.")
+    say("\n6. Time travel and audit: what did the swarm know at position 3, and who wrote what?")
+    _show("mission-42 as it stood at position 3:", mem.as_of(3).read_scope(context_id="mission-42"))
+    say("\n  everything the analyst wrote, from the log:")
+    for e in mem.audit(actor="analyst").events:
+        say(f"    #{e.position} {e.type} by {e.actor} at {e.recorded_at:%H:%M:%S.%f}")
+
+    say("\n7. A new process opening the same file sees the same memory, and the chain verifies.")
     mem.close()
     again = SQLiteSharedMemory(db_path)
     say(f"   {len(again.read_scope())} live memories, log head {again.log.head()}, "

@@ -20,6 +20,8 @@ def test_demo_tells_its_story() -> None:
     assert "VersionConflictError" in out
     assert "view identical to before: True" in out
     assert "hash chain verified up to" in out
+    past = out.split("as it stood at position 3:")[1].split("\n\n")[0]
+    assert "Fuel reserves at 60%" in past and "detour" not in past  # deleted and updated later
 
 
 @pytest.fixture
