@@ -85,6 +85,10 @@ class MemoryNotFoundError(NotFoundError, KeyError):
         return str(self.args[0])
 
 
+class LogNotFoundError(NotFoundError):
+    """A log was opened for reading (or without ``create=True``) and does not exist."""
+
+
 class NotSupportedError(MemSwarmError):
     """The operation needs a backend that this memory does not have (e.g. search)."""
 
@@ -112,6 +116,20 @@ class IntegrityError(StorageError):
         self.position = position
 
 
+class LogMismatchError(StorageError):
+    """A read model holds the view of another log (its recorded log identity differs); it was
+    left untouched. Clearing it for this log is an explicit operator action."""
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"read model follows log {actual!r}, not this log {expected!r}")
+        self.expected = expected
+        self.actual = actual
+
+
+class ClockSkewError(StorageError):
+    """A writer's clock is further from the store's clock than the log accepts."""
+
+
 class CheckpointConflictError(StorageError):
     """Another projector moved a read model's checkpoint between this one's read and write."""
 
@@ -119,7 +137,6 @@ class CheckpointConflictError(StorageError):
         super().__init__(f"read model checkpoint is {actual}, not the expected {expected}")
         self.expected = expected
         self.actual = actual
-
 
 
 class ReadModelBehindError(StorageError, TimeoutError):

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
-from dataclasses import fields
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from projections.fold import MemoryEntry, View
+from projections.fold import View, entry_from_row, entry_row
 
 from .events import decode, encode
 
-_ENTRY_FIELDS = [f.name for f in fields(MemoryEntry)]
-
 
 def encode_view(view: View) -> bytes:
-    rows = [[getattr(e, name) for name in _ENTRY_FIELDS] for e in view.entries.values()]
+    rows = [entry_row(e) for e in view.entries.values()]
     return encode([view.position, rows])
 
 
@@ -29,9 +26,8 @@ def decode_view(data: bytes) -> View:
     position, rows = decode(data)
     entries = {}
     for row in rows:
-        if len(row) != len(_ENTRY_FIELDS):
-            raise ValueError("snapshot was written by another version")
-        entries[row[0]] = MemoryEntry(*row)
+        entry = entry_from_row(row)
+        entries[entry.memory_id] = entry
     return View(entries, position)
 
 

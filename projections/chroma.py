@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError
@@ -25,9 +25,8 @@ from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
 from .embedding import CachedEmbedder
-from .fold import Change, MemoryEntry
+from .fold import Change, MemoryEntry, entry_from_row, entry_row
 
-_FIELDS = [f.name for f in fields(MemoryEntry)]
 _OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
 _CHECKPOINT_ID = "checkpoint"
 _CONTENT_EVENTS = {EventType.MEMORY_WRITTEN, EventType.MEMORY_UPDATED}
@@ -165,7 +164,7 @@ def _metadata(entry: MemoryEntry) -> dict[str, Any]:
     meta: dict[str, Any] = {name: getattr(entry, name) or "" for name in SCOPE_NAMES}
     meta["position"] = entry.position
     meta["version"] = entry.version
-    meta["entry"] = base64.b64encode(encode([getattr(entry, f) for f in _FIELDS])).decode()
+    meta["entry"] = base64.b64encode(encode(entry_row(entry))).decode()
     for key, value in entry.metadata.items():
         if isinstance(value, (str, int, float, bool)) and not isinstance(value, bytes):
             meta[f"md:{key}"] = value
@@ -173,7 +172,7 @@ def _metadata(entry: MemoryEntry) -> dict[str, Any]:
 
 
 def _entry(meta: Mapping[str, Any]) -> MemoryEntry:
-    return MemoryEntry(*decode(base64.b64decode(meta["entry"])))
+    return entry_from_row(decode(base64.b64decode(meta["entry"])))
 
 
 def _scope_clauses(scope: Scope) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ the same memories by construction.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -22,7 +22,8 @@ class MemoryEntry:
     """One live memory as a read model holds it.
 
     ``position`` is where the memory was first written (reads are ordered by it);
-    ``last_position`` is where its current version was recorded.
+    ``last_position`` is where its current version was recorded. ``damaged`` is ``None``, or
+    why the event behind the current version could not be read (its value is then ``None``).
     """
 
     memory_id: str
@@ -38,6 +39,7 @@ class MemoryEntry:
     updated_at_us: int
     created_by: str
     updated_by: str
+    damaged: str | None = None
 
     @property
     def scope(self) -> Scope:
@@ -66,6 +68,23 @@ class MemoryEntry:
         if key in self.__dataclass_fields__:
             return getattr(self, key)
         raise KeyError(key)
+
+
+ENTRY_FIELDS = tuple(f.name for f in fields(MemoryEntry))
+_REQUIRED_FIELDS = sum(1 for f in fields(MemoryEntry) if f.default is MISSING)
+
+
+def entry_row(entry: MemoryEntry) -> list[Any]:
+    """An entry as a plain list, field by field: the one storage codec of every read model."""
+    return [getattr(entry, name) for name in ENTRY_FIELDS]
+
+
+def entry_from_row(row: Sequence[Any]) -> MemoryEntry:
+    """Inverse of :func:`entry_row`; rows written before optional fields were added still load.
+    Raises ``ValueError`` for a row of another shape."""
+    if not _REQUIRED_FIELDS <= len(row) <= len(ENTRY_FIELDS):
+        raise ValueError(f"an entry row has {len(row)} fields, not {len(ENTRY_FIELDS)}")
+    return MemoryEntry(*row)
 
 
 @dataclass(frozen=True, slots=True)

@@ -99,4 +99,4 @@ class InMemoryReadModel(ReadModel):
         value, metadata = (e.value, {}) if content is None else decode(content)
         return MemoryEntry(e.memory_id, value, metadata, e.agent_id, e.group_id, e.context_id,
                            e.version, e.position, e.last_position, e.created_at_us,
-                           e.updated_at_us, e.created_by, e.updated_by)
+                           e.updated_at_us, e.created_by, e.updated_by, e.damaged)

@@ -46,7 +46,7 @@ from memswarm_es.events import decode, encode
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 
 from .base import ReadModel
-from .fold import Change, MemoryEntry
+from .fold import Change, MemoryEntry, entry_from_row, entry_row
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,11 @@ def _answering(url: str) -> Iterator[None]:
 
 
 def _pack(e: MemoryEntry) -> bytes:
-    return encode([e.memory_id, e.value, e.metadata, e.agent_id, e.group_id, e.context_id,
-                   e.version, e.position, e.last_position, e.created_at_us, e.updated_at_us,
-                   e.created_by, e.updated_by])
+    return encode(entry_row(e))
 
 
 def _unpack(blob: bytes) -> MemoryEntry:
-    return MemoryEntry(*decode(blob))
+    return entry_from_row(decode(blob))
 
 
 _index_key = functools.lru_cache(maxsize=65536)(scope_key)

@@ -104,6 +104,11 @@ class EventLog(ABC):
     # --- reading -------------------------------------------------------------------------------
 
     @abstractmethod
+    def identity(self) -> str:
+        """A random id made with the log and kept in it (a copy keeps it too): a read model
+        records the identity of the log it follows and refuses to follow another."""
+
+    @abstractmethod
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
         """Events with ``position > after`` in order, at most ``limit`` of them."""
 

@@ -44,9 +44,10 @@ from ..errors import (
     CorruptLogError,
     IdempotencyError,
     IntegrityError,
+    LogNotFoundError,
     StorageError,
 )
-from ..events import GENESIS_HASH, Event, NewEvent, decode, encode
+from ..events import GENESIS_HASH, Event, NewEvent, decode, encode, new_id
 from ..scopes import Scope
 from .base import (
     Digest,
@@ -67,10 +68,12 @@ class GCSEventLog(EventLog):
     """An :class:`EventLog` in ``bucket`` under ``prefix``, safe with many writers anywhere."""
 
     def __init__(self, bucket: str, prefix: str = "memswarm/",
-                 client: storage.Client | None = None, retry_deadline: float = 60.0) -> None:
+                 client: storage.Client | None = None, retry_deadline: float = 60.0,
+                 create: bool = True) -> None:
         """``retry_deadline``: how long transient faults (5xx, resets, timeouts) are retried,
         with exponential backoff from 0.1 s, before an operation fails with
-        :class:`StorageError`."""
+        :class:`StorageError`. ``create=False`` opens an existing log only: a prefix without
+        one raises :class:`LogNotFoundError`."""
         super().__init__()
         # Create-only writes are safe to retry too: a retry of a create that succeeded gets
         # 412 and the batch is found by its event ids.
@@ -93,6 +96,31 @@ class GCSEventLog(EventLog):
         self._objects: list[tuple[int, int]] = []  # (first position, generation) per batch
         self._ids: dict[str, Event] = {}
         self._versions: dict[str, int] = {}
+        self._identity = self._load_identity(create)
+
+    def _load_identity(self, create: bool) -> str:
+        """The log's id from ``identity`` under the prefix; made (create-only, so processes
+        that start a log at once agree on one) with a new log, or for a log made before logs
+        had one."""
+        blob = self._bucket.blob(f"{self.prefix}identity")
+        for _ in range(3):
+            try:
+                return blob.download_as_text(retry=self._retry)
+            except gexc.NotFound:
+                if not create and not self._list_from(None):
+                    raise LogNotFoundError(f"no MemSwarm log under {self.prefix!r}") from None
+            except gexc.GoogleAPIError as exc:
+                raise StorageError(f"reading the log's identity failed: {exc}") from exc
+            try:
+                blob.upload_from_string(new_id(), if_generation_match=0, retry=self._retry)
+            except gexc.PreconditionFailed:
+                continue  # another writer made it first: read theirs
+            except gexc.GoogleAPIError as exc:
+                raise StorageError(f"creating the log's identity failed: {exc}") from exc
+        raise StorageError("the log's identity could not be read")
+
+    def identity(self) -> str:
+        return self._identity
 
     # --- names ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Sequence
 
 from ..errors import IdempotencyError
-from ..events import GENESIS_HASH, Event, NewEvent
+from ..events import GENESIS_HASH, Event, NewEvent, new_id
 from .base import (
     Digest,
     EventFilter,
@@ -29,6 +29,10 @@ class InProcessLog(EventLog):
         self._by_id: dict[str, Event] = {}
         self._versions: dict[str, int] = {}  # memory_id -> highest recorded version
         self._by_memory: dict[str, list[Event]] = {}
+        self._identity = new_id()
+
+    def identity(self) -> str:
+        return self._identity
 
     def append(self, events: Sequence[NewEvent], expected_head: int | None = None) -> list[Event]:
         if not events:

@@ -8,6 +8,7 @@ and commit in order: a reader can never see position N+1 before N.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from ..errors import (
     ForeignStoreError,
     HeadConflictError,
     IdempotencyError,
+    LogNotFoundError,
     StorageError,
     VersionConflictError,
 )
-from ..events import GENESIS_HASH, Event, NewEvent, now_micros
+from ..events import GENESIS_HASH, Event, NewEvent, new_id, now_micros
 from ..scopes import Scope
 from ..snapshots import SQLSnapshotStore, snapshots_table
 from .base import (
@@ -76,6 +78,18 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     return metadata, meta, events
 
 
+def _check_sqlite_file(url: str) -> None:
+    """Refuse to open a SQLite log whose file does not exist (connecting would create it)."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return
+    database = parsed.database or ""
+    if database in {"", ":memory:"} or database.startswith("file:"):
+        return
+    if not os.path.exists(database):
+        raise LogNotFoundError(f"{url}: no such file")
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" hook choose the BEGIN statement (the pysqlite recipe).
     dbapi_connection.isolation_level = None
@@ -100,11 +114,16 @@ class SQLEventLog(EventLog):
     """
 
     def __init__(self, url: str = "sqlite:///memswarm.db", *, table_prefix: str = "memswarm_",
-                 synchronous: str = "FULL", engine: Engine | None = None) -> None:
+                 synchronous: str = "FULL", engine: Engine | None = None,
+                 create: bool = True) -> None:
+        """``create=False`` opens an existing log only (readers, audit commands): a missing
+        file, database or table raises :class:`LogNotFoundError` and creates nothing."""
         super().__init__()
         if synchronous.upper() not in {"OFF", "NORMAL", "FULL", "EXTRA"}:
             raise ValueError(f"unknown synchronous mode {synchronous!r}")
         self.url = url
+        if not create and engine is None:
+            _check_sqlite_file(url)
         self._engine = engine or sa.create_engine(url)
         self._dialect = self._engine.dialect.name
         if self._dialect == "sqlite":
@@ -123,7 +142,8 @@ class SQLEventLog(EventLog):
                            .order_by(t.c.position.desc()).limit(1))
         self._insert_stmt = sa.insert(t)
         self._lock_stmt = sa.text("SELECT pg_advisory_xact_lock(:key)")
-        self._open()
+        self._identity = ""
+        self._open(create)
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -134,20 +154,24 @@ class SQLEventLog(EventLog):
         cursor.execute("PRAGMA secure_delete = ON")  # redacted payloads leave the file
         cursor.close()
 
-    def _open(self) -> None:
+    def _open(self, create: bool) -> None:
         """Create the tables in an empty database, or check that an existing one is ours."""
         try:
-            with self._writer.begin() as conn:
+            with (self._writer if create else self._engine).begin() as conn:
                 names = set(sa.inspect(conn).get_table_names())
                 if self._meta.name not in names:
                     if self._events.name in names or (names and self._dialect == "sqlite"):
                         raise ForeignStoreError(
                             f"{self.url}: holds tables {sorted(names)} but no {self._meta.name}; "
                             "not a MemSwarm log")
+                    if not create:
+                        raise LogNotFoundError(f"{self.url}: no MemSwarm log here")
                     self._metadata.create_all(conn)
+                    self._identity = new_id()
                     conn.execute(sa.insert(self._meta), [
                         {"key": "format", "value": FORMAT},
                         {"key": "format_version", "value": FORMAT_VERSION},
+                        {"key": "log_id", "value": self._identity},
                     ])
                     return
                 found = dict(conn.execute(sa.select(self._meta.c.key, self._meta.c.value)).all())
@@ -158,10 +182,33 @@ class SQLEventLog(EventLog):
                         f"{self.url}: log format {found.get('format_version')} is not supported")
                 if self._events.name not in names:
                     raise CorruptLogError(f"{self.url}: table {self._events.name} is missing")
-                self._metadata.create_all(conn)  # tables added since the log was made
+                self._identity = found.get("log_id", "")
         except sa.exc.DatabaseError as exc:
             self._engine.dispose()
             raise CorruptLogError(f"{self.url}: cannot open as a MemSwarm log: {exc.orig}") from exc
+        if not self._identity or not self._has_every_table():
+            self._upgrade()
+
+    def _has_every_table(self) -> bool:
+        with self._engine.connect() as conn:
+            return set(self._metadata.tables) <= set(sa.inspect(conn).get_table_names())
+
+    def _upgrade(self) -> None:
+        """Add what logs made by earlier versions lack (tables, the log's identity), under the
+        write lock, so that processes opening one old log at once agree."""
+        with self._writer.begin() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+            self._metadata.create_all(conn)
+            found = conn.execute(sa.select(self._meta.c.value)
+                                 .where(self._meta.c.key == "log_id")).scalar()
+            if found is None:
+                found = new_id()
+                conn.execute(sa.insert(self._meta), [{"key": "log_id", "value": found}])
+            self._identity = found
+
+    def identity(self) -> str:
+        return self._identity
 
     def snapshot_store(self) -> SQLSnapshotStore:
         table = self._metadata.tables[f"{self._table_prefix}snapshots"]
