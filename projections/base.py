@@ -40,14 +40,36 @@ class ReadModel(ABC):
 
     @abstractmethod
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
-        """Apply ``changes`` and set the checkpoint atomically, if it is still ``expected``.
+        """Apply ``changes`` and set the checkpoint atomically, if it is still ``expected``,
+        recording :attr:`log_id` (when set) as the log the model follows.
 
-        Raises :class:`CheckpointConflictError` (and changes nothing) otherwise.
+        Raises :class:`CheckpointConflictError` (and changes nothing) if the checkpoint moved,
+        and :class:`LogMismatchError` (changing nothing) if the model records another log.
         """
 
     @abstractmethod
     def clear(self) -> None:
-        """Drop every entry and reset the checkpoint to 0."""
+        """Drop every entry, the recorded log identity, and reset the checkpoint to 0."""
+
+    # --- which log this is the view of ----------------------------------------------------------
+
+    @property
+    def log_id(self) -> str | None:
+        """The identity of the log this object projects (set by :meth:`follow`)."""
+        return self.__dict__.get("_log_id")
+
+    def follow(self, log_id: str) -> None:
+        """Project the log with identity ``log_id`` from now on (a projector calls this)."""
+        self.__dict__["_log_id"] = log_id
+
+    def followed_log(self) -> str | None:
+        """The identity of the log whose view the model holds, as recorded in it; ``None``
+        while it records none (empty, or made before models recorded one)."""
+        return None
+
+    def check_vector(self, vector: Sequence[float]) -> None:
+        """Raise :class:`InvalidValueError` if the model could not hold a memory carrying its
+        own ``vector`` (a model that holds no vectors accepts any)."""
 
     @abstractmethod
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:

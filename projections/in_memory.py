@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 
-from memswarm_es.errors import CheckpointConflictError
+from memswarm_es.errors import CheckpointConflictError, LogMismatchError
 from memswarm_es.events import decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
@@ -28,6 +28,10 @@ class InMemoryReadModel(ReadModel):
         # fresh copy, so callers can change what they get without touching the model.
         self._content: dict[str, bytes] = {}
         self._index: dict[str, dict[str, dict[str, None]]] = {n: {} for n in SCOPE_NAMES}
+        self._followed: str | None = None
+
+    def followed_log(self) -> str | None:
+        return self._followed
 
     def checkpoint(self) -> int:
         return self._checkpoint
@@ -44,6 +48,10 @@ class InMemoryReadModel(ReadModel):
         with self._lock:
             if self._checkpoint != expected_checkpoint:
                 raise CheckpointConflictError(expected_checkpoint, self._checkpoint)
+            if self.log_id is not None:
+                if self._followed not in (None, self.log_id):
+                    raise LogMismatchError(self.log_id, self._followed)
+                self._followed = self.log_id
             for change in changes:
                 if change.after is None:
                     self._remove(change.memory_id)
@@ -80,6 +88,7 @@ class InMemoryReadModel(ReadModel):
             for index in self._index.values():
                 index.clear()
             self._checkpoint = 0
+            self._followed = None
 
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
         with self._lock:

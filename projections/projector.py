@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from memswarm_es.errors import CheckpointConflictError
+from memswarm_es.errors import CheckpointConflictError, LogMismatchError
 from memswarm_es.log.base import EventLog
 
 from .base import ReadModel
@@ -30,6 +30,7 @@ class Projector:
         self.read_model = read_model
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        read_model.follow(event_log.identity())
 
     def lag(self) -> int:
         """How many events the read model is behind the log."""
@@ -42,9 +43,11 @@ class Projector:
         the checkpoint is still the one it was folded against, and the projector that loses
         the race goes on from the checkpoint it then finds. A read model whose checkpoint is
         ahead of the log (it followed another log, or the log was restored from an older
-        copy) is rebuilt from position 0.
+        copy) is rebuilt from position 0; one that holds the view of another log is refused
+        with :class:`LogMismatchError`, untouched.
         """
         with self._lock:
+            self._check_log()
             while True:
                 try:
                     position = self.read_model.checkpoint()
@@ -60,6 +63,11 @@ class Projector:
                             "from the log", type(self.read_model).__name__, position,
                             self.log.head())
                 self.read_model.clear()
+
+    def _check_log(self) -> None:
+        followed = self.read_model.followed_log()
+        if followed is not None and followed != self.log.identity():
+            raise LogMismatchError(self.log.identity(), followed)
 
     def _follow(self, position: int, until: int | None, progress: Progress | None) -> int | None:
         """Apply the events after ``position``; ``None`` if the log does not reach it.
