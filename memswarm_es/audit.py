@@ -38,6 +38,7 @@ class MemoryVersion:
     scope: Scope = field(default_factory=Scope)
     redacted: bool = False  # the content of this version was forgotten
     reason: str | None = None  # why, on the forget event itself
+    damaged: str | None = None  # why the content cannot be read, if it cannot
 
     @property
     def recorded_at(self) -> datetime:
@@ -50,16 +51,16 @@ class MemoryVersion:
 
 def version_of(event: Event) -> MemoryVersion:
     """The memory version that a memory event records (content ``None`` once forgotten)."""
-    assert event.memory_id is not None
-    data = event.data or {}
+    content, damaged = event.content()
+    data = content or {}
     forgotten = event.type == EventType.MEMORY_FORGOTTEN
     return MemoryVersion(
-        memory_id=event.memory_id, version=event.version or 0, type=event.type,
+        memory_id=event.memory_id or "", version=event.version or 0, type=event.type,
         value=None if forgotten else data.get("value"),
         metadata=None if forgotten else data.get("metadata"), actor=event.actor,
         position=event.position, event_id=event.event_id, recorded_at_us=event.recorded_at_us,
         redacted=event.payload is None, reason=data.get("reason") if forgotten else None,
-        scope=event.scope,
+        scope=event.scope, damaged=damaged,
     )
 
 

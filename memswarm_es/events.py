@@ -4,11 +4,21 @@ A caller builds a :class:`NewEvent`; the log records it as an :class:`Event`, gi
 ``position``, a ``recorded_at`` time and a ``hash`` chained to the event before it. The chain
 covers the event's header and the *hash* of its payload, so a payload can be redacted later
 (``payload=None``) and the chain still verifies.
+
+A recorded payload starts with a random salt (:data:`SALT_MARK` and 16 bytes), so its hash,
+which stays after a redaction, cannot confirm a guess of the content that was erased with it.
+
+Content is checked at the door (:func:`check_content`) and again when an event is read
+(:meth:`Event.content`): what is recorded round-trips through msgpack unchanged in meaning, and
+an event that fails the check (written by another program, or damaged) reads as damaged instead
+of stopping a fold.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -22,6 +32,10 @@ from .scopes import Scope, check_id
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = bytes(32)
+MAX_DEPTH = 64  # containers inside containers, the value itself counting as depth 1
+SALT_MARK = b"\xc1"  # a byte msgpack never uses: what follows is a salt, then the payload
+SALT_BYTES = 16
+_INT_RANGE = (-(1 << 63), (1 << 64) - 1)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -57,6 +71,67 @@ def encode(obj: Any) -> bytes:
 def decode(data: bytes) -> Any:
     """Inverse of :func:`encode`."""
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def content_problem(obj: Any, path: str = "value") -> str | None:
+    """Why ``obj`` cannot be stored as memory content, or ``None`` if it can.
+
+    Content is ``None``, bools, ints of 64 bits, finite floats, UTF-8 text, bytes, lists (tuples
+    come back as lists) and dicts with text keys, nested at most :data:`MAX_DEPTH` deep: exactly
+    what msgpack carries unchanged in meaning. The walk is iterative, so no input can exhaust
+    the stack.
+    """
+    stack: list[tuple[Any, int, str]] = [(obj, 1, path)]
+    while stack:
+        item, depth, path = stack.pop()
+        if item is None or isinstance(item, (bool, bytes)):
+            continue
+        if isinstance(item, str):
+            if not item.isascii():
+                try:
+                    item.encode("utf-8")
+                except UnicodeEncodeError:
+                    return f"{path} is not valid UTF-8 text"
+        elif isinstance(item, int):
+            if not _INT_RANGE[0] <= item <= _INT_RANGE[1]:
+                return f"{path} is an int outside 64 bits"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{path} is not a finite number"
+        elif isinstance(item, (list, tuple, dict)):
+            if depth >= MAX_DEPTH and item:
+                return f"{path} is nested deeper than {MAX_DEPTH} levels"
+            if isinstance(item, dict):
+                for key, inner in item.items():
+                    if not isinstance(key, str):
+                        return f"{path} has a key of type {type(key).__name__}; keys are text"
+                    stack.append((key, depth + 1, f"{path} key"))
+                    stack.append((inner, depth + 1, f"{path}[{key!r}]"))
+            else:
+                stack.extend((inner, depth + 1, f"{path}[{i}]") for i, inner in enumerate(item))
+        else:
+            return f"{path} is a {type(item).__name__}, which cannot be stored"
+    return None
+
+
+def encode_content(data: Mapping[str, Any]) -> bytes:
+    """Check and encode a payload at the door: :class:`InvalidValueError` if it cannot be
+    stored unchanged in meaning (see :func:`content_problem`)."""
+    problem = payload_problem(data)
+    if problem:
+        raise InvalidValueError(problem)
+    return encode(dict(data))
+
+
+def payload_problem(data: Mapping[Any, Any]) -> str | None:
+    """:func:`content_problem` for each field of a payload (a value gets the whole depth)."""
+    for key, item in data.items():
+        if not isinstance(key, str):
+            return f"a payload field is named by a {type(key).__name__}"
+        problem = content_problem(item, key)
+        if problem:
+            return problem
+    return None
 
 
 def to_micros(moment: datetime) -> int:
@@ -98,18 +173,22 @@ class NewEvent:
     @classmethod
     def create(cls, type: str, scope: Scope, actor: str, data: Mapping[str, Any],
                **kwargs: Any) -> NewEvent:
-        """Build an event from a payload mapping, encoding it."""
-        return cls(type=type, scope=scope, actor=actor, payload=encode(dict(data)), **kwargs)
+        """Build an event from a payload mapping, checking and encoding it."""
+        return cls(type=type, scope=scope, actor=actor, payload=encode_content(data), **kwargs)
 
     def same_as(self, recorded: Event) -> bool:
-        """True if ``recorded`` is this event (used to tell a retry from a reused event_id)."""
+        """True if ``recorded`` is this event (used to tell a retry from a reused event_id).
+
+        A recorded event whose payload was redacted (forgotten) is answered as the same for
+        any payload: nothing is left to compare, and no answer may confirm a guess of it.
+        """
         return (
             recorded.event_id == self.event_id
             and recorded.type == self.type
             and recorded.scope == self.scope
             and recorded.actor == self.actor
             and recorded.memory_id == self.memory_id
-            and recorded.payload_hash == payload_hash(self.payload)
+            and recorded.holds(self.payload)
         )
 
 
@@ -136,11 +215,39 @@ class Event:
         return from_micros(self.recorded_at_us)
 
     @property
+    def body(self) -> bytes | None:
+        """The msgpack payload without its salt; ``None`` if it was redacted."""
+        payload = self.payload
+        if payload is None or payload[:1] != SALT_MARK:
+            return payload  # redacted, or recorded before payloads were salted
+        return payload[1 + SALT_BYTES:]
+
+    def holds(self, body: bytes) -> bool:
+        """True if this event's payload is ``body`` (or was redacted: see ``same_as``)."""
+        return self.payload is None or self.body == body
+
+    @property
     def data(self) -> dict[str, Any] | None:
-        """The decoded, upcast payload; ``None`` if it was redacted."""
-        if self.payload is None:
+        """The decoded, upcast payload; ``None`` if it was redacted. Raises for a payload that
+        cannot be decoded: folds use :meth:`content`, which never raises."""
+        body = self.body
+        if body is None:
             return None
-        return upcast(self.type, self.schema, decode(self.payload))
+        return upcast(self.type, self.schema, decode(body))
+
+    def content(self) -> tuple[dict[str, Any] | None, str | None]:
+        """``(data, None)``, or ``(None, why)`` when the payload cannot be read as content that
+        MemSwarm could have recorded. ``(None, None)`` for a redacted payload. Never raises."""
+        try:
+            data = self.data
+        except Exception as exc:  # any payload at all: another program's, or damaged
+            return None, f"payload cannot be decoded ({type(exc).__name__}: {exc})"
+        if data is None:
+            return None, None
+        if not isinstance(data, dict):
+            return None, f"payload is a {type(data).__name__}, not a map"
+        problem = payload_problem(data)
+        return (None, problem) if problem else (data, None)
 
     def header(self) -> bytes:
         """The bytes the hash chain covers, besides the previous hash."""
@@ -171,15 +278,21 @@ def chain_hash(prev_hash: bytes, header: bytes) -> bytes:
     return hashlib.sha256(prev_hash + header).digest()
 
 
+def salted(body: bytes) -> bytes:
+    """``body`` behind a new random salt, as a log records it."""
+    return SALT_MARK + os.urandom(SALT_BYTES) + body
+
+
 def seal(new: NewEvent, position: int, recorded_at_us: int, prev_hash: bytes) -> Event:
     """Record ``new`` at ``position``: the one place where an event's hash is made."""
-    p_hash = payload_hash(new.payload)
+    payload = salted(new.payload)
+    p_hash = payload_hash(payload)
     header = header_bytes(new.schema, position, new.event_id, new.type, new.scope, new.actor,
                           new.memory_id, new.version, recorded_at_us, p_hash)
     return Event(
         position=position, event_id=new.event_id, type=new.type, scope=new.scope,
         actor=new.actor, memory_id=new.memory_id, version=new.version,
-        recorded_at_us=recorded_at_us, payload=new.payload, payload_hash=p_hash,
+        recorded_at_us=recorded_at_us, payload=payload, payload_hash=p_hash,
         hash=chain_hash(prev_hash, header), schema=new.schema,
     )
 

@@ -8,7 +8,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from .errors import (
     ValueTooLargeError,
     VersionConflictError,
 )
-from .events import ENDING_EVENT_TYPES, Event, EventType, NewEvent, encode, new_id, payload_hash
+from .events import ENDING_EVENT_TYPES, Event, EventType, NewEvent, encode_content, new_id
 from .forget import forget
 from .log.base import Digest, EventFilter, EventLog, Verification, backoff
 from .log.inprocess import InProcessLog
@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 DEFAULT_WAIT_TIMEOUT = 10.0
+MAX_REASON_LENGTH = 1000
 _UNSET: Any = object()
 _RETRIES = 50
 
@@ -106,9 +107,9 @@ class SharedMemory:
         # A memory's id is the event_id of its write, so a retried write finds the same memory.
         memory_id = check_id(event_id, "event_id") if event_id is not None else new_id()
         new = self._new_event(
-            EventType.MEMORY_WRITTEN, scope, actor or scope.agent_id or "anonymous",
-            {"value": value, "metadata": extra, **_vector(embedding)}, memory_id=memory_id,
-            version=1, event_id=memory_id,
+            EventType.MEMORY_WRITTEN, scope, _actor(actor) or scope.agent_id or "anonymous",
+            {"value": value, "metadata": extra, **self._vector(embedding)},
+            memory_id=memory_id, version=1, event_id=memory_id,
         )
         recorded = self._append(new)
         return recorded.memory_id  # type: ignore[return-value]
@@ -122,7 +123,7 @@ class SharedMemory:
         With ``expected_version``, raise :class:`VersionConflictError` unless the memory is still
         at that version. Without it, the update applies to whatever version is current.
         """
-        data: dict[str, Any] = _vector(embedding)
+        data: dict[str, Any] = self._vector(embedding)
         if value is not _UNSET:
             data["value"] = value
         if metadata is not None:
@@ -142,15 +143,16 @@ class SharedMemory:
     def _change(self, type: str, memory_id: str, data: dict[str, Any],
                 expected_version: int | None, actor: str | None, event_id: str | None) -> int:
         check_id(memory_id, "memory_id")
+        actor = _actor(actor)
         if expected_version is not None and (
-                not isinstance(expected_version, int) or expected_version < 1):
+                not _is_int(expected_version) or expected_version < 1):
             raise InvalidValueError("expected_version must be a positive int")
-        payload = encode(data)
+        payload = encode_content(data)
         self._check_size(payload)
         if event_id is not None:
             done = self._recorded(memory_id, check_id(event_id, "event_id"))
             if done is not None:  # a retry of a change that was recorded: the same answer
-                if done.type != type or done.payload_hash != payload_hash(payload):
+                if done.type != type or not done.holds(payload):
                     raise IdempotencyError(f"event_id {event_id!r} was used for another change")
                 return done.version  # type: ignore[return-value]
         for attempt in range(_RETRIES):
@@ -179,10 +181,25 @@ class SharedMemory:
 
     def _new_event(self, type: str, scope: Scope, actor: str, data: dict[str, Any], *,
                    memory_id: str, version: int, event_id: str) -> NewEvent:
-        payload = encode(data)
+        payload = encode_content(data)
         self._check_size(payload)
         return NewEvent(type=type, scope=scope, actor=actor, payload=payload,
                         memory_id=memory_id, version=version, event_id=event_id)
+
+    def _vector(self, embedding: Sequence[float] | None) -> dict[str, list[float]]:
+        """The payload field of a caller's own vector, checked against the read model."""
+        if embedding is None:
+            return {}
+        if isinstance(embedding, (str, bytes, Mapping)) or not isinstance(embedding, Iterable):
+            raise InvalidValueError(
+                f"embedding must be a sequence of numbers, not {type(embedding).__name__}")
+        vector = list(embedding)
+        if not vector or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                 and math.isfinite(x) for x in vector):
+            raise InvalidValueError("embedding must be a non-empty sequence of finite numbers")
+        vector = [float(x) for x in vector]
+        self.read_model.check_vector(vector)
+        return {"embedding": vector}
 
     def _check_size(self, payload: bytes) -> None:
         if len(payload) > self.max_value_bytes:
@@ -249,6 +266,10 @@ class SharedMemory:
     def as_of(self, position: int | None = None, *, time: datetime | None = None,
               progress: Progress | None = None) -> PastMemory:
         """A read-only view of the memory as it stood at ``position`` or at ``time``."""
+        if position is not None and (not _is_int(position) or position < 0):
+            raise InvalidInputError(f"position must be a non-negative int, not {position!r}")
+        if time is not None and (not isinstance(time, datetime) or time.tzinfo is None):
+            raise InvalidInputError(f"time must be a timezone-aware datetime, not {time!r}")
         return self.time_machine.at(position, time, progress)
 
     def verify(self, progress: Progress | None = None) -> Verification:
@@ -267,7 +288,10 @@ class SharedMemory:
         """Erase the content of every version of a memory, live or deleted; return the position
         of the forget event (see :func:`memswarm_es.forget.forget`). The read model drops the
         memory before this returns."""
-        position = forget(self.log, self.time_machine, memory_id, reason, actor=actor)
+        if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_LENGTH:
+            raise InvalidValueError(
+                f"a reason for forgetting is required: text of 1 to {MAX_REASON_LENGTH} characters")
+        position = forget(self.log, self.time_machine, memory_id, reason, actor=_actor(actor))
         with self._position_lock:
             self._last_position = max(self._last_position, position)
         self.sync()
@@ -390,17 +414,14 @@ def _split_metadata(metadata: Mapping[str, Any] | None) -> tuple[dict[str, str],
     return scope_ids, extra
 
 
-def _vector(embedding: Sequence[float] | None) -> dict[str, list[float]]:
-    """The payload field of a caller's own vector, checked."""
-    if embedding is None:
-        return {}
-    try:
-        vector = [float(x) for x in embedding]
-    except (TypeError, ValueError) as exc:
-        raise InvalidValueError("embedding must be a sequence of numbers") from exc
-    if not vector or not all(math.isfinite(x) for x in vector):
-        raise InvalidValueError("embedding must be a non-empty sequence of finite numbers")
-    return {"embedding": vector}
+def _is_int(value: object) -> bool:
+    """True for an int that is not a bool (``True`` is no position or version)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _actor(actor: str | None) -> str | None:
+    """A caller's ``actor=``, checked: an empty one is refused, never silently replaced."""
+    return None if actor is None else check_id(actor, "actor")
 
 
 def _event_id(event_id: str | None) -> dict[str, str]:

@@ -7,6 +7,7 @@ are built from it by :func:`scope_key`, which escapes every part, so ids such as
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,16 +18,29 @@ SCOPE_NAMES = ("agent_id", "group_id", "context_id")
 MAX_ID_LENGTH = 512
 
 
+# What no id may hold: control characters (NUL, newlines, tabs, DEL, C1), which some stores
+# cannot carry and which would forge lines in audit output, and lone surrogates, which are not
+# text (they cannot be encoded as UTF-8, so no store can carry them).
+_UNUSABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def check_id(value: object, name: str) -> str:
-    """Return ``value`` if it is a usable id, else raise :class:`InvalidIdError`."""
+    """Return ``value`` if it is a usable id, else raise :class:`InvalidIdError`.
+
+    An id is non-empty text of at most :data:`MAX_ID_LENGTH` characters, valid as UTF-8, with
+    no control characters.
+    """
     if not isinstance(value, str):
         raise InvalidIdError(f"{name} must be a string, not {type(value).__name__}")
     if not value:
         raise InvalidIdError(f"{name} must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidIdError(f"{name} is longer than {MAX_ID_LENGTH} characters")
-    if "\x00" in value:
-        raise InvalidIdError(f"{name} must not contain NUL")
+    bad = _UNUSABLE.search(value)
+    if bad:
+        raise InvalidIdError(
+            f"{name} holds {bad.group()!r} at {bad.start()}: ids are UTF-8 text without "
+            "control characters")
     return value
 
 
@@ -45,6 +59,15 @@ class Scope:
     def __post_init__(self) -> None:
         for name in SCOPE_NAMES:
             _optional_id(getattr(self, name), name)
+
+    @classmethod
+    def stored(cls, agent_id: Any, group_id: Any, context_id: Any) -> Scope:
+        """A scope read back from storage, not checked again: a log must be readable even if
+        a row was damaged (its hash then names it)."""
+        scope = object.__new__(cls)
+        for name, value in zip(SCOPE_NAMES, (agent_id, group_id, context_id), strict=True):
+            object.__setattr__(scope, name, value)
+        return scope
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> Scope:

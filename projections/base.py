@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -13,6 +14,8 @@ from memswarm_es.scopes import Scope
 
 from .fold import Change, MemoryEntry, changes
 from .signal import Signal
+
+log = logging.getLogger(__name__)
 
 
 class ReadModel(ABC):
@@ -93,6 +96,11 @@ class ReadModel(ABC):
             # the caller's batch: the caller must look at the checkpoint again.
             raise CheckpointConflictError(fresh[0].position - 1, start)
         batch = changes(self.get_many(_existing(fresh)), fresh)
+        for change in batch:
+            if change.after is not None and change.after.damaged:
+                log.warning("event at position %d cannot be read (%s); memory %r reads as "
+                            "damaged", change.after.last_position, change.after.damaged,
+                            change.memory_id)
         self.commit(batch, start, fresh[-1].position)
         self.changed.notify()
         return fresh[-1].position

@@ -99,36 +99,51 @@ class Change:
 def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
     """The state of one memory after ``event`` (events of other memories must not be passed).
 
-    A version whose payload was redacted (forgotten) reads as value ``None``, no metadata.
+    Total: no event stops a fold. A version whose payload was redacted (forgotten) reads as
+    value ``None``, no metadata; one whose payload cannot be read as content (damaged, or
+    written by another program) reads the same way with ``damaged`` saying why.
     """
-    data = event.data
     if event.type == EventType.MEMORY_WRITTEN:
-        assert event.memory_id is not None and event.version is not None
-        data = data or {}
+        data, problem = _content(event)
         return MemoryEntry(
-            memory_id=event.memory_id, value=data.get("value"),
+            memory_id=event.memory_id or "", value=data.get("value"),
             metadata=data.get("metadata") or {}, agent_id=event.scope.agent_id,
             group_id=event.scope.group_id, context_id=event.scope.context_id,
-            version=event.version, position=event.position, last_position=event.position,
-            created_at_us=event.recorded_at_us, updated_at_us=event.recorded_at_us,
-            created_by=event.actor, updated_by=event.actor,
+            version=event.version or 1, position=event.position,
+            last_position=event.position, created_at_us=event.recorded_at_us,
+            updated_at_us=event.recorded_at_us, created_by=event.actor, updated_by=event.actor,
+            damaged=problem,
         )
     if entry is None:
         return None
     if event.type == EventType.MEMORY_UPDATED:
-        assert event.version is not None
-        data = {"value": None, "metadata": {}} if data is None else data
+        data, problem = _content(event)
+        if event.payload is None or problem:
+            data = {"value": None, "metadata": {}}
         return MemoryEntry(
             memory_id=entry.memory_id, value=data.get("value", entry.value),
             metadata=data.get("metadata", entry.metadata),
             agent_id=entry.agent_id, group_id=entry.group_id, context_id=entry.context_id,
-            version=event.version, position=entry.position, last_position=event.position,
-            created_at_us=entry.created_at_us, updated_at_us=event.recorded_at_us,
-            created_by=entry.created_by, updated_by=event.actor,
+            version=event.version or entry.version + 1, position=entry.position,
+            last_position=event.position, created_at_us=entry.created_at_us,
+            updated_at_us=event.recorded_at_us, created_by=entry.created_by,
+            updated_by=event.actor,
+            damaged=problem or (entry.damaged if "value" not in data else None),
         )
     if event.type in ENDING_EVENT_TYPES:
         return None
     return entry
+
+
+def _content(event: Event) -> tuple[dict[str, Any], str | None]:
+    """A memory event's payload as content (``{}`` when redacted or damaged), and why it is
+    damaged, if it is: a payload that is not content, or metadata that is not a map."""
+    data, problem = event.content()
+    if data is None:
+        return {}, problem
+    if not isinstance(data.get("metadata", {}), dict):
+        return {}, "metadata is not a map"
+    return data, None
 
 
 def changes(prior: Mapping[str, MemoryEntry], events: Iterable[Event]) -> list[Change]:

@@ -54,6 +54,11 @@ def updated(memory_id: str, version: int, agent: str = "a") -> NewEvent:
                            {"value": f"v{version}"}, memory_id=memory_id, version=version)
 
 
+def forgotten(memory_id: str, version: int, agent: str = "a") -> NewEvent:
+    return NewEvent.create(EventType.MEMORY_FORGOTTEN, Scope(agent, "g"), agent,
+                           {"reason": "asked"}, memory_id=memory_id, version=version)
+
+
 def test_positions_are_gapless_and_the_chain_verifies(event_log: EventLog) -> None:
     first = event_log.append([written("m1"), written("m2")])
     second = event_log.append([updated("m1", 2)])
@@ -140,11 +145,21 @@ def test_wait_wakes_on_append(event_log: EventLog) -> None:
 
 def test_redact_keeps_the_chain(event_log: EventLog) -> None:
     event_log.append([written("m1", value="secret"), written("m2")])
+    event_log.append([forgotten("m1", 2)])
     assert event_log.redact([1]) == 1
     assert event_log.redact([1]) == 0
     first = event_log.read()[0]
     assert first.payload is None and first.data is None
-    assert event_log.verify() == 2
+    assert event_log.verify() == 3
+
+
+def test_a_payload_removed_without_a_forget_event_is_found(event_log: EventLog) -> None:
+    event_log.append([written("m1"), written("m2", value="secret"), written("m3")])
+    event_log.redact([2])  # the log's own redaction, with no forget event: as a tamperer would
+    result = event_log.check()
+    assert (result.ok, result.position) == (False, 2)
+    assert "without a forget event" in (result.reason or "")
+    assert not event_log.extends(event_log.digest())
 
 
 def test_concurrent_appenders_in_threads(event_log: EventLog) -> None:

@@ -29,7 +29,7 @@ GROUPS = st.sampled_from([None, "g1", "g2", "g1/x"])
 CONTEXTS = st.sampled_from([None, "c1", "%"])
 VALUES = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=20)
-    | st.binary(max_size=10) | st.floats(allow_nan=False),
+    | st.binary(max_size=10) | st.floats(allow_nan=False, allow_infinity=False),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner,
                                                                 max_size=3),
     max_leaves=6,

@@ -11,7 +11,16 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..errors import HeadConflictError, IdempotencyError, IntegrityError, VersionConflictError
-from ..events import GENESIS_HASH, Event, NewEvent, now_micros, payload_hash, seal
+from ..events import (
+    GENESIS_HASH,
+    MEMORY_EVENT_TYPES,
+    Event,
+    EventType,
+    NewEvent,
+    now_micros,
+    payload_hash,
+    seal,
+)
 from ..scopes import Scope
 from ..snapshots import InProcessSnapshotStore, SnapshotStore
 
@@ -47,6 +56,14 @@ def problem_with(event: Event, expected: int, prev_hash: bytes) -> str | None:
     if link != event.hash:
         return "header or link to the previous event does not match"
     return None
+
+
+def content_problem(event: Event) -> str | None:
+    """What is wrong with a memory event's payload as content, if anything (see
+    :meth:`Event.content`); a redacted payload is judged by :meth:`EventLog.check`."""
+    if event.type not in MEMORY_EVENT_TYPES:
+        return None
+    return event.content()[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,21 +210,33 @@ class EventLog(ABC):
 
     def check(self, batch_size: int = 5000,
               progress: Callable[[int, int], None] | None = None) -> Verification:
-        """Walk the hash chain from the start and report the first event that does not match."""
+        """Walk the hash chain from the start and report the first event that does not match:
+        content against its hash, header against the chain, order, a payload MemSwarm could
+        not have recorded, and a payload removed without a later ``memory.forgotten`` event of
+        its memory (a redaction is only ever the work of a forget)."""
         head = self.head()
         prev_hash = GENESIS_HASH
         expected = 1
+        redacted: dict[str | None, int] = {}  # memory -> first redacted position not yet forgotten
         for batch in self.iter_events(0, batch_size):
             for event in batch:
-                problem = problem_with(event, expected, prev_hash)
+                problem = problem_with(event, expected, prev_hash) or content_problem(event)
                 if problem:
                     return Verification(False, expected - 1, expected, problem)
+                if event.type == EventType.MEMORY_FORGOTTEN:
+                    redacted.pop(event.memory_id, None)
+                if event.payload is None:
+                    redacted.setdefault(event.memory_id, event.position)
                 prev_hash = event.hash
                 expected += 1
             if progress:
                 progress(expected - 1, head)
         if expected - 1 < head:
             return Verification(False, expected - 1, expected, "event is missing")
+        if redacted:
+            position = min(redacted.values())
+            return Verification(False, position - 1, position,
+                                "payload removed without a forget event")
         return Verification(True, expected - 1)
 
     def verify(self) -> int:

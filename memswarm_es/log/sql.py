@@ -93,8 +93,8 @@ def _check_sqlite_file(url: str) -> None:
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy's "begin" hook choose the BEGIN statement (the pysqlite recipe).
     dbapi_connection.isolation_level = None
-    # Damaged text must still be readable, so that verify() can name the event it is in.
-    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "surrogateescape")
+    # Damaged text must still be readable (verify() then names the event: its hash differs).
+    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "replace")
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 60000")
     cursor.close()
@@ -142,6 +142,9 @@ class SQLEventLog(EventLog):
                            .order_by(t.c.position.desc()).limit(1))
         self._insert_stmt = sa.insert(t)
         self._lock_stmt = sa.text("SELECT pg_advisory_xact_lock(:key)")
+        # The store's clock, so that no client's clock can pin recorded_at into the future.
+        self._clock_stmt = sa.text(
+            "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint")
         self._identity = ""
         self._open(create)
 
@@ -239,11 +242,19 @@ class SQLEventLog(EventLog):
         return mine.result
 
     def _write_group(self, group: list[_Pending]) -> None:
-        """Seal and insert the batches of ``group`` in one write transaction, a savepoint each."""
+        """Seal and insert the batches of ``group`` in one write transaction, a savepoint each.
+
+        A batch that fails, whatever the exception, fails alone (its savepoint is rolled back);
+        batches are acknowledged only once the transaction has committed, and if the commit
+        fails none is.
+        """
+        written: list[tuple[_Pending, list[Event]]] = []
         try:
             with self._writer.begin() as conn:
+                now = None
                 if self._dialect == "postgresql":
                     conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+                    now = conn.execute(self._clock_stmt).scalar()
                 last = conn.execute(self._last_stmt).first()
                 head, head_hash, head_time = (
                     (last.position, last.hash, last.recorded_at) if last else (0, GENESIS_HASH, 0))
@@ -251,26 +262,28 @@ class SQLEventLog(EventLog):
                     if pending.expected_head is not None and pending.expected_head != head:
                         pending.error = HeadConflictError(pending.expected_head, head)
                         continue
-                    sealed = seal_batch(pending.events, head, head_hash, head_time, now_micros())
+                    sealed = seal_batch(pending.events, head, head_hash, head_time,
+                                        now_micros() if now is None else now)
                     try:
                         if len(group) == 1:
                             conn.execute(self._insert_stmt, [_row(e) for e in sealed])
                         else:
                             with conn.begin_nested():
                                 conn.execute(self._insert_stmt, [_row(e) for e in sealed])
-                    except sa.exc.IntegrityError as exc:
+                    except Exception as exc:  # this batch fails alone, whatever went wrong
                         pending.error = exc
                         if len(group) == 1:
                             raise
                         continue
-                    pending.result = sealed
+                    written.append((pending, sealed))
                     head, head_hash, head_time = (
                         sealed[-1].position, sealed[-1].hash, sealed[-1].recorded_at_us)
-        except sa.exc.IntegrityError:
-            pass  # the lone batch's error is recorded; settled below
-        except sa.exc.DBAPIError as exc:
+            for pending, sealed in written:  # committed: only now acknowledged
+                pending.result = sealed
+        except Exception as exc:
             for pending in group:
-                pending.result, pending.error = None, StorageError(f"append failed: {exc.orig}")
+                if pending.error is None:
+                    pending.error = StorageError(f"append failed: {getattr(exc, 'orig', exc)}")
         finally:
             for pending in group:
                 if pending.error is not None:
@@ -284,6 +297,11 @@ class SQLEventLog(EventLog):
     def _settle(self, pending: _Pending) -> None:
         """A batch was refused: a retry of recorded events gets them back; else a typed error."""
         if isinstance(pending.error, StorageError):
+            return
+        if not isinstance(pending.error, (sa.exc.IntegrityError, HeadConflictError)):
+            error = pending.error
+            pending.error = StorageError(f"append failed: {getattr(error, 'orig', error)!r}")
+            pending.error.__cause__ = error
             return
         try:
             with self._engine.connect() as conn:
@@ -427,10 +445,44 @@ def _row(event: Event) -> dict[str, Any]:
 
 
 def _event(row: Any) -> Event:
+    """An event from a row, every column brought to its type: a row damaged by hand (another
+    storage type, say) still reads, and verify() names it, since its hash no longer matches."""
     return Event(
-        position=row.position, event_id=row.event_id, type=row.type,
-        scope=Scope(row.agent_id, row.group_id, row.context_id), actor=row.actor,
-        memory_id=row.memory_id, version=row.version, recorded_at_us=row.recorded_at,
-        payload=None if row.payload is None else bytes(row.payload),
-        payload_hash=bytes(row.payload_hash), hash=bytes(row.hash), schema=row.schema,
+        position=_int(row.position), event_id=_text(row.event_id), type=_text(row.type),
+        scope=Scope.stored(_text_or_none(row.agent_id), _text_or_none(row.group_id),
+                           _text_or_none(row.context_id)),
+        actor=_text(row.actor), memory_id=_text_or_none(row.memory_id),
+        version=None if row.version is None else _int(row.version),
+        recorded_at_us=_int(row.recorded_at),
+        payload=None if row.payload is None else _blob(row.payload),
+        payload_hash=_blob(row.payload_hash), hash=_blob(row.hash), schema=_int(row.schema),
     )
+
+
+def _text(value: Any) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _text_or_none(value: Any) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _int(value: Any) -> int:
+    if type(value) is int:
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return -1
+
+
+def _blob(value: Any) -> bytes:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return str(value).encode("utf-8", "replace")
