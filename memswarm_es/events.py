@@ -124,7 +124,10 @@ def encode_content(data: Mapping[str, Any]) -> bytes:
 
 
 def payload_problem(data: Mapping[Any, Any]) -> str | None:
-    """:func:`content_problem` for each field of a payload (a value gets the whole depth)."""
+    """:func:`content_problem` for each field of a payload (a value gets the whole depth);
+    ``metadata``, where present, is a map."""
+    if not isinstance(data.get("metadata", {}), dict):
+        return "metadata is not a map"
     for key, item in data.items():
         if not isinstance(key, str):
             return f"a payload field is named by a {type(key).__name__}"

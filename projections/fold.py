@@ -137,13 +137,9 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
 
 def _content(event: Event) -> tuple[dict[str, Any], str | None]:
     """A memory event's payload as content (``{}`` when redacted or damaged), and why it is
-    damaged, if it is: a payload that is not content, or metadata that is not a map."""
+    damaged, if it is."""
     data, problem = event.content()
-    if data is None:
-        return {}, problem
-    if not isinstance(data.get("metadata", {}), dict):
-        return {}, "metadata is not a map"
-    return data, None
+    return data or {}, problem
 
 
 def changes(prior: Mapping[str, MemoryEntry], events: Iterable[Event]) -> list[Change]:

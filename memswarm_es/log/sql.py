@@ -242,13 +242,37 @@ class SQLEventLog(EventLog):
         return mine.result
 
     def _write_group(self, group: list[_Pending]) -> None:
-        """Seal and insert the batches of ``group`` in one write transaction, a savepoint each.
+        """Write the batches of ``group`` in one transaction; each succeeds or fails alone.
 
-        A batch that fails, whatever the exception, fails alone (its savepoint is rolled back);
-        batches are acknowledged only once the transaction has committed, and if the commit
-        fails none is.
+        A batch refused by a constraint is rolled back to its savepoint. A batch that fails in
+        any other way may have spoiled the transaction, so the whole transaction is rolled
+        back and the other batches are written again without it. Batches are acknowledged
+        only once their transaction has committed.
         """
+        pending_group = list(group)
+        try:
+            while pending_group:
+                spoiler = self._try_group(pending_group)
+                if spoiler is None:
+                    break
+                pending_group = [p for p in pending_group if p is not spoiler]
+                for other in pending_group:
+                    other.error = None
+        finally:
+            for pending in group:
+                if pending.error is not None:
+                    self._settle(pending)
+                elif pending.result is None:
+                    pending.error = StorageError("append did not complete")
+                pending.done = True
+        if any(p.result is not None for p in group):
+            self._notify()
+
+    def _try_group(self, group: list[_Pending]) -> _Pending | None:
+        """One transaction for ``group``, a savepoint per batch when there are several.
+        Returns the batch whose failure rolled back the whole transaction, if one did."""
         written: list[tuple[_Pending, list[Event]]] = []
+        spoiler: _Pending | None = None
         try:
             with self._writer.begin() as conn:
                 now = None
@@ -262,37 +286,39 @@ class SQLEventLog(EventLog):
                     if pending.expected_head is not None and pending.expected_head != head:
                         pending.error = HeadConflictError(pending.expected_head, head)
                         continue
-                    sealed = seal_batch(pending.events, head, head_hash, head_time,
-                                        now_micros() if now is None else now)
+                    try:  # sealing touches no table: a batch that cannot be sealed fails alone
+                        sealed = seal_batch(pending.events, head, head_hash, head_time,
+                                            now_micros() if now is None else now)
+                    except Exception as exc:
+                        pending.error = exc
+                        continue
                     try:
                         if len(group) == 1:
                             conn.execute(self._insert_stmt, [_row(e) for e in sealed])
                         else:
                             with conn.begin_nested():
                                 conn.execute(self._insert_stmt, [_row(e) for e in sealed])
-                    except Exception as exc:  # this batch fails alone, whatever went wrong
+                    except sa.exc.IntegrityError as exc:  # a constraint: this batch alone
                         pending.error = exc
                         if len(group) == 1:
                             raise
                         continue
+                    except Exception as exc:
+                        pending.error, spoiler = exc, pending
+                        raise
                     written.append((pending, sealed))
                     head, head_hash, head_time = (
                         sealed[-1].position, sealed[-1].hash, sealed[-1].recorded_at_us)
-            for pending, sealed in written:  # committed: only now acknowledged
-                pending.result = sealed
         except Exception as exc:
+            if spoiler is not None and len(group) > 1:
+                return spoiler
             for pending in group:
                 if pending.error is None:
                     pending.error = StorageError(f"append failed: {getattr(exc, 'orig', exc)}")
-        finally:
-            for pending in group:
-                if pending.error is not None:
-                    self._settle(pending)
-                elif pending.result is None:
-                    pending.error = StorageError("append did not complete")
-                pending.done = True
-        if any(p.result is not None for p in group):
-            self._notify()
+            return None
+        for pending, sealed in written:  # committed: only now acknowledged
+            pending.result = sealed
+        return None
 
     def _settle(self, pending: _Pending) -> None:
         """A batch was refused: a retry of recorded events gets them back; else a typed error."""
