@@ -25,7 +25,9 @@ from memswarm_es.errors import LogNotFoundError, StorageError
 from memswarm_es.events import EventType, NewEvent, now_micros
 from memswarm_es.log import gcs
 from memswarm_es.log.base import EventFilter
+from memswarm_es.log.copy import copy_log
 from memswarm_es.log.gcs import GCSEventLog
+from memswarm_es.log.inprocess import InProcessLog
 from memswarm_es.scopes import Scope
 
 from .servers_gcs import GCSServer, emulator_client
@@ -358,3 +360,25 @@ def test_an_identity_object_that_is_not_an_id_is_reported(
         with pytest.raises(CorruptLogError, match="identity"):
             GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
 
+
+
+@pytest.mark.parametrize("batch_size", [1, 10])
+def test_importing_a_forget_leaves_no_content_in_the_bucket(
+        gcs_server: GCSServer, gcs_bucket: str, gcs_prefix: str,
+        gcs_client: storage.Client, batch_size: int) -> None:
+    """A copy from a log whose forget was never finished: the forget's memory arrives without
+    its content, whether the forget comes in the same import or a later one."""
+    secret = marker()
+    source = InProcessLog()
+    source.append([written("m", secret)])
+    source.append([written("n", "kept")])
+    source.append([NewEvent.create(EventType.MEMORY_FORGOTTEN, Scope("a"), "a",
+                                   {"reason": "x"}, memory_id="m", version=2)])
+    target = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    assert copy_log(source, target, batch_size=batch_size) == 3
+    assert not leftovers(gcs_client, gcs_bucket, gcs_prefix, [secret],
+                         emulator_root(gcs_server))
+    fresh = GCSEventLog(gcs_bucket, gcs_prefix, gcs_client)
+    assert [e.payload is None for e in fresh.read()] == [True, False, False]
+    assert fresh.verify() == 3
+    assert fresh.digest() == source.digest()

@@ -284,14 +284,15 @@ class GCSEventLog(EventLog):
     def import_events(self, events: Sequence[Event]) -> int:
         """Events to import are held to what this log can read back: ids that
         :func:`check_id` accepts (:class:`InvalidIdError`) and fields of the row's types
-        (:class:`InvalidValueError`); nothing is written otherwise."""
+        (:class:`InvalidValueError`); nothing is written otherwise. A ``memory.forgotten``
+        event among them takes the earlier payloads of its memory along: those in the batch
+        are not written, those in earlier batches are redacted."""
         if not events:
             return self.head()
         for event in events:
             _check_ids(event)
-        data = _encode_batch(events)
         try:
-            _decode_batch("the events to import", data)
+            _decode_batch("the events to import", _encode_batch(events))
         except CorruptLogError as exc:
             raise InvalidValueError(str(exc)) from exc
         with self._lock:
@@ -301,9 +302,15 @@ class GCSEventLog(EventLog):
             clash = [e.event_id for e in events if e.event_id in self._ids]
             if clash:
                 raise IdempotencyError(f"event_id {clash[0]!r} is already recorded")
-            if not self._claim(events[0].position, list(events), data):
-                raise ConflictError(f"position {events[0].position} was taken while importing")
-            self._write_hint(events[0].position)
+            forgotten = {e.memory_id: e.position for e in events
+                         if e.type == EventType.MEMORY_FORGOTTEN and e.memory_id is not None}
+            kept = [replace(e, payload=None) if e.payload is not None
+                    and forgotten.get(e.memory_id or "", 0) > e.position else e for e in events]
+            if not self._claim(kept[0].position, kept, _encode_batch(kept)):
+                raise ConflictError(f"position {kept[0].position} was taken while importing")
+            self._write_hint(kept[0].position)
+            self.redact([p for memory_id in forgotten for p in self._by_memory[memory_id]
+                         if p < kept[0].position])
         self._notify()
         return events[-1].position
 
