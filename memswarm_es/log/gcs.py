@@ -135,7 +135,7 @@ class GCSEventLog(EventLog):
             raise StorageError(f"bucket {bucket!r} cannot be reached: {exc}") from exc
         self._lock = threading.RLock()
         self._events: list[Event] = []
-        self._objects: list[tuple[int, int]] = []  # (first position, generation) per batch
+        self._starts: list[int] = []  # the first position of each batch object
         self._ids: dict[str, Event] = {}
         self._versions: dict[str, int] = {}
         self._by_memory: dict[str, list[int]] = {}  # memory_id -> its positions
@@ -229,7 +229,7 @@ class GCSEventLog(EventLog):
             if problem:
                 raise IntegrityError(f"position {first + offset}: {problem}", first + offset)
             prev = event.hash
-        self._objects.append((first, blob.generation))
+        self._starts.append(first)
         for event in events:
             self._record(event)
 
@@ -326,7 +326,7 @@ class GCSEventLog(EventLog):
         except gexc.GoogleAPIError as exc:
             raise StorageError(f"appending failed: {exc}") from exc
         self._learn_time(blob, started)
-        self._objects.append((first, blob.generation))
+        self._starts.append(first)
         for event in sealed:
             self._record(event)
         return True
@@ -408,10 +408,9 @@ class GCSEventLog(EventLog):
         removed = 0
         with self._lock:
             wanted = sorted({p for p in positions if 1 <= p <= len(self._events)})
-            starts = [first for first, _ in self._objects]
             by_batch: dict[int, list[int]] = {}
             for p in wanted:
-                by_batch.setdefault(bisect.bisect_right(starts, p) - 1, []).append(p)
+                by_batch.setdefault(bisect.bisect_right(self._starts, p) - 1, []).append(p)
             for index, hit in by_batch.items():
                 removed += self._redact_batch(index, set(hit))
         return removed
@@ -419,8 +418,8 @@ class GCSEventLog(EventLog):
     def _redact_batch(self, index: int, hit: set[int]) -> int:
         """Remove the payloads at ``hit`` (and any this cache has already dropped) from the
         batch ``index``; how many of ``hit`` the bucket held at the first look."""
-        first = self._objects[index][0]
-        end = (self._objects[index + 1][0] if index + 1 < len(self._objects)
+        first = self._starts[index]
+        end = (self._starts[index + 1] if index + 1 < len(self._starts)
                else len(self._events) + 1)
         name = self._name(first)
         held: set[int] | None = None
@@ -452,7 +451,6 @@ class GCSEventLog(EventLog):
                     continue  # another process rewrote it: start again from its copy
                 except gexc.GoogleAPIError as exc:
                     raise StorageError(f"redacting {name} failed: {exc}") from exc
-            self._objects[index] = (first, blob.generation)
             for event in rows:
                 if event.payload is None:
                     self._blank(event.position)
