@@ -57,6 +57,7 @@ def check_decoded(name: str, data: bytes) -> None:
     prev = GENESIS_HASH
     for event in events:
         assert isinstance(event.payload, (bytes, type(None)))
+        assert (event.memory_id is None) == (event.version is None)
         assert isinstance(event.hash, bytes) and isinstance(event.payload_hash, bytes)
         event.recorded_at  # noqa: B018 - a time a datetime can hold
         problem_with(event, event.position, prev)
@@ -107,7 +108,8 @@ def test_truncated_and_deeply_nested_batches_are_corrupt() -> None:
 
 
 STRANGE = [(11, "text, not bytes"), (11, 5), (0, 2.0), (0, True), (13, 7), (12, None),
-           (9, 10**19), (9, -(2**63)), (2, b"memory.written"), (4, 5), (8, "1"), (10, [])]
+           (9, 10**19), (9, -(2**63)), (2, b"memory.written"), (4, 5), (8, "1"), (10, []),
+           (8, None), (7, None)]
 
 
 @pytest.mark.parametrize(("field", "value"), STRANGE)

@@ -525,6 +525,8 @@ def _event(index: int, row: Any) -> Event:
             raise ValueError(f"row {index}: {field} is a {value.__class__.__name__}")
     (position, event_id, kind, agent_id, group_id, context_id, actor, memory_id, version,
      recorded_at_us, schema, payload, p_hash, hash) = row
+    if (memory_id is None) != (version is None):
+        raise ValueError(f"row {index}: memory_id and version go together")
     from_micros(recorded_at_us)  # OverflowError for a time no datetime can hold
     return Event(position=position, event_id=event_id, type=kind,
                  scope=Scope(agent_id, group_id, context_id), actor=actor, memory_id=memory_id,
