@@ -15,8 +15,10 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
 from google.cloud import storage
+from hypothesis import example, given, settings
 
 import memswarm_es.events
 import memswarm_es.log.base
@@ -382,3 +384,44 @@ def test_importing_a_forget_leaves_no_content_in_the_bucket(
     assert [e.payload is None for e in fresh.read()] == [True, False, False]
     assert fresh.verify() == 3
     assert fresh.digest() == source.digest()
+
+
+OPS = st.lists(st.tuples(st.integers(0, 1), st.sampled_from(["write", "update", "forget"]),
+                         st.integers(0, 1)), min_size=1, max_size=8)
+
+
+def test_forgotten_content_is_served_by_no_instance_for_any_history(
+        gcs_server: GCSServer, gcs_bucket: str, gcs_client: storage.Client) -> None:
+    """Writes, updates and forgets from two instances in any order: after each step neither
+    instance returns a payload of a memory forgotten by then, and in the end no object holds
+    any forgotten content, while what was not forgotten is all still there."""
+
+    @settings(max_examples=12, deadline=None)
+    @given(ops=OPS)
+    @example(ops=[(0, "write", 0), (0, "write", 1), (1, "update", 1), (1, "forget", 1),
+                  (0, "forget", 0)])
+    def run(ops: list[tuple[int, str, int]]) -> None:
+        prefix = f"t-{uuid.uuid4().hex[:10]}/"
+        mems = [GCSSharedMemory(gcs_bucket, prefix, client_for(gcs_server)) for _ in range(2)]
+        contents: dict[str, list[str]] = {}
+        forgotten: set[str] = set()
+        for who, op, k in ops:
+            mem, memory_id, value = mems[who], f"m{k}", marker()
+            if op == "write" and memory_id not in contents:
+                mem.write_scope(value, metadata={"agent_id": "a"}, event_id=memory_id)
+                contents[memory_id] = [value]
+            elif op == "update" and memory_id in contents and memory_id not in forgotten:
+                mem.update(memory_id, value)
+                contents[memory_id].append(value)
+            elif op == "forget" and memory_id in contents and memory_id not in forgotten:
+                mem.forget(memory_id, "asked to")
+                forgotten.add(memory_id)
+            for other in mems:
+                for memory_id in forgotten:
+                    assert set(payloads(other.log, memory_id)) == {None}
+        gone = [v for m in forgotten for v in contents[m]]
+        kept = [v for m in contents if m not in forgotten for v in contents[m]]
+        assert not leftovers(gcs_client, gcs_bucket, prefix, gone, None)
+        assert len(leftovers(gcs_client, gcs_bucket, prefix, kept, None)) >= len(kept)
+
+    run()
