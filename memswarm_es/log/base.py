@@ -262,10 +262,12 @@ class EventLog(ABC):
 
 def prepare_append(events: Sequence[NewEvent], expected_head: int | None,
                    by_id: Mapping[str, Event], versions: Mapping[str, int],
-                   recorded: Sequence[Event]) -> tuple[list[Event], bool]:
+                   recorded: Sequence[Event],
+                   now_us: int | None = None) -> tuple[list[Event], bool]:
     """For logs that index event ids and versions themselves (in-process, GCS): the recorded
-    events of a retry, with ``True``; or the batch sealed after ``recorded``, with ``False``.
-    Raises the conflicts that the SQL log's constraints raise."""
+    events of a retry, with ``True``; or the batch sealed after ``recorded`` at ``now_us`` (this
+    machine's clock if not given), with ``False``. Raises the conflicts that the SQL log's
+    constraints raise."""
     retry = resolve_retry(events, {e.event_id: by_id[e.event_id] for e in events
                                    if e.event_id in by_id})
     if retry is not None:
@@ -280,7 +282,8 @@ def prepare_append(events: Sequence[NewEvent], expected_head: int | None,
                 raise VersionConflictError(new.memory_id, new.version - 1, current)
     last = recorded[-1] if recorded else None
     return seal_batch(events, head, last.hash if last else GENESIS_HASH,
-                      last.recorded_at_us if last else 0, now_micros()), False
+                      last.recorded_at_us if last else 0,
+                      now_micros() if now_us is None else now_us), False
 
 
 def check_import(events: Sequence[Event], head: int, head_hash: bytes) -> None:

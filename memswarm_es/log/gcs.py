@@ -2,7 +2,8 @@
 
 Layout under ``prefix``: ``log/{first position:020d}`` holds a batch (msgpack: a format tag and
 the batch's events, sealed exactly as the SQL log seals them); ``head`` is a hint naming the last
-batch object a writer made.
+batch object a writer made; ``identity`` holds the log's id; ``clock`` is rewritten when a writer
+needs the store's time.
 
 Object storage has no transactions, so every rule is enforced by one create-only write:
 
@@ -21,34 +22,64 @@ Object storage has no transactions, so every rule is enforced by one create-only
   objects at most), and the hint is never trusted blindly: a missing hinted object means a
   full listing. Reading is one request per batch object, not per event.
 - **The chain** continues across objects; every event is verified against the previous hash as
-  it is read, so a damaged or foreign object is reported, never folded.
+  it is read, so a damaged or foreign object is reported, never folded. A batch whose fields
+  have the wrong types (another program's) is a :class:`CorruptLogError` naming the object.
+- **Time comes from the store.** ``recorded_at`` is the store's clock, not this machine's: the
+  time the store stamped on the last object this process wrote (every append writes one; a
+  writer that has not written for 30 s rewrites ``clock`` first), moved on by the monotonic
+  clock since. A client whose wall clock is off by a day records the right times; the skew
+  left is the request's latency.
+- **Redaction** (the one overwrite) downloads the batch afresh, checks it against the chain,
+  removes the payloads and rewrites it on condition that its generation did not change; when
+  another process rewrote it in between (412), it starts again from the new copy, a bounded
+  number of times, and raises :class:`StorageError` rather than report a removal that did not
+  happen.
 
 The log keeps the events it has read in this process (reads after the first are served from
-there, refreshed from the bucket); that bounds it to logs that fit in memory.
+there, refreshed from the bucket); that bounds it to logs that fit in memory. Whenever that
+cache takes in a ``memory.forgotten`` event (appended here, read from another process's batch,
+or imported), the payloads of every earlier event of that memory are dropped from it. ``forget``
+appends that event before it rewrites any batch, and every read first reads up to the bucket's
+head, so a read never returns a payload of a memory forgotten at or before the head it saw, even
+from a batch this process read before another process redacted it.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
+from msgpack.exceptions import UnpackException
 
 from ..errors import (
     ConflictError,
     CorruptLogError,
     IdempotencyError,
     IntegrityError,
+    InvalidValueError,
     LogNotFoundError,
     StorageError,
 )
-from ..events import GENESIS_HASH, Event, NewEvent, decode, encode, new_id
-from ..scopes import Scope
+from ..events import (
+    GENESIS_HASH,
+    Event,
+    EventType,
+    NewEvent,
+    decode,
+    encode,
+    from_micros,
+    new_id,
+    to_micros,
+)
+from ..scopes import Scope, check_id
 from .base import (
     Digest,
     EventFilter,
@@ -62,6 +93,17 @@ from .base import (
 
 FORMAT = "memswarm-gcs-batch-1"
 _CLAIM_ATTEMPTS = 60
+_REWRITE_ATTEMPTS = 20
+_CLOCK_MAX_AGE_NS = 30_000_000_000  # after this long without a write, ask the store the time
+
+# The fields of a batch row, in order, with the types another program's row must have.
+_ROW: tuple[tuple[str, tuple[type, ...]], ...] = (
+    ("position", (int,)), ("event_id", (str,)), ("type", (str,)),
+    ("agent_id", (str, type(None))), ("group_id", (str, type(None))),
+    ("context_id", (str, type(None))), ("actor", (str,)), ("memory_id", (str, type(None))),
+    ("version", (int, type(None))), ("recorded_at_us", (int,)), ("schema", (int,)),
+    ("payload", (bytes, type(None))), ("payload_hash", (bytes,)), ("hash", (bytes,)),
+)
 
 
 class GCSEventLog(EventLog):
@@ -93,9 +135,12 @@ class GCSEventLog(EventLog):
             raise StorageError(f"bucket {bucket!r} cannot be reached: {exc}") from exc
         self._lock = threading.RLock()
         self._events: list[Event] = []
-        self._objects: list[tuple[int, int]] = []  # (first position, generation) per batch
+        self._starts: list[int] = []  # the first position of each batch object
         self._ids: dict[str, Event] = {}
         self._versions: dict[str, int] = {}
+        self._by_memory: dict[str, list[int]] = {}  # memory_id -> its positions
+        self._monotonic_ns: Callable[[], int] = time.monotonic_ns
+        self._store_clock: tuple[int, int] | None = None  # (store's µs, monotonic ns) then
         self._identity = self._load_identity(create)
 
     def _load_identity(self, create: bool) -> str:
@@ -105,7 +150,7 @@ class GCSEventLog(EventLog):
         blob = self._bucket.blob(f"{self.prefix}identity")
         for _ in range(3):
             try:
-                return blob.download_as_text(retry=self._retry)
+                return _identity_text(blob.name, blob.download_as_bytes(retry=self._retry))
             except gexc.NotFound:
                 if not create and not self._list_from(None):
                     raise LogNotFoundError(f"no MemSwarm log under {self.prefix!r}") from None
@@ -129,9 +174,30 @@ class GCSEventLog(EventLog):
 
     def _first(self, name: str) -> int:
         tail = name[len(self.prefix) + 4:]
-        if not tail.isdigit() or len(tail) != 20:
+        if not (tail.isascii() and tail.isdigit() and len(tail) == 20):
             raise CorruptLogError(f"object {name!r} in the log's prefix is not a batch")
         return int(tail)
+
+    # --- the cache -----------------------------------------------------------------------------
+
+    def _record(self, event: Event) -> None:
+        """Take ``event`` into the cache; a forget drops the earlier payloads of its memory."""
+        self._events.append(event)
+        self._ids[event.event_id] = event
+        if event.memory_id is None or event.version is None:
+            return
+        self._versions[event.memory_id] = event.version
+        positions = self._by_memory.setdefault(event.memory_id, [])
+        if event.type == EventType.MEMORY_FORGOTTEN:
+            for position in positions:
+                self._blank(position)
+        positions.append(event.position)
+
+    def _blank(self, position: int) -> None:
+        event = self._events[position - 1]
+        if event.payload is not None:
+            self._events[position - 1] = blank = replace(event, payload=None)
+            self._ids[event.event_id] = blank
 
     # --- reading the bucket --------------------------------------------------------------------
 
@@ -163,12 +229,35 @@ class GCSEventLog(EventLog):
             if problem:
                 raise IntegrityError(f"position {first + offset}: {problem}", first + offset)
             prev = event.hash
-        self._objects.append((first, blob.generation))
+        self._starts.append(first)
         for event in events:
-            self._events.append(event)
-            self._ids[event.event_id] = event
-            if event.memory_id is not None and event.version is not None:
-                self._versions[event.memory_id] = event.version
+            self._record(event)
+
+    # --- the store's clock ---------------------------------------------------------------------
+
+    def _store_now_us(self) -> int:
+        """The store's time now: its stamp on the last object this process wrote, moved on by
+        the monotonic clock; after 30 s without a write, one write of ``clock`` asks again."""
+        if (self._store_clock is None
+                or self._monotonic_ns() - self._store_clock[1] > _CLOCK_MAX_AGE_NS):
+            blob = self._bucket.blob(f"{self.prefix}clock")
+            started = self._monotonic_ns()
+            try:
+                blob.upload_from_string(b"", retry=self._retry)
+            except gexc.GoogleAPIError as exc:
+                raise StorageError(f"asking the store for its time failed: {exc}") from exc
+            self._learn_time(blob, started)
+            if self._store_clock is None:
+                raise StorageError(f"the store gave no time for {blob.name}")
+        store_us, at_ns = self._store_clock
+        return store_us + (self._monotonic_ns() - at_ns) // 1000
+
+    def _learn_time(self, blob: storage.Blob, started_ns: int) -> None:
+        """Keep the store's stamp on ``blob``, just written, against the monotonic clock at the
+        middle of the request."""
+        if blob.updated is not None:
+            middle = (started_ns + self._monotonic_ns()) // 2
+            self._store_clock = (to_micros(blob.updated), middle)
 
     # --- EventLog ------------------------------------------------------------------------------
 
@@ -180,11 +269,12 @@ class GCSEventLog(EventLog):
             for attempt in range(_CLAIM_ATTEMPTS):
                 self._refresh()
                 sealed, retried = prepare_append(events, expected_head, self._ids,
-                                                 self._versions, self._events)
+                                                 self._versions, self._events,
+                                                 self._store_now_us())
                 if retried:
                     return sealed
                 head = sealed[0].position - 1
-                if self._claim(head + 1, sealed):
+                if self._claim(head + 1, sealed, _encode_batch(sealed)):
                     self._write_hint(head + 1)
                     self._notify()
                     return sealed
@@ -192,8 +282,19 @@ class GCSEventLog(EventLog):
         raise StorageError(f"could not claim a position after {_CLAIM_ATTEMPTS} attempts")
 
     def import_events(self, events: Sequence[Event]) -> int:
+        """Events to import are held to what this log can read back: ids that
+        :func:`check_id` accepts (:class:`InvalidIdError`) and fields of the row's types
+        (:class:`InvalidValueError`); nothing is written otherwise. A ``memory.forgotten``
+        event among them takes the earlier payloads of its memory along: those in the batch
+        are not written, those in earlier batches are redacted."""
         if not events:
             return self.head()
+        for event in events:
+            _check_ids(event)
+        try:
+            _decode_batch("the events to import", _encode_batch(events))
+        except CorruptLogError as exc:
+            raise InvalidValueError(str(exc)) from exc
         with self._lock:
             self._refresh()
             last = self._events[-1] if self._events else None
@@ -201,28 +302,33 @@ class GCSEventLog(EventLog):
             clash = [e.event_id for e in events if e.event_id in self._ids]
             if clash:
                 raise IdempotencyError(f"event_id {clash[0]!r} is already recorded")
-            if not self._claim(events[0].position, list(events)):
-                raise ConflictError(f"position {events[0].position} was taken while importing")
-            self._write_hint(events[0].position)
+            forgotten = {e.memory_id: e.position for e in events
+                         if e.type == EventType.MEMORY_FORGOTTEN and e.memory_id is not None}
+            kept = [replace(e, payload=None) if e.payload is not None
+                    and forgotten.get(e.memory_id or "", 0) > e.position else e for e in events]
+            if not self._claim(kept[0].position, kept, _encode_batch(kept)):
+                raise ConflictError(f"position {kept[0].position} was taken while importing")
+            self._write_hint(kept[0].position)
+            self.redact([p for memory_id in forgotten for p in self._by_memory[memory_id]
+                         if p < kept[0].position])
         self._notify()
         return events[-1].position
 
-    def _claim(self, first: int, sealed: list[Event]) -> bool:
+    def _claim(self, first: int, sealed: list[Event], data: bytes) -> bool:
         """Create the batch object; False if another writer holds the position."""
         blob = self._bucket.blob(self._name(first))
+        started = self._monotonic_ns()
         try:
-            blob.upload_from_string(_encode_batch(sealed), if_generation_match=0,
+            blob.upload_from_string(data, if_generation_match=0,
                                     content_type="application/x-msgpack", retry=self._retry)
         except gexc.PreconditionFailed:
             return False  # taken (possibly by our own create whose reply was lost)
         except gexc.GoogleAPIError as exc:
             raise StorageError(f"appending failed: {exc}") from exc
-        self._objects.append((first, blob.generation))
+        self._learn_time(blob, started)
+        self._starts.append(first)
         for event in sealed:
-            self._events.append(event)
-            self._ids[event.event_id] = event
-            if event.memory_id is not None and event.version is not None:
-                self._versions[event.memory_id] = event.version
+            self._record(event)
         return True
 
     def _write_hint(self, first: int) -> None:
@@ -254,14 +360,17 @@ class GCSEventLog(EventLog):
         if not blobs:
             return 0
         last = blobs[-1]
-        data = last.download_as_bytes(retry=self._retry)
+        try:
+            data = last.download_as_bytes(retry=self._retry)
+        except gexc.GoogleAPIError as exc:
+            raise StorageError(f"reading {last.name} failed: {exc}") from exc
         return self._first(last.name) + len(_decode_batch(last.name, data)) - 1
 
     def _hint(self) -> int | None:
         try:
             return int(self._bucket.blob(f"{self.prefix}head").download_as_text())
-        except (gexc.NotFound, ValueError):
-            return None
+        except (gexc.GoogleAPIError, ValueError):
+            return None  # only a hint: list everything instead
 
     def _list_from(self, first: int | None) -> list[storage.Blob]:
         """The batch objects from ``first`` on, or all of them if that object is not there."""
@@ -285,33 +394,104 @@ class GCSEventLog(EventLog):
                 return Digest(0, GENESIS_HASH)
             return Digest(len(self._events), self._events[-1].hash)
 
+    # --- redaction -----------------------------------------------------------------------------
+
     def redact(self, positions: Sequence[int]) -> int:
         """Rewrite the batches holding ``positions`` without those payloads (the one overwrite
-        the log allows, conditional on the batch's generation)."""
+        the log allows). Each batch is read afresh from the bucket, whatever this process's
+        cache holds, and rewritten on condition that its generation is still the one read;
+        when another process rewrote it in between, it is read again and the redactions are
+        applied to the new copy. Returns how many of the payloads the bucket held when this
+        call looked are gone from it now; raises :class:`StorageError` if a batch could not be
+        rewritten."""
         self._refresh()
         removed = 0
         with self._lock:
-            wanted = {p for p in positions if 1 <= p <= len(self._events)
-                      and self._events[p - 1].payload is not None}
-            for index, (first, generation) in enumerate(self._objects):
-                end = (self._objects[index + 1][0] if index + 1 < len(self._objects)
-                       else len(self._events) + 1)
-                hit = [p for p in wanted if first <= p < end]
-                if not hit:
-                    continue
-                for p in hit:
-                    event = self._events[p - 1]
-                    self._events[p - 1] = blank = replace(event, payload=None)
-                    self._ids[event.event_id] = blank
-                blob = self._bucket.blob(self._name(first))
-                try:
-                    blob.upload_from_string(_encode_batch(self._events[first - 1:end - 1]),
-                                            if_generation_match=generation, retry=self._retry)
-                except gexc.GoogleAPIError as exc:
-                    raise StorageError(f"redacting {blob.name} failed: {exc}") from exc
-                self._objects[index] = (first, blob.generation)
-                removed += len(hit)
+            wanted = sorted({p for p in positions if 1 <= p <= len(self._events)})
+            by_batch: dict[int, list[int]] = {}
+            for p in wanted:
+                by_batch.setdefault(bisect.bisect_right(self._starts, p) - 1, []).append(p)
+            for index, hit in by_batch.items():
+                removed += self._redact_batch(index, set(hit))
         return removed
+
+    def _redact_batch(self, index: int, hit: set[int]) -> int:
+        """Remove the payloads at ``hit`` (and any this cache has already dropped) from the
+        batch ``index``; how many of ``hit`` the bucket held at the first look."""
+        first = self._starts[index]
+        end = (self._starts[index + 1] if index + 1 < len(self._starts)
+               else len(self._events) + 1)
+        name = self._name(first)
+        held: set[int] | None = None
+        for attempt in range(_REWRITE_ATTEMPTS):
+            blob = self._bucket.blob(name)
+            try:
+                data = blob.download_as_bytes(retry=self._retry)
+            except gexc.NotFound:
+                raise IntegrityError(f"batch {name} is gone", first) from None
+            except gexc.GoogleAPIError as exc:
+                raise StorageError(f"reading {name} failed: {exc}") from exc
+            fresh = self._check_copy(name, first, end, _decode_batch(name, data))
+            if held is None:
+                held = {e.position for e in fresh if e.position in hit and e.payload is not None}
+            rows = [replace(e, payload=None)
+                    if e.payload is not None and (e.position in hit
+                                                  or self._events[e.position - 1].payload is None)
+                    else e for e in fresh]
+            if rows != fresh:
+                if blob.generation is None:
+                    raise StorageError(f"the store gave no generation for {name}")
+                try:
+                    blob.upload_from_string(_encode_batch(rows),
+                                            if_generation_match=blob.generation,
+                                            content_type="application/x-msgpack",
+                                            retry=self._retry)
+                except gexc.PreconditionFailed:
+                    backoff(attempt, cap=0.2)
+                    continue  # another process rewrote it: start again from its copy
+                except gexc.GoogleAPIError as exc:
+                    raise StorageError(f"redacting {name} failed: {exc}") from exc
+            for event in rows:
+                if event.payload is None:
+                    self._blank(event.position)
+            return len(held)
+        raise StorageError(f"redacting {name} failed: it was rewritten by others "
+                           f"{_REWRITE_ATTEMPTS} times; its payloads may remain")
+
+    def _check_copy(self, name: str, first: int, end: int, fresh: list[Event]) -> list[Event]:
+        """``fresh``, a new download of the batch read before as positions ``first`` to
+        ``end - 1``, if it is that batch (the same chain, payloads only removed); else
+        :class:`IntegrityError`."""
+        cached = self._events[first - 1:end - 1]
+        prev = self._events[first - 2].hash if first > 1 else GENESIS_HASH
+        if len(fresh) != len(cached):
+            raise IntegrityError(f"batch {name} changed its length", first)
+        for event, known in zip(fresh, cached, strict=True):
+            problem = problem_with(event, known.position, prev)
+            if problem or event.hash != known.hash:
+                raise IntegrityError(f"position {known.position} in {name} changed: "
+                                     f"{problem or 'another event'}", known.position)
+            prev = event.hash
+        return fresh
+
+
+def _check_ids(event: Event) -> None:
+    """Raise :class:`InvalidIdError` unless every id of ``event`` is one :func:`check_id`
+    accepts."""
+    check_id(event.event_id, "event_id")
+    check_id(event.type, "type")
+    check_id(event.actor, "actor")
+    if event.memory_id is not None:
+        check_id(event.memory_id, "memory_id")
+    for name, value in event.scope.parts():
+        check_id(value, name)
+
+
+def _identity_text(name: str, data: bytes) -> str:
+    try:
+        return check_id(data.decode("utf-8"), "identity")
+    except ValueError as exc:
+        raise CorruptLogError(f"object {name!r} is not a log identity: {exc}") from exc
 
 
 def _encode_batch(events: Sequence[Event]) -> bytes:
@@ -322,19 +502,33 @@ def _encode_batch(events: Sequence[Event]) -> bytes:
 
 
 def _decode_batch(name: str, data: bytes) -> list[Event]:
+    """The events of a batch object; :class:`CorruptLogError` naming ``name`` for anything
+    that is not a batch of well-typed rows."""
     try:
-        tag, rows = decode(data)
-        if tag != FORMAT:
-            raise ValueError(f"format {tag!r}")
-        return [_event(row) for row in rows]
-    except (ValueError, TypeError, KeyError) as exc:
+        batch = decode(data)
+        if not (isinstance(batch, list) and len(batch) == 2 and batch[0] == FORMAT):
+            raise ValueError("no batch format tag")
+        rows = batch[1]
+        if not isinstance(rows, list) or not rows:
+            raise ValueError("no rows")
+        return [_event(index, row) for index, row in enumerate(rows)]
+    except (ValueError, TypeError, OverflowError, UnpackException) as exc:
         raise CorruptLogError(f"object {name!r} is not a MemSwarm batch: {exc}") from exc
 
 
-def _event(row: list[Any]) -> Event:
-    (position, event_id, type, agent_id, group_id, context_id, actor, memory_id, version,
+def _event(index: int, row: Any) -> Event:
+    """One row as an :class:`Event`; ``ValueError`` if it does not have the row's shape."""
+    if not isinstance(row, list) or len(row) != len(_ROW):
+        raise ValueError(f"row {index} is not a list of {len(_ROW)} fields")
+    for (field, kinds), value in zip(_ROW, row, strict=True):
+        if isinstance(value, bool) or not isinstance(value, kinds):
+            raise ValueError(f"row {index}: {field} is a {value.__class__.__name__}")
+    (position, event_id, kind, agent_id, group_id, context_id, actor, memory_id, version,
      recorded_at_us, schema, payload, p_hash, hash) = row
-    return Event(position=position, event_id=event_id, type=type,
+    if (memory_id is None) != (version is None):
+        raise ValueError(f"row {index}: memory_id and version go together")
+    from_micros(recorded_at_us)  # OverflowError for a time no datetime can hold
+    return Event(position=position, event_id=event_id, type=kind,
                  scope=Scope(agent_id, group_id, context_id), actor=actor, memory_id=memory_id,
                  version=version, recorded_at_us=recorded_at_us, payload=payload,
                  payload_hash=p_hash, hash=hash, schema=schema)
