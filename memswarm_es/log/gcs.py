@@ -529,6 +529,6 @@ def _event(index: int, row: Any) -> Event:
         raise ValueError(f"row {index}: memory_id and version go together")
     from_micros(recorded_at_us)  # OverflowError for a time no datetime can hold
     return Event(position=position, event_id=event_id, type=kind,
-                 scope=Scope(agent_id, group_id, context_id), actor=actor, memory_id=memory_id,
-                 version=version, recorded_at_us=recorded_at_us, payload=payload,
-                 payload_hash=p_hash, hash=hash, schema=schema)
+                 scope=Scope.stored(agent_id, group_id, context_id), actor=actor,
+                 memory_id=memory_id, version=version, recorded_at_us=recorded_at_us,
+                 payload=payload, payload_hash=p_hash, hash=hash, schema=schema)
