@@ -7,7 +7,7 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 
-from ..errors import IdempotencyError
+from ..errors import IdempotencyError, IntegrityError
 from ..events import GENESIS_HASH, Event, NewEvent, new_id
 from .base import (
     Digest,
@@ -33,6 +33,14 @@ class InProcessLog(EventLog):
 
     def identity(self) -> str:
         return self._identity
+
+    def adopt_identity(self, log_id: str) -> None:
+        """Take ``log_id`` as this log's identity (a copy carries its source's); only while
+        the log holds no event, else :class:`IntegrityError`."""
+        with self._lock:
+            if self._events:
+                raise IntegrityError("only an empty log can take another log's identity")
+            self._identity = log_id
 
     def append(self, events: Sequence[NewEvent], expected_head: int | None = None) -> list[Event]:
         if not events:
