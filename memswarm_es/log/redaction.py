@@ -7,6 +7,13 @@ on the events table (so appends, imports and copies all record it) and ``pending
 payloads of the memory's earlier events are gone from the table *and* from the files (the
 SQLite WAL checkpoint, PostgreSQL's VACUUM). Rows are kept once done: their count and the
 count still pending make the *forget epoch* that snapshots are saved against.
+
+What a finished forget cannot reach, by design of the stores: on PostgreSQL, the WAL segments
+(``pg_wal``) written before the VACUUM until the server recycles them, WAL archives, base
+backups, replicas' own files and freed disk blocks below the database; on SQLite, copies of the
+file made outside MemSwarm and freed disk blocks below the file system; on every store, backups.
+An operator erases those by rotating them (``CHECKPOINT`` and WAL recycling, taking a new base
+backup and dropping the older ones).
 """
 
 from __future__ import annotations

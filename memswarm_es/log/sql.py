@@ -431,7 +431,7 @@ class SQLEventLog(EventLog):
         (which still holds them) into the database, whose freed space ``secure_delete``
         zeroed, and empties the WAL; it needs every reader gone, so it is retried a bounded
         number of times. PostgreSQL: VACUUM removes the old row versions from the table's
-        pages (see the README for what it cannot reach: WAL segments, backups, replicas)."""
+        and its TOAST table's pages (:mod:`.redaction` says what it cannot reach)."""
         if self._dialect == "postgresql":
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 quoted = conn.dialect.identifier_preparer.quote(self._events.name)
