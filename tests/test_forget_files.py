@@ -169,3 +169,29 @@ def test_postgres_pages_lose_the_old_row_versions(postgres_url: str) -> None:
     assert mem.verify().ok
     mem.close()
     engine.dispose()
+
+
+def test_an_older_postgres_transaction_holding_the_rows_is_reported(postgres_url: str) -> None:
+    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    mem = SharedMemory(SQLEventLog(postgres_url, table_prefix=prefix), InMemoryReadModel())
+    marker = f"pg-held-{uuid.uuid4().hex}"
+    m = mem.write_scope(marker, metadata={"agent_id": "a"})
+    holder = sa.create_engine(postgres_url).connect()  # a reader with an open snapshot
+    holder.execute(sa.text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+    holder.exec_driver_sql(f"SELECT count(*) FROM {prefix}events").scalar()
+
+    with pytest.raises(RedactionIncompleteError) as info:
+        mem.forget(m, reason="erasure")
+    assert info.value.places == [f"{prefix}events"]
+    assert found_in(pg_pages(engine, f"{prefix}events"), marker)  # truly still there
+
+    holder.rollback()
+    holder.close()
+    position = mem.log.head()
+    assert mem.forget(m, reason="erasure") == position  # the pending forget is finished
+    assert found_in(pg_pages(engine, f"{prefix}events"), marker) == []
+    mem.close()
+    engine.dispose()

@@ -8,12 +8,13 @@ payloads of the memory's earlier events are gone from the table *and* from the f
 SQLite WAL checkpoint, PostgreSQL's VACUUM). Rows are kept once done: their count and the
 count still pending make the *forget epoch* that snapshots are saved against.
 
-What a finished forget cannot reach, by design of the stores: on PostgreSQL, the WAL segments
-(``pg_wal``) written before the VACUUM until the server recycles them, WAL archives, base
-backups, replicas' own files and freed disk blocks below the database; on SQLite, copies of the
-file made outside MemSwarm and freed disk blocks below the file system; on every store, backups.
-An operator erases those by rotating them (``CHECKPOINT`` and WAL recycling, taking a new base
-backup and dropping the older ones).
+What a finished forget cannot reach, by design of the stores. PostgreSQL: row versions that a
+replication slot or a standby's ``hot_standby_feedback`` keeps VACUUM from removing; the WAL
+segments (``pg_wal``) written before the VACUUM, until the server recycles them; WAL archives,
+base backups and replicas' own files; freed blocks of the disk below the database. SQLite:
+copies of the file made outside MemSwarm; freed blocks of the disk below the file system.
+Every store: backups. An operator erases those by rotating them (a ``CHECKPOINT`` and WAL
+recycling, a new base backup and dropping the older ones, dropping stale slots).
 """
 
 from __future__ import annotations
@@ -118,3 +119,23 @@ def mark_done(conn: Connection, forgets: sa.Table, done: Sequence[int]) -> None:
     for start in range(0, len(done), IN_CHUNK):
         conn.execute(sa.update(forgets).where(forgets.c.position.in_(done[start:start + IN_CHUNK]))
                      .values(pending=False))
+
+
+def postgres_xid(conn: Connection) -> int:
+    """The id of the current PostgreSQL transaction (the one that erased, inside it)."""
+    return int(conn.exec_driver_sql("SELECT txid_current()").scalar())
+
+
+def postgres_holders(conn: Connection, xid: int) -> int:
+    """How many other sessions (or prepared transactions) of this database began before
+    transaction ``xid`` committed and still run: while one does, VACUUM must keep the row
+    versions it erased. (Autovacuum workers do not hold VACUUM back; replication slots and a
+    standby's feedback can, and are not counted: see the module's notes.)"""
+    older = "age({}) >= age(CAST(CAST(:xid AS text) AS xid))"
+    return int(conn.execute(sa.text(
+        "SELECT (SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+        "AND datname = current_database() AND backend_type <> 'autovacuum worker' AND ("
+        + older.format("backend_xmin") + " OR " + older.format("backend_xid") + ")) + "
+        "(SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database() AND "
+        + older.format("transaction") + ")"),
+        {"xid": xid % 2 ** 32}).scalar())

@@ -44,7 +44,15 @@ from .base import (
     resolve_retry,
     seal_batch,
 )
-from .redaction import erase, forget_epoch, forgets_table, has_pending, mark_done
+from .redaction import (
+    erase,
+    forget_epoch,
+    forgets_table,
+    has_pending,
+    mark_done,
+    postgres_holders,
+    postgres_xid,
+)
 
 log = logging.getLogger(__name__)
 
@@ -408,9 +416,10 @@ class SQLEventLog(EventLog):
                 removed, forgets = erase(conn, self._events, self._forgets,
                                          self._metadata.tables[f"{self._table_prefix}snapshots"],
                                          positions)
+                xid = postgres_xid(conn) if self._dialect == "postgresql" else 0
             if not removed and not forgets:
                 return 0
-            self._scrub_files()
+            self._scrub_files(xid)
             with self._writer.begin() as conn:
                 mark_done(conn, self._forgets, forgets)
         return removed
@@ -426,16 +435,25 @@ class SQLEventLog(EventLog):
         except (StorageError, sa.exc.DBAPIError) as exc:
             log.warning("%s: pending forgets not finished yet: %s", self.url, exc)
 
-    def _scrub_files(self) -> None:
+    def _scrub_files(self, xid: int) -> None:
         """Make removed payloads leave the files. SQLite: a TRUNCATE checkpoint copies the WAL
         (which still holds them) into the database, whose freed space ``secure_delete``
         zeroed, and empties the WAL; it needs every reader gone, so it is retried a bounded
         number of times. PostgreSQL: VACUUM removes the old row versions from the table's
-        and its TOAST table's pages (:mod:`.redaction` says what it cannot reach)."""
+        and its TOAST table's pages (:mod:`.redaction` says what it cannot reach), unless a
+        transaction older than the erasing one (``xid``) still runs and needs them."""
         if self._dialect == "postgresql":
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                holders = postgres_holders(conn, xid)
                 quoted = conn.dialect.identifier_preparer.quote(self._events.name)
                 conn.exec_driver_sql(f"VACUUM {quoted}")
+            if holders:
+                raise RedactionIncompleteError(
+                    f"{self.url}: the forgotten payloads are gone from the table, but "
+                    f"{holders} older transaction(s) still running kept VACUUM from removing "
+                    f"the old row versions from {self._events.name}'s pages; the forget stays "
+                    "pending and is finished by the next open or forget",
+                    [self._events.name])
             return
         if self._dialect != "sqlite":
             return
