@@ -195,3 +195,27 @@ def test_an_older_postgres_transaction_holding_the_rows_is_reported(postgres_url
     assert found_in(pg_pages(engine, f"{prefix}events"), marker) == []
     mem.close()
     engine.dispose()
+
+
+def test_a_log_from_before_the_forgets_table_gets_its_unfinished_forgets_finished(
+        tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    marker = f"old-{uuid.uuid4().hex}"
+    mem = SQLiteSharedMemory(str(path))
+    m = mem.write_scope(marker, metadata={"agent_id": "a"})
+    mem.write_scope("unrelated", metadata={"agent_id": "b"})
+    mem.forget(m, reason="erasure")
+    mem.close()
+    with sqlite3.connect(path) as db:  # as an earlier version left it: no forgets table, and
+        db.execute("DROP TRIGGER memswarm_record_forget")  # a forget killed before redacting
+        db.execute("DROP TABLE memswarm_forgets")
+        db.execute("UPDATE memswarm_events SET payload = ? WHERE position = 1",
+                   (marker.encode(),))
+    db.close()
+    assert found_in(sqlite_files(path), marker)
+
+    SQLEventLog(f"sqlite:///{path}", create=False).close()  # the open upgrades and finishes
+    assert found_in(sqlite_files(path), marker) == []
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT position, pending FROM memswarm_forgets").fetchall() == [(3, 0)]
+    db.close()
