@@ -38,7 +38,12 @@ class SnapshotStore(ABC):
     A walker takes :meth:`epoch` before it reads anything and passes it to :meth:`save`; the
     save is refused if a forget was recorded or finished since, so a snapshot never brings back
     content that a forget erased while it was being folded.
+
+    A ``local`` store sees only the forgets made through it (its epoch lives in this process),
+    so the time machine checks what it loads from one against the log's redactions.
     """
+
+    local = False
 
     @abstractmethod
     def epoch(self) -> Hashable:
@@ -77,6 +82,8 @@ class SnapshotStore(ABC):
 class InProcessSnapshotStore(SnapshotStore):
     """Snapshots in a dict, for logs that live in this process. Its epoch counts the calls of
     :meth:`delete_from`, which every forget makes after redacting."""
+
+    local = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

@@ -159,12 +159,23 @@ class TimeMachine:
             event = self.log.read(at - 1, 1)
             if event and event[0].hash == event_hash:
                 try:
-                    return self.store.load(at)
+                    view = self.store.load(at)
                 except (ValueError, TypeError, LookupError):
                     log.warning("snapshot at %d cannot be read; rebuilding", at)
+                else:
+                    if not (self.store.local and self._holds_erased(view)):
+                        return view
+                    log.warning("snapshot at %d holds content forgotten since; rebuilding", at)
             else:
                 log.warning("snapshot at %d no longer matches the log; rebuilding", at)
             self.store.delete_from(at)
+
+    def _holds_erased(self, view: View) -> bool:
+        """True if an entry of ``view`` has content whose event the log has redacted since: a
+        forget this store did not see (made through another store on the same log)."""
+        events = self.log.read(0, view.position)
+        return any(events[e.last_position - 1].payload is None
+                   and (e.value is not None or e.metadata) for e in view.entries.values())
 
     def forget_from(self, position: int) -> int:
         """Drop the snapshots that may hold what the events from ``position`` on wrote."""

@@ -12,8 +12,10 @@ import pytest
 
 from memswarm_es import InMemorySharedMemory, SQLiteSharedMemory
 from memswarm_es.memory import SharedMemory
-from memswarm_es.snapshots import decode_view, encode_view
+from memswarm_es.snapshots import InProcessSnapshotStore, decode_view, encode_view
+from memswarm_es.timetravel import TimeMachine
 from projections.fold import View, entry_from_row, entry_row, fold
+from projections.in_memory import InMemoryReadModel
 
 SECRET = "snapshot-secret-5521 lives at 12 Elm St"
 
@@ -192,3 +194,26 @@ def test_a_snapshot_naming_another_events_hash_or_beyond_the_head_is_found() -> 
     found = mem.time_machine.verify_snapshots()
     assert [p for p, _ in found.bad] == [4, 20] and found.checked == 1
     assert [p for p, _ in store.stored()] == [8]
+
+
+def test_memories_sharing_an_in_process_log_share_its_forgets() -> None:
+    first = InMemorySharedMemory(snapshot_every=1)
+    second = SharedMemory(first.log, InMemoryReadModel(), snapshot_every=1)
+    m = write_history(first)
+    second.as_of(4)  # snapshots with the content
+    first.forget(m, reason="erasure")
+    assert SECRET not in repr(second.as_of(3).read_scope())
+    assert not holds_secret(second)
+
+
+def test_a_store_that_missed_a_forget_does_not_serve_its_content() -> None:
+    """Two time machines on one log, each with a store of its own in this process (as
+    processes sharing a GCS log have): the one that missed the forget checks what it loads."""
+    mem = InMemorySharedMemory(snapshot_every=1)
+    m = write_history(mem)
+    other = TimeMachine(mem.log, InProcessSnapshotStore(), every=1)
+    assert SECRET in repr(other.at(4).get(m).value)
+    mem.forget(m, reason="erasure")
+    assert other.store.nearest(3) is not None  # it still holds a snapshot with the content...
+    assert other.at(3).get(m).value is None  # ...which it no longer serves
+    assert SECRET not in repr([other.store.load(p).entries for p, _ in other.store.stored()])
