@@ -71,7 +71,7 @@ def scrub_copy(source: EventLog, target: EventLog, until: int, forgets: list[Eve
         doomed.update(e.position for e in target.query(EventFilter(memory_id=forget.memory_id),
                                                        limit=None)
                       if e.position < forget.position and e.payload is not None)
-    return target.redact(sorted(doomed)) if doomed else 0
+    return target.redact(sorted(doomed)) if doomed or forgets else 0
 
 
 def _events(log: EventLog, until: int, batch_size: int) -> Iterator[Event]:

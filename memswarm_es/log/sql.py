@@ -409,19 +409,18 @@ class SQLEventLog(EventLog):
         first position touched; then make the bytes leave the files (:meth:`_scrub_files`).
         Raises :class:`RedactionIncompleteError` if they may not have, leaving the forgets
         pending for the next open or forget."""
-        with self._lock:
-            with self._writer.begin() as conn:
-                if self._dialect == "postgresql":
-                    conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
-                removed, forgets = erase(conn, self._events, self._forgets,
-                                         self._metadata.tables[f"{self._table_prefix}snapshots"],
-                                         positions)
-                xid = postgres_xid(conn) if self._dialect == "postgresql" else 0
-            if not removed and not forgets:
-                return 0
-            self._scrub_files(xid)
-            with self._writer.begin() as conn:
-                mark_done(conn, self._forgets, forgets)
+        with self._lock, self._writer.begin() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+            removed, forgets = erase(conn, self._events, self._forgets,
+                                     self._metadata.tables[f"{self._table_prefix}snapshots"],
+                                     positions)
+            xid = postgres_xid(conn) if self._dialect == "postgresql" else 0
+        if not removed and not forgets:
+            return 0
+        self._scrub_files(xid)
+        with self._writer.begin() as conn:
+            mark_done(conn, self._forgets, forgets)
         return removed
 
     def _finish_forgets(self) -> None:
