@@ -126,6 +126,16 @@ class LogMismatchError(StorageError):
         self.actual = actual
 
 
+class RedactionIncompleteError(StorageError):
+    """A forget is recorded and its payloads are gone from the log's tables, but their bytes may
+    remain in ``places`` (e.g. a SQLite WAL a reader kept from being checkpointed). The forget
+    stays pending: the next open of the log or the next forget tries again."""
+
+    def __init__(self, message: str, places: list[str]) -> None:
+        super().__init__(message)
+        self.places = places
+
+
 class ClockSkewError(StorageError):
     """A writer's clock is further from the store's clock than the log accepts."""
 

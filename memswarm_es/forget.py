@@ -23,6 +23,10 @@ def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reaso
     it projects it; then the payload bytes of every earlier version are removed from the log
     (their payload hashes stay, so the chain verifies) and the snapshots that may hold them are
     dropped. Calling it again finishes an interrupted forget and appends nothing.
+
+    Raises :class:`RedactionIncompleteError` (the forget is recorded and the read models drop
+    the memory) when the log cannot promise that the bytes left its files yet, naming where
+    they may remain; the log finishes the redaction at its next open or forget.
     """
     check_id(memory_id, "memory_id")
     if not isinstance(reason, str) or not reason.strip():
@@ -47,6 +51,8 @@ def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reaso
             backoff(attempt)
     else:
         raise VersionConflictError(memory_id, last.version or 0, (last.version or 0) + 1)
-    event_log.redact([e.position for e in events if e.type != EventType.MEMORY_FORGOTTEN])
-    time_machine.forget_from(events[0].position)
+    try:  # SQL logs also finish every other pending forget here (see log/redaction.py)
+        event_log.redact([e.position for e in events if e.type != EventType.MEMORY_FORGOTTEN])
+    finally:
+        time_machine.forget_from(events[0].position)
     return forgotten.position

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Hashable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from projections.fold import View, entry_from_row, entry_row
 
@@ -32,19 +33,43 @@ def decode_view(data: bytes) -> View:
 
 
 class SnapshotStore(ABC):
-    """Where snapshots live: keyed by position, each with the log's hash at that position."""
+    """Where snapshots live: keyed by position, each with the log's hash at that position.
+
+    A walker takes :meth:`epoch` before it reads anything and passes it to :meth:`save`; the
+    save is refused if a forget was recorded or finished since, so a snapshot never brings back
+    content that a forget erased while it was being folded.
+
+    A ``local`` store sees only the forgets made through it (its epoch lives in this process),
+    so the time machine checks what it loads from one against the log's redactions.
+    """
+
+    local = False
 
     @abstractmethod
-    def save(self, view: View, event_hash: bytes) -> None:
-        """Store ``view`` (folded up to ``view.position``, whose event has ``event_hash``)."""
+    def epoch(self) -> Hashable:
+        """A token that changes (and never comes back) whenever a forget may have erased
+        content: compare it, do not order it."""
+
+    @abstractmethod
+    def save(self, view: View, event_hash: bytes, epoch: Hashable) -> bool:
+        """Store ``view`` (folded up to ``view.position``, whose event has ``event_hash``) if
+        the store's epoch is still ``epoch``; return whether it was stored."""
 
     @abstractmethod
     def nearest(self, position: int) -> tuple[int, bytes] | None:
         """(position, event hash) of the latest snapshot at or before ``position``."""
 
     @abstractmethod
+    def stored(self) -> list[tuple[int, bytes]]:
+        """(position, event hash) of every snapshot, in order of position."""
+
+    @abstractmethod
     def load(self, position: int) -> View:
         """The snapshot at ``position`` (which ``nearest`` named)."""
+
+    @abstractmethod
+    def discard(self, position: int) -> None:
+        """Delete the snapshot at ``position``, if there is one."""
 
     @abstractmethod
     def delete_from(self, position: int) -> int:
@@ -55,27 +80,48 @@ class SnapshotStore(ABC):
 
 
 class InProcessSnapshotStore(SnapshotStore):
-    """Snapshots in a dict, for logs that live in this process."""
+    """Snapshots in a dict, for logs that live in this process. Its epoch counts the calls of
+    :meth:`delete_from`, which every forget makes after redacting."""
+
+    local = True
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._snapshots: dict[int, tuple[bytes, bytes]] = {}
+        self._epoch = 0
 
-    def save(self, view: View, event_hash: bytes) -> None:
+    def epoch(self) -> int:
         with self._lock:
-            self._snapshots[view.position] = (event_hash, encode_view(view))
+            return self._epoch
+
+    def save(self, view: View, event_hash: bytes, epoch: Hashable) -> bool:
+        state = encode_view(view)
+        with self._lock:
+            if epoch != self._epoch:
+                return False
+            self._snapshots[view.position] = (event_hash, state)
+            return True
 
     def nearest(self, position: int) -> tuple[int, bytes] | None:
         with self._lock:
             found = [p for p in self._snapshots if p <= position]
             return (max(found), self._snapshots[max(found)][0]) if found else None
 
+    def stored(self) -> list[tuple[int, bytes]]:
+        with self._lock:
+            return sorted((p, h) for p, (h, _) in self._snapshots.items())
+
     def load(self, position: int) -> View:
         with self._lock:
             return decode_view(self._snapshots[position][1])
 
+    def discard(self, position: int) -> None:
+        with self._lock:
+            self._snapshots.pop(position, None)
+
     def delete_from(self, position: int) -> int:
         with self._lock:
+            self._epoch += 1
             doomed = [p for p in self._snapshots if p >= position]
             for p in doomed:
                 del self._snapshots[p]
@@ -94,21 +140,39 @@ def snapshots_table(table_prefix: str, metadata: sa.MetaData) -> sa.Table:
 
 
 class SQLSnapshotStore(SnapshotStore):
-    """Snapshots in a table of the log's own database (see :func:`snapshots_table`)."""
+    """Snapshots in a table of the log's own database (see :func:`snapshots_table`). Its epoch
+    is the log's forget epoch (``epoch_in``, read in a connection; see
+    :func:`memswarm_es.log.redaction.forget_epoch`), checked under the log's write lock when
+    saving; the redaction of a forget drops the snapshots it touches in its own transaction."""
 
-    def __init__(self, engine: Engine, table: sa.Table) -> None:
+    def __init__(self, engine: Engine, table: sa.Table,
+                 epoch_in: Callable[[Connection], Hashable],
+                 lock: sa.TextClause | None = None) -> None:
         self._engine = engine
         # Writes take SQLite's write lock up front (BEGIN IMMEDIATE, see log/sql.py), so that
-        # they wait for other writers instead of failing on a lock upgrade.
+        # they wait for other writers instead of failing on a lock upgrade; ``lock`` is the
+        # statement that takes the log's write lock elsewhere (PostgreSQL's advisory lock).
         self._writer = engine.execution_options(memswarm_write=True)
         self._table = table
+        self._epoch_in = epoch_in
+        self._lock = lock
 
-    def save(self, view: View, event_hash: bytes) -> None:
+    def epoch(self) -> Hashable:
+        with self._engine.connect() as conn:
+            return self._epoch_in(conn)
+
+    def save(self, view: View, event_hash: bytes, epoch: Hashable) -> bool:
         t = self._table
+        state = encode_view(view)
         with self._writer.begin() as conn:
+            if self._lock is not None:
+                conn.execute(self._lock)
+            if self._epoch_in(conn) != epoch:
+                return False
             conn.execute(sa.delete(t).where(t.c.position == view.position))
             conn.execute(sa.insert(t), {"position": view.position, "event_hash": event_hash,
-                                        "state": encode_view(view)})
+                                        "state": state})
+        return True
 
     def nearest(self, position: int) -> tuple[int, bytes] | None:
         t = self._table
@@ -118,11 +182,24 @@ class SQLSnapshotStore(SnapshotStore):
                                .order_by(t.c.position.desc()).limit(1)).first()
         return (row.position, bytes(row.event_hash)) if row else None
 
+    def stored(self) -> list[tuple[int, bytes]]:
+        t = self._table
+        with self._engine.connect() as conn:
+            rows = conn.execute(sa.select(t.c.position, t.c.event_hash).order_by(t.c.position))
+            return [(row.position, bytes(row.event_hash)) for row in rows]
+
     def load(self, position: int) -> View:
         t = self._table
         with self._engine.connect() as conn:
             state = conn.execute(sa.select(t.c.state).where(t.c.position == position)).scalar()
+        if state is None:
+            raise ValueError(f"no snapshot at {position}")
         return decode_view(bytes(state))
+
+    def discard(self, position: int) -> None:
+        t = self._table
+        with self._writer.begin() as conn:
+            conn.execute(sa.delete(t).where(t.c.position == position))
 
     def delete_from(self, position: int) -> int:
         t = self._table

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -43,6 +44,20 @@ class PastMemory:
         return entry
 
 
+@dataclass(frozen=True, slots=True)
+class SnapshotVerification:
+    """The outcome of :meth:`TimeMachine.verify_snapshots`."""
+
+    ok: bool
+    checked: int  # snapshots that equal the fold of the log at their position
+    bad: tuple[tuple[int, str], ...] = ()  # (position, why) of the others, now discarded
+
+    @property
+    def position(self) -> int | None:
+        """The first bad snapshot's position, if any."""
+        return self.bad[0][0] if self.bad else None
+
+
 class TimeMachine:
     """Builds :class:`PastMemory` views, taking a snapshot every ``every`` events on the way, so
     that later views fold at most ``every`` events after the nearest snapshot."""
@@ -79,17 +94,61 @@ class TimeMachine:
 
     def view_at(self, position: int,
                 progress: Callable[[int, int], None] | None = None) -> View:
-        """The folded view at ``position``: the nearest valid snapshot plus the events after."""
+        """The folded view at ``position``: the nearest valid snapshot plus the events after.
+
+        Snapshots are saved against the store's epoch taken before anything is read, so a
+        forget that runs meanwhile makes the store refuse them (see :class:`SnapshotStore`)."""
+        epoch = self.store.epoch()
         view = self._nearest_snapshot(position)
         start = view.position
+        saving = True
         for batch in self.log.iter_events(view.position, self.batch_size, until=position):
             for event in batch:
                 fold_into(view, (event,))
-                if event.position % self.every == 0:
-                    self.store.save(view, event.hash)
+                if saving and event.position % self.every == 0:
+                    saving = self.store.save(view, event.hash, epoch)
             if progress:
                 progress(view.position - start, position - start)
         return view
+
+    def verify_snapshots(self, progress: Callable[[int, int], None] | None = None
+                         ) -> SnapshotVerification:
+        """Fold the log once from the start and compare every stored snapshot with the fold at
+        its position (the event hash it names and every entry). Snapshots that differ or cannot
+        be read are discarded and reported, first position first."""
+        stored = self.store.stored()
+        bad: list[tuple[int, str]] = []
+        if not stored:
+            return SnapshotVerification(True, 0)
+        last = stored[-1][0]
+        wanted = dict(stored)
+        view = View()
+        for batch in self.log.iter_events(0, self.batch_size, until=last):
+            for event in batch:
+                fold_into(view, (event,))
+                if event.position in wanted:
+                    problem = self._differs(event.position, wanted.pop(event.position),
+                                            event.hash, view)
+                    if problem:
+                        bad.append((event.position, problem))
+            if progress:
+                progress(view.position, last)
+        bad += [(p, "no event at this position") for p in sorted(wanted)]
+        for p, _ in bad:
+            self.store.discard(p)
+        return SnapshotVerification(not bad, len(stored) - len(bad), tuple(bad))
+
+    def _differs(self, position: int, stored_hash: bytes, event_hash: bytes,
+                 view: View) -> str | None:
+        if stored_hash != event_hash:
+            return "names another event hash than the log's"
+        try:
+            saved = self.store.load(position)
+        except (ValueError, TypeError, LookupError):
+            return "cannot be read"
+        if saved.position != position or saved.entries != view.entries:
+            return "differs from the fold of the log"
+        return None
 
     def _nearest_snapshot(self, position: int) -> View:
         while True:
@@ -100,12 +159,23 @@ class TimeMachine:
             event = self.log.read(at - 1, 1)
             if event and event[0].hash == event_hash:
                 try:
-                    return self.store.load(at)
-                except ValueError:
+                    view = self.store.load(at)
+                except (ValueError, TypeError, LookupError):
                     log.warning("snapshot at %d cannot be read; rebuilding", at)
+                else:
+                    if not (self.store.local and self._holds_erased(view)):
+                        return view
+                    log.warning("snapshot at %d holds content forgotten since; rebuilding", at)
             else:
                 log.warning("snapshot at %d no longer matches the log; rebuilding", at)
             self.store.delete_from(at)
+
+    def _holds_erased(self, view: View) -> bool:
+        """True if an entry of ``view`` has content whose event the log has redacted since: a
+        forget this store did not see (made through another store on the same log)."""
+        events = self.log.read(0, view.position)
+        return any(events[e.last_position - 1].payload is None
+                   and (e.value is not None or e.metadata) for e in view.entries.values())
 
     def forget_from(self, position: int) -> int:
         """Drop the snapshots that may hold what the events from ``position`` on wrote."""

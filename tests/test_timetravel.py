@@ -82,7 +82,7 @@ def test_stale_or_damaged_snapshots_are_rebuilt(tmp_path: Path) -> None:
     expected = mem.as_of(22).read_scope()
     store = mem.time_machine.store
     assert store.nearest(22) == (20, mem.log.read(19, 1)[0].hash)
-    store.save(View({}, 20), b"\x00" * 32)  # a snapshot that does not match the log
+    assert store.save(View({}, 20), b"\x00" * 32, store.epoch())  # does not match the log
     assert mem.as_of(22).read_scope() == expected
     assert store.nearest(22)[1] == mem.log.read(19, 1)[0].hash  # type: ignore[index]
     mem.forget(ids[0], reason="test")

@@ -7,8 +7,9 @@ import dataclasses
 import threading
 from collections.abc import Sequence
 
-from ..errors import IdempotencyError
+from ..errors import IdempotencyError, IntegrityError
 from ..events import GENESIS_HASH, Event, NewEvent, new_id
+from ..snapshots import InProcessSnapshotStore
 from .base import (
     Digest,
     EventFilter,
@@ -30,9 +31,22 @@ class InProcessLog(EventLog):
         self._versions: dict[str, int] = {}  # memory_id -> highest recorded version
         self._by_memory: dict[str, list[Event]] = {}
         self._identity = new_id()
+        self._snapshots = InProcessSnapshotStore()
 
     def identity(self) -> str:
         return self._identity
+
+    def snapshot_store(self) -> InProcessSnapshotStore:
+        """One store per log, so every memory on this log sees the forgets made through any."""
+        return self._snapshots
+
+    def adopt_identity(self, log_id: str) -> None:
+        """Take ``log_id`` as this log's identity (a copy carries its source's); only while
+        the log holds no event, else :class:`IntegrityError`."""
+        with self._lock:
+            if self._events:
+                raise IntegrityError("only an empty log can take another log's identity")
+            self._identity = log_id
 
     def append(self, events: Sequence[NewEvent], expected_head: int | None = None) -> list[Event]:
         if not events:

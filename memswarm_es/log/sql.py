@@ -8,10 +8,13 @@ and commit in order: a reader can never see position N+1 before N.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,7 +26,9 @@ from ..errors import (
     ForeignStoreError,
     HeadConflictError,
     IdempotencyError,
+    IntegrityError,
     LogNotFoundError,
+    RedactionIncompleteError,
     StorageError,
     VersionConflictError,
 )
@@ -39,11 +44,24 @@ from .base import (
     resolve_retry,
     seal_batch,
 )
+from .redaction import (
+    erase,
+    forget_epoch,
+    forgets_table,
+    has_pending,
+    mark_done,
+    postgres_holders,
+    postgres_xid,
+)
+
+log = logging.getLogger(__name__)
 
 FORMAT = "memswarm-eventlog"
 FORMAT_VERSION = "1"
 _ADVISORY_LOCK_KEY = 0x6D656D73  # "mems"
 _IN_CHUNK = 500  # ids per IN (...) clause
+_CHECKPOINT_TRIES = 8  # a WAL checkpoint blocked by readers is retried this many times,
+_CHECKPOINT_WAIT_MS = 250  # each waiting this long for them
 
 
 def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
@@ -75,6 +93,7 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     for column in ("agent_id", "group_id", "context_id", "actor", "recorded_at"):
         sa.Index(f"{prefix}events_{column}", events.c[column], events.c.position)
     snapshots_table(prefix, metadata)
+    forgets_table(prefix, metadata, events)
     return metadata, meta, events
 
 
@@ -147,6 +166,7 @@ class SQLEventLog(EventLog):
             "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint")
         self._identity = ""
         self._open(create)
+        self._finish_forgets()
 
     # --- setup -------------------------------------------------------------------------------
 
@@ -215,7 +235,25 @@ class SQLEventLog(EventLog):
 
     def snapshot_store(self) -> SQLSnapshotStore:
         table = self._metadata.tables[f"{self._table_prefix}snapshots"]
-        return SQLSnapshotStore(self._engine, table)
+        lock = self._lock_stmt.bindparams(key=_ADVISORY_LOCK_KEY)
+        return SQLSnapshotStore(self._engine, table, partial(forget_epoch, forgets=self._forgets),
+                                lock if self._dialect == "postgresql" else None)
+
+    @property
+    def _forgets(self) -> sa.Table:
+        return self._metadata.tables[f"{self._table_prefix}forgets"]
+
+    def adopt_identity(self, log_id: str) -> None:
+        """Take ``log_id`` as this log's identity (a copy carries its source's); only while
+        the log holds no event, else :class:`IntegrityError`."""
+        with self._lock, self._writer.begin() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+            if conn.execute(self._last_stmt).first() is not None:
+                raise IntegrityError("only an empty log can take another log's identity")
+            conn.execute(sa.update(self._meta).where(self._meta.c.key == "log_id")
+                         .values(value=log_id))
+        self._identity = log_id
 
     def close(self) -> None:
         self._engine.dispose()
@@ -410,22 +448,79 @@ class SQLEventLog(EventLog):
             return [_event(row) for row in conn.execute(stmt)]
 
     def redact(self, positions: Sequence[int]) -> int:
-        if not positions:
-            return 0
-        t = self._events
-        removed = 0
+        """Remove the payloads at ``positions`` and finish every pending forget (see
+        :mod:`.redaction`) in one write transaction that also drops the snapshots from the
+        first position touched; then make the bytes leave the files (:meth:`_scrub_files`).
+        Raises :class:`RedactionIncompleteError` if they may not have, leaving the forgets
+        pending for the next open or forget."""
         with self._lock, self._writer.begin() as conn:
-            for start in range(0, len(positions), _IN_CHUNK):
-                chunk = list(positions[start:start + _IN_CHUNK])
-                result = conn.execute(
-                    sa.update(t).where(t.c.position.in_(chunk), t.c.payload.is_not(None))
-                    .values(payload=None))
-                removed += result.rowcount
-        if self._dialect == "sqlite":
-            # Overwrite the freed pages too, so the bytes leave the file, not just the table.
-            with self._engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+            if self._dialect == "postgresql":
+                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+            removed, forgets = erase(conn, self._events, self._forgets,
+                                     self._metadata.tables[f"{self._table_prefix}snapshots"],
+                                     positions)
+            xid = postgres_xid(conn) if self._dialect == "postgresql" else 0
+        if not removed and not forgets:
+            return 0
+        self._scrub_files(xid)
+        with self._writer.begin() as conn:
+            mark_done(conn, self._forgets, forgets)
         return removed
+
+    def _finish_forgets(self) -> None:
+        """At open: finish the forgets a killed process left pending. A failure (a reader
+        blocking the WAL checkpoint, a read-only file) is logged; the forgets stay pending."""
+        with self._engine.connect() as conn:
+            if not has_pending(conn, self._forgets):
+                return
+        try:
+            self.redact([])
+        except (StorageError, sa.exc.DBAPIError) as exc:
+            log.warning("%s: pending forgets not finished yet: %s", self.url, exc)
+
+    def _scrub_files(self, xid: int) -> None:
+        """Make removed payloads leave the files. SQLite: a TRUNCATE checkpoint copies the WAL
+        (which still holds them) into the database, whose freed space ``secure_delete``
+        zeroed, and empties the WAL; it needs every reader gone, so it is retried a bounded
+        number of times. PostgreSQL: VACUUM removes the old row versions from the table's
+        and its TOAST table's pages (:mod:`.redaction` says what it cannot reach), unless a
+        transaction older than the erasing one (``xid``) still runs and needs them."""
+        if self._dialect == "postgresql":
+            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                holders = postgres_holders(conn, xid)
+                quoted = conn.dialect.identifier_preparer.quote(self._events.name)
+                conn.exec_driver_sql(f"VACUUM {quoted}")
+            if holders:
+                raise RedactionIncompleteError(
+                    f"{self.url}: the forgotten payloads are gone from the table, but "
+                    f"{holders} older transaction(s) still running kept VACUUM from removing "
+                    f"the old row versions from {self._events.name}'s pages; the forget stays "
+                    "pending and is finished by the next open or forget",
+                    [self._events.name])
+            return
+        if self._dialect != "sqlite":
+            return
+        raw = self._engine.raw_connection()  # autocommit: no transaction around the checkpoint
+        try:
+            cursor = raw.cursor()
+            cursor.execute(f"PRAGMA busy_timeout = {_CHECKPOINT_WAIT_MS}")
+            try:
+                for attempt in range(_CHECKPOINT_TRIES):
+                    busy, _, _ = cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                    if not busy:
+                        return
+                    time.sleep(min(0.01 * 2 ** attempt, 0.2))
+            finally:
+                cursor.execute("PRAGMA busy_timeout = 60000")
+                cursor.close()
+        finally:
+            raw.close()
+        database = self._engine.url.database or ""
+        raise RedactionIncompleteError(
+            f"{self.url}: the forgotten payloads are gone from the table, but a reader kept the "
+            "WAL from being checkpointed, so their bytes may remain in the database file and its "
+            "-wal; the forget stays pending and is finished by the next open or forget",
+            [database, f"{database}-wal"])
 
     def position_at(self, time_us: int) -> int:
         t = self._events
