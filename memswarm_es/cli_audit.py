@@ -20,7 +20,7 @@ from .forget import forget
 from .log.base import Digest
 from .log.sql import SQLEventLog
 from .scopes import Scope
-from .timetravel import TimeMachine
+from .timetravel import TimeMachine, verify_log
 
 WIDTH = 48  # characters of a value shown in a table cell
 
@@ -141,7 +141,8 @@ def _as_of(args: argparse.Namespace, log: SQLEventLog) -> int:
 
 
 def _verify(args: argparse.Namespace, log: SQLEventLog) -> int:
-    result = log.check(progress=progress_bar("verifying"))
+    machine = TimeMachine(log, log.snapshot_store())
+    result = verify_log(log, machine, progress_bar("verifying"))
     digest = log.digest()
     if not result.ok:
         print(f"FAILED at position {result.position}: {result.reason} "

@@ -35,7 +35,7 @@ from .log.base import Digest, EventFilter, EventLog, Verification, backoff
 from .log.inprocess import InProcessLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
-from .timetravel import DEFAULT_SNAPSHOT_EVERY, PastMemory, TimeMachine
+from .timetravel import DEFAULT_SNAPSHOT_EVERY, PastMemory, TimeMachine, verify_log
 
 if TYPE_CHECKING:
     from .subscribe import Subscription
@@ -273,8 +273,9 @@ class SharedMemory:
         return self.time_machine.at(position, time, progress)
 
     def verify(self, progress: Progress | None = None) -> Verification:
-        """Walk the hash chain; the result names the first event that does not match."""
-        return self.log.check(progress=progress)
+        """Walk the hash chain, then compare every snapshot with the fold of the log; the
+        result names the first event (or snapshot) that does not match."""
+        return verify_log(self.log, self.time_machine, progress)
 
     def digest(self) -> Digest:
         """The head position and its hash: keep it to check later that the log only grew."""
@@ -291,10 +292,13 @@ class SharedMemory:
         if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_LENGTH:
             raise InvalidValueError(
                 f"a reason for forgetting is required: text of 1 to {MAX_REASON_LENGTH} characters")
-        position = forget(self.log, self.time_machine, memory_id, reason, actor=_actor(actor))
+        try:
+            position = forget(self.log, self.time_machine, memory_id, reason,
+                              actor=_actor(actor))
+        finally:  # even when the redaction must be finished later, the views drop it now
+            self.sync()
         with self._position_lock:
             self._last_position = max(self._last_position, position)
-        self.sync()
         return position
 
     # --- maintenance ---------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from projections.fold import MemoryEntry, View, fold_into, select
 
 from .errors import InvalidInputError, MemoryNotFoundError
 from .events import to_micros
-from .log.base import EventLog
+from .log.base import EventLog, Verification
 from .scopes import Scope, check_id
 from .snapshots import SnapshotStore
 
@@ -181,3 +181,17 @@ class TimeMachine:
         """Drop the snapshots that may hold what the events from ``position`` on wrote."""
         return self.store.delete_from(position)
 
+
+
+def verify_log(event_log: EventLog, machine: TimeMachine,
+               progress: Callable[[int, int], None] | None = None) -> Verification:
+    """The log's chain (:meth:`EventLog.check`), then its snapshots: a forged or stale
+    snapshot is reported at its position (and discarded) as a broken event would be."""
+    result = event_log.check(progress=progress)
+    if not result.ok:
+        return result
+    snapshots = machine.verify_snapshots()
+    if snapshots.ok:
+        return result
+    position, why = snapshots.bad[0]
+    return Verification(False, result.checked, position, f"snapshot at position {position}: {why}")

@@ -171,7 +171,7 @@ def test_a_forged_snapshot_is_found_at_its_position(forgery: str, tmp_path: Path
     raw_db.close()
     if forgery != "garbage":
         assert mem.as_of(10).read_scope() != list(truth.entries.values())  # it is served
-    assert mem.verify().ok and mem.extends(digest)  # and the chain cannot see it
+    assert mem.log.check().ok and mem.extends(digest)  # the chain cannot see it
 
     found = mem.time_machine.verify_snapshots()
     assert not found.ok and found.position == 10
@@ -179,6 +179,36 @@ def test_a_forged_snapshot_is_found_at_its_position(forgery: str, tmp_path: Path
     assert [p for p, _ in mem.time_machine.store.stored()] == [5, 15]  # discarded
     assert mem.as_of(10).read_scope() == list(truth.entries.values())
     assert mem.time_machine.verify_snapshots().ok
+    mem.close()
+
+
+def test_verify_names_a_forged_snapshot_at_its_position(tmp_path: Path) -> None:
+    """SharedMemory.verify() and `memswarm verify` walk the snapshots too."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "forged.db"
+    mem = SQLiteSharedMemory(str(path), snapshot_every=5)
+    for i in range(12):
+        mem.write_scope(f"note {i}", metadata={"agent_id": "a"})
+    mem.as_of(12)
+    with sqlite3.connect(path) as raw_db:
+        (state,) = raw_db.execute("SELECT state FROM memswarm_snapshots WHERE position = 10"
+                                  ).fetchone()
+        raw_db.execute("UPDATE memswarm_snapshots SET state = ? WHERE position = 10",
+                       (FORGERIES["changed value"](state),))
+    raw_db.close()
+    out = subprocess.run([sys.executable, "-m", "memswarm_es.cli", "verify", "--log",
+                          f"sqlite:///{path}"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and "position 10" in out.stdout, out
+    mem.as_of(12)  # the discarded snapshot is made again; forge it again
+    with sqlite3.connect(path) as raw_db:
+        raw_db.execute("UPDATE memswarm_snapshots SET state = ? WHERE position = 10",
+                       (FORGERIES["changed value"](state),))
+    raw_db.close()
+    result = mem.verify()
+    assert (result.ok, result.position) == (False, 10) and "snapshot" in (result.reason or "")
+    assert mem.verify().ok  # the forgery was discarded; as_of folds from the log again
     mem.close()
 
 
