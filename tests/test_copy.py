@@ -39,10 +39,14 @@ def test_sqlite_to_gcs_and_back(tmp_path: Path, gcs_bucket: str, gcs_prefix: str
     assert gcs.read() == source.read()
     assert gcs.digest() == source.digest() and gcs.verify() == source.head()
     assert gcs.extends(source.digest())
+    assert gcs.identity() == source.identity()
+    assert GCSEventLog(gcs_bucket, gcs_prefix, gcs_client, create=False
+                       ).identity() == source.identity()
 
     back = SQLEventLog(f"sqlite:///{tmp_path / 'back.db'}")
     assert copy_log(gcs, back) == source.head()
     assert back.read() == source.read() and back.digest() == source.digest()
+    assert back.identity() == source.identity()
     assert fold(back.read()).entries == fold(source.read()).entries
 
 

@@ -126,6 +126,11 @@ class EventLog(ABC):
         records the identity of the log it follows and refuses to follow another."""
 
     @abstractmethod
+    def adopt_identity(self, log_id: str) -> None:
+        """Take ``log_id`` as this log's identity (a copy carries its source's); only while
+        the log holds no event, else :class:`IntegrityError`."""
+
+    @abstractmethod
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
         """Events with ``position > after`` in order, at most ``limit`` of them."""
 

@@ -12,18 +12,10 @@ event the source has redacted, or whose memory has a forget event, is redacted i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Protocol, runtime_checkable
 
 from ..errors import IntegrityError, InvalidInputError
 from ..events import Event, EventType
 from .base import EventFilter, EventLog
-
-
-@runtime_checkable
-class TakesIdentity(Protocol):
-    """A log that can take another log's identity while it is empty."""
-
-    def adopt_identity(self, log_id: str) -> None: ...
 
 
 def copy_log(source: EventLog, target: EventLog, batch_size: int = 1000,
@@ -35,7 +27,7 @@ def copy_log(source: EventLog, target: EventLog, batch_size: int = 1000,
                              start)
     if start and target.read(start - 1, 1)[0].hash != source.read(start - 1, 1)[0].hash:
         raise IntegrityError(f"the target differs from the source at position {start}", start)
-    if start == 0 and isinstance(target, TakesIdentity):
+    if start == 0:
         target.adopt_identity(source.identity())
     copied = 0
     forgets: list[Event] = []

@@ -167,6 +167,20 @@ class GCSEventLog(EventLog):
     def identity(self) -> str:
         return self._identity
 
+    def adopt_identity(self, log_id: str) -> None:
+        check_id(log_id, "log_id")
+        with self._lock:
+            if self.head() > 0:
+                raise IntegrityError("only an empty log can take another log's identity")
+            blob = self._bucket.blob(f"{self.prefix}identity")
+            try:
+                blob.reload(retry=self._retry)
+                blob.upload_from_string(log_id, if_generation_match=blob.generation,
+                                        retry=self._retry)
+            except gexc.GoogleAPIError as exc:
+                raise StorageError(f"taking the identity {log_id!r} failed: {exc}") from exc
+            self._identity = log_id
+
     # --- names ---------------------------------------------------------------------------------
 
     def _name(self, first: int) -> str:
