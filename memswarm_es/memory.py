@@ -103,6 +103,8 @@ class SharedMemory:
                 raise InvalidScopeError("context_id given twice with different values")
             scope_ids["context_id"] = context_id
         scope = Scope(**scope_ids)
+        if embedding is not None:
+            self.read_model.check_vector(embedding)
         # A memory's id is the event_id of its write, so a retried write finds the same memory.
         memory_id = check_id(event_id, "event_id") if event_id is not None else new_id()
         new = self._new_event(
@@ -122,6 +124,8 @@ class SharedMemory:
         With ``expected_version``, raise :class:`VersionConflictError` unless the memory is still
         at that version. Without it, the update applies to whatever version is current.
         """
+        if embedding is not None:
+            self.read_model.check_vector(embedding)
         data: dict[str, Any] = _vector(embedding)
         if value is not _UNSET:
             data["value"] = value
@@ -455,9 +459,10 @@ class ChromaSharedMemory(SharedMemory):
 
         import chromadb
 
-        from projections.chroma import current_collection
+        from projections.chroma import check_name, current_collection
         from projections.embedding import CachedEmbedder, EmbeddingCache, MiniLMEmbedding
 
+        check_name(collection)
         os.makedirs(path, exist_ok=True)
         if client is None:
             client = chromadb.PersistentClient(
