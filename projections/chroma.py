@@ -137,10 +137,9 @@ class ChromaReadModel(ReadModel):
         return self._record().get("log_id") or None
 
     def _set_checkpoint(self, position: int, log_id: str | None = None) -> None:
-        record: dict[str, Any] = {"position": position}
-        if log_id:
-            record["log_id"] = log_id
-        self._meta.upsert(ids=[_CHECKPOINT_ID], embeddings=[[0.0]], metadatas=[record])
+        # Every key, always: Chroma merges the metadata of an upsert into the record's.
+        self._meta.upsert(ids=[_CHECKPOINT_ID], embeddings=[[0.0]],
+                          metadatas=[{"position": position, "log_id": log_id or ""}])
 
     def dimensions(self) -> int:
         """How many numbers this collection's vectors have: the embedder's."""
@@ -168,7 +167,7 @@ class ChromaReadModel(ReadModel):
             actual = int(record.get("position", 0))
             if actual != expected_checkpoint:
                 raise CheckpointConflictError(expected_checkpoint, actual)
-            followed = record.get("log_id")
+            followed = record.get("log_id") or None
             if self.log_id is not None and followed not in (None, self.log_id):
                 raise LogMismatchError(self.log_id, followed)
             puts = [c.after for c in changes if c.after is not None]
