@@ -236,7 +236,7 @@ class ChromaReadModel(ReadModel):
         if not isinstance(k, int) or k < 1:
             raise InvalidInputError("k must be an int of at least 1")
         flt = _all_of(_scope_clauses(scope) + _user_filter(where or {}))
-        (vector,) = self.embedder.embedder([query])  # not cached: queries are not kept
+        (vector,) = self.embedder([query], keep=False)  # a query is not kept
         result = self._docs.query(query_embeddings=[list(map(float, vector))], n_results=k,
                                   where=flt, include=["metadatas", "distances"])
         return [SearchHit(_entry(m), float(d))

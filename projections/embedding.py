@@ -173,10 +173,11 @@ class CachedEmbedder:
         self.cache = cache
         self.calls = 0  # texts sent to the model
 
-    def __call__(self, texts: Sequence[str],
-                 owners: Sequence[str] | None = None) -> list[np.ndarray]:
+    def __call__(self, texts: Sequence[str], owners: Sequence[str] | None = None,
+                 keep: bool = True) -> list[np.ndarray]:
         """The vectors of ``texts``; ``owners`` (one memory id per text) are recorded as the
-        texts' users, so that :meth:`EmbeddingCache.forget` finds them."""
+        texts' users, so that :meth:`EmbeddingCache.forget` finds them. With ``keep=False``
+        (search queries) nothing new is stored."""
         hashes = [text_hash(t) for t in texts]
         known = self.cache.get_many(self.model_id, list(set(hashes)))
         missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known}
@@ -188,7 +189,7 @@ class CachedEmbedder:
                      for h, v in zip(missing, vectors, strict=True)}
             known.update(fresh)
         uses = list(zip(owners, hashes, strict=True)) if owners is not None else []
-        if fresh or uses:
+        if keep and (fresh or uses):
             self.cache.put_many(self.model_id, fresh, uses)
         return [known[h] for h in hashes]
 
