@@ -39,7 +39,7 @@ from memswarm_es.events import Event, EventType, decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
-from .chroma_guard import guard_for, purge_content
+from .chroma_guard import guard_for, place_of, purge_content, residue
 from .embedding import CachedEmbedder
 from .fold import Change, MemoryEntry, entry_from_row, entry_row
 
@@ -98,7 +98,8 @@ class ChromaReadModel(ReadModel):
         self._forgotten: list[str] = []  # memories the batch being applied forgets
         self._dimensions: int | None = None
         self._meta = client.get_or_create_collection(meta_name(name))
-        self._guard = guard_for(client, self._meta, name)
+        self._place = place_of(client)
+        self._guard = guard_for(self._place, client, self._meta, name)
         self._docs = self._collection()
         if not self._record() and self._docs.count():
             # Documents without a checkpoint (bookkeeping lost, or kept under an older name):
@@ -178,7 +179,7 @@ class ChromaReadModel(ReadModel):
                 self._docs.delete(ids=gone)
             if self._forgotten:
                 self.embedder.cache.forget(self._forgotten)
-                purge_content(self.client, self._docs, self._forgotten)
+                purge_content(self._place, self._docs, self._forgotten)
             self._set_checkpoint(checkpoint, self.log_id or followed)
 
     def _put(self, entries: list[MemoryEntry]) -> None:
@@ -215,6 +216,10 @@ class ChromaReadModel(ReadModel):
             self.client.delete_collection(self.name)
         self.client.delete_collection(meta_name(self.name))  # the lease was in it
         self._guard.close()
+
+    def forget_residue(self) -> str | None:
+        """What forgetting a memory leaves in this Chroma (``None``: nothing of it)."""
+        return residue(self._place)
 
     def close(self) -> None:
         """Release the vector cache's connection and the projectors' lock."""

@@ -29,6 +29,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from memswarm_es.errors import StorageError
@@ -50,27 +51,39 @@ def _process_lock(place: str, name: str) -> threading.RLock:
         return _PROCESS_LOCKS.setdefault((place, name), threading.RLock())
 
 
-def persist_directory(client: Any) -> str | None:
-    """The directory of a ``PersistentClient``; ``None`` for a server or an in-memory client."""
+@dataclass(frozen=True)
+class Place:
+    """Where a client keeps its collections: ``kind`` is ``"persistent"`` (files in
+    ``directory``), ``"memory"`` (this process) or ``"server"``."""
+
+    kind: str
+    directory: str | None = None
+
+
+def place_of(client: Any) -> Place:
+    """Where ``client`` keeps its collections (read once: chromadb settings objects are
+    mutable and may be shared between clients)."""
     settings = client.get_settings()
-    if getattr(settings, "is_persistent", False) and "rust" in str(settings.chroma_api_impl):
-        return str(settings.persist_directory)
-    return None
+    if "rust" not in str(settings.chroma_api_impl):
+        return Place("server")
+    if settings.is_persistent:
+        return Place("persistent", str(settings.persist_directory))
+    return Place("memory")
 
 
 class FileGuard:
-    """One holder at a time per collection of a persistent directory (threads and processes).
-    Reentrant within a thread."""
+    """One holder at a time per collection of a persistent directory (threads and processes),
+    or of an in-memory client (``directory=None``: threads). Reentrant within a thread."""
 
-    def __init__(self, directory: str, name: str) -> None:
-        self._path = os.path.join(directory, f"{name}.lock")
-        self._local = _process_lock(os.path.realpath(directory), name)
+    def __init__(self, directory: str | None, name: str, place: str = "") -> None:
+        self._path = None if directory is None else os.path.join(directory, f"{name}.lock")
+        self._local = _process_lock(place or os.path.realpath(directory or "."), name)
         self._fd: int | None = None
         self._depth = 0
 
     def __enter__(self) -> None:
         self._local.acquire()
-        if self._depth == 0:
+        if self._depth == 0 and self._path is not None:
             if self._fd is None:
                 self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(self._fd, fcntl.LOCK_EX)
@@ -150,25 +163,31 @@ class LeaseGuard:
         """Nothing to release: the lease is given back after each turn."""
 
 
-def guard_for(client: Any, meta: Any, name: str) -> FileGuard | LeaseGuard:
+def guard_for(place: Place, client: Any, meta: Any, name: str) -> FileGuard | LeaseGuard:
     """The projectors' turn for collection ``name`` of ``client`` (bookkeeping in ``meta``)."""
-    directory = persist_directory(client)
-    if directory is not None:
-        return FileGuard(directory, name)
-    if "rust" in str(client.get_settings().chroma_api_impl):  # in-memory: this process only
-        return FileGuard(_private_lock_dir(), f"{name}-{id(client)}")
+    if place.kind == "persistent":
+        return FileGuard(place.directory, name)
+    if place.kind == "memory":  # this process only
+        return FileGuard(None, name, place=f"memory:{id(client)}")
     return LeaseGuard(meta, name)
 
 
-def _private_lock_dir() -> str:
-    import tempfile
+def residue(place: Place) -> str | None:
+    """What a forget cannot erase from this Chroma, or ``None`` if it erases all.
 
-    directory = os.path.join(tempfile.gettempdir(), f"memswarm-chroma-locks-{os.getpid()}")
-    os.makedirs(directory, exist_ok=True)
-    return directory
+    On a ``PersistentClient`` the text goes everywhere; the vectors of forgotten memories (not
+    their text) stay in the vector index files, marked deleted, until Chroma reuses or
+    rewrites their slots, and in its embeddings queue until Chroma purges it.
+    """
+    if place.kind == "memory":
+        return None
+    if place.kind == "server":
+        return SERVER_RESIDUE
+    return ("the forgotten memories' vectors (not their text) stay in Chroma's vector index "
+            "files, marked deleted, and in its embeddings queue until Chroma purges it")
 
 
-def purge_content(client: Any, docs: Any, memory_ids: Sequence[str]) -> None:
+def purge_content(place: Place, docs: Any, memory_ids: Sequence[str]) -> None:
     """Erase what Chroma keeps of the (already deleted) documents ``memory_ids`` of ``docs``.
 
     On a ``PersistentClient``: blank the text and metadata of their records in Chroma's
@@ -177,12 +196,11 @@ def purge_content(client: Any, docs: Any, memory_ids: Sequence[str]) -> None:
     freed page keeps a byte. On a server this is out of reach: logged as
     :data:`SERVER_RESIDUE`.
     """
-    directory = persist_directory(client)
-    if directory is None:
-        if "rust" not in str(client.get_settings().chroma_api_impl):  # in memory: no files
-            log.warning("forgotten memories %s: %s", list(memory_ids), SERVER_RESIDUE)
+    if place.kind == "server":  # its files are out of reach
+        log.warning("forgotten memories %s: %s", list(memory_ids), SERVER_RESIDUE)
+    if place.directory is None:
         return
-    path = os.path.join(directory, "chroma.sqlite3")
+    path = os.path.join(place.directory, "chroma.sqlite3")
     conn = sqlite3.connect(path, timeout=60, isolation_level=None)
     try:
         conn.execute("PRAGMA secure_delete = ON")

@@ -22,13 +22,17 @@ from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import SQLEventLog
 from memswarm_es.scopes import Scope
 from projections.chroma import ChromaReadModel, check_name, meta_name, pointer_name
+from projections.chroma_guard import SERVER_RESIDUE
 from projections.embedding import CachedEmbedder, EmbeddingCache
 from projections.fold import Change, MemoryEntry, fold, select
 from projections.projector import Projector
 
 from .test_chroma import HashingEmbedder
 
-SETTINGS = chromadb.Settings(anonymized_telemetry=False)
+
+def settings() -> chromadb.Settings:
+    return chromadb.Settings(anonymized_telemetry=False)  # one each: clients change them
+
 BAD_VECTORS: list[Any] = [
     [0.5] * 63, [0.5] * 65, [], "123", "0" * 64, b"\x00" * 64, 7, None.__class__,
     [True] * 64, ["1"] * 64, [float("nan")] * 64, [float("inf")] + [0.0] * 63,
@@ -44,7 +48,8 @@ def hybrid(tmp: Path, embedder: HashingEmbedder | None = None) -> HybridMemory:
 
 def model_on(path: Path, log: Any = None, name: str = "memswarm") -> ChromaReadModel:
     embedder = HashingEmbedder()
-    client = chromadb.PersistentClient(str(path), settings=SETTINGS)
+    path.mkdir(parents=True, exist_ok=True)
+    client = chromadb.PersistentClient(str(path), settings=settings())
     return ChromaReadModel(client, CachedEmbedder(embedder, embedder.model_id,
                                                   EmbeddingCache(path / "vectors.db")), name)
 
@@ -145,27 +150,29 @@ def test_forget_leaves_no_trace_in_any_file_of_the_chroma_directory(tmp_path: Pa
 # --- 3. projectors racing ---------------------------------------------------------------------
 
 
-def test_projectors_racing_on_one_collection_converge_to_the_fold(tmp_path: Path) -> None:
+def race(tmp_path: Path, make_model: Any, memories: int) -> None:
+    """Three projectors (batches of 1, 3, 7) catch one collection up while a writer writes,
+    updates, deletes and forgets; the collection must end equal to the fold."""
     writer = SQLiteSharedMemory(str(tmp_path / "log.db"))
     url = f"sqlite:///{tmp_path / 'log.db'}"
     stop = threading.Event()
     errors: list[BaseException] = []
 
-    def project(batch: int) -> None:
-        log = SQLEventLog(url)
-        model = model_on(tmp_path / "chroma")
-        projector = Projector(log, model, batch_size=batch)
+    def project(batch: int, model: ChromaReadModel) -> None:
         try:
+            projector = Projector(SQLEventLog(url), model, batch_size=batch)
             while not stop.is_set():
                 projector.catch_up()
             projector.catch_up()
         except BaseException as exc:  # reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=project, args=(b,)) for b in (1, 3, 7)]
+    models = [make_model() for _ in range(3)]  # chromadb clients are not made thread-safely
+    threads = [threading.Thread(target=project, args=(b, m))
+               for b, m in zip((1, 3, 7), models, strict=True)]
     for t in threads:
         t.start()
-    for i in range(60):
+    for i in range(memories):
         m = writer.write_scope(f"note {i}", metadata={"agent_id": f"a{i % 3}"})
         writer.update(m, f"note {i} revised")
         if i % 3 == 0:
@@ -176,10 +183,37 @@ def test_projectors_racing_on_one_collection_converge_to_the_fold(tmp_path: Path
     for t in threads:
         t.join()
     assert errors == []
-    model = model_on(tmp_path / "chroma")
+    model = make_model()
     assert model.checkpoint() == writer.log.head()
     assert model.read_scope(Scope()) == the_fold(writer.log)
     assert model._docs.count() == len(the_fold(writer.log))
+
+
+def test_projectors_racing_on_one_collection_converge_to_the_fold(tmp_path: Path) -> None:
+    race(tmp_path, lambda: model_on(tmp_path / "chroma"), 60)
+
+
+def test_projectors_racing_on_a_chroma_server_converge_to_the_fold(
+        chroma_server: tuple[str, int], tmp_path: Path) -> None:
+    host, port = chroma_server
+    name = f"race{tmp_path.name[-8:]}"
+
+    def make_model() -> ChromaReadModel:
+        embedder = HashingEmbedder()
+        client = chromadb.HttpClient(host=host, port=port, settings=settings())
+        return ChromaReadModel(client, CachedEmbedder(
+            embedder, embedder.model_id, EmbeddingCache(tmp_path / "vectors.db")), name)
+
+    race(tmp_path, make_model, 15)
+    assert make_model().forget_residue() == SERVER_RESIDUE
+
+
+def test_forget_residue_names_what_stays(tmp_path: Path) -> None:
+    assert "not their text" in (model_on(tmp_path / "c").forget_residue() or "")
+    embedder = HashingEmbedder()
+    memory = ChromaReadModel(chromadb.EphemeralClient(settings=settings()), CachedEmbedder(
+        embedder, embedder.model_id, EmbeddingCache(tmp_path / "vectors.db")), "mem")
+    assert memory.forget_residue() is None
 
 
 # --- 4. log identity --------------------------------------------------------------------------
