@@ -101,11 +101,13 @@ class ChromaReadModel(ReadModel):
         self._place = place_of(client)
         self._guard = guard_for(self._place, client, self._meta, name)
         self._docs = self._collection()
-        if not self._record() and self._docs.count():
-            # Documents without a checkpoint (bookkeeping lost, or kept under an older name):
-            # they cannot be trusted to be any position's view.
-            log.warning("collection %r has documents but no checkpoint; rebuilding it", name)
-            self.clear()
+        with self._guard:  # not while a projector is between its first documents and checkpoint
+            if not self._record() and self._docs.count():
+                # Documents without a checkpoint (bookkeeping lost, or kept under an older
+                # name): they cannot be trusted to be any position's view.
+                log.warning("collection %r has documents but no checkpoint; rebuilding it",
+                            name)
+                self.clear()
 
     def _collection(self) -> Any:
         return self.client.get_or_create_collection(

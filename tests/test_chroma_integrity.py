@@ -312,3 +312,17 @@ def test_collections_x_and_x_meta_live_side_by_side(tmp_path: Path) -> None:
     with pytest.raises(InvalidInputError):
         ChromaSharedMemory(str(tmp_path / "c"), embedding_function=HashingEmbedder(),
                            collection="xxx._meta")
+
+
+def test_documents_without_bookkeeping_are_rebuilt_not_trusted(tmp_path: Path) -> None:
+    log = SQLiteSharedMemory(str(tmp_path / "log.db"))
+    ids = [log.write_scope(f"note {i}", metadata={"agent_id": "a"}) for i in range(6)]
+    model = model_on(tmp_path / "chroma")
+    Projector(log.log, model).catch_up()
+    log.delete(ids[0])
+    log.forget(ids[1], reason="test")
+    model.client.delete_collection(meta_name("memswarm"))  # lost, or kept under an old name
+    again = model_on(tmp_path / "chroma")
+    assert again.checkpoint() == 0 and again._docs.count() == 0
+    Projector(log.log, again).catch_up()
+    assert again.read_scope(Scope()) == the_fold(log.log)
