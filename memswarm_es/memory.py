@@ -480,9 +480,10 @@ class ChromaSharedMemory(SharedMemory):
 
         import chromadb
 
-        from projections.chroma import current_collection
+        from projections.chroma import check_name, current_collection
         from projections.embedding import CachedEmbedder, EmbeddingCache, MiniLMEmbedding
 
+        check_name(collection)
         os.makedirs(path, exist_ok=True)
         if client is None:
             client = chromadb.PersistentClient(

@@ -7,29 +7,68 @@ filter), the position, and the exact entry (msgpack, base64) so that reads retur
 fold's entries. Scalar user metadata is kept as ``md:<key>`` for ``where`` filters.
 
 Chroma has no transactions. A commit upserts and deletes by memory id (applying a batch twice
-gives the same state) and writes the checkpoint only after the batch, so a projector killed
-anywhere converges to the fold of the log when it resumes.
+gives the same state) and writes the checkpoint (with the identity of the log) only after the
+batch, so a projector killed anywhere converges to the fold of the log when it resumes. Chroma
+has no compare-and-set either, so projectors take turns (:mod:`projections.chroma_guard`): a
+batch is read, folded and committed by one projector at a time, against the checkpoint it finds.
+
+Bookkeeping lives in collections named ``<name>._meta`` and ``<name>._pointer``; a collection
+name given by a user may not contain ``._``, so no user collection can be one of them.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import logging
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any
 
-from memswarm_es.errors import CheckpointConflictError, InvalidInputError
+import numpy as np
+
+from memswarm_es.errors import (
+    CheckpointConflictError,
+    InvalidInputError,
+    InvalidValueError,
+    LogMismatchError,
+)
 from memswarm_es.events import Event, EventType, decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
+from .chroma_guard import guard_for, place_of, purge_content, residue
 from .embedding import CachedEmbedder
 from .fold import Change, MemoryEntry, entry_from_row, entry_row
+
+log = logging.getLogger(__name__)
 
 _OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
 _CHECKPOINT_ID = "checkpoint"
 _CONTENT_EVENTS = {EventType.MEMORY_WRITTEN, EventType.MEMORY_UPDATED}
+_RESERVED = "._"  # in bookkeeping collection names only
+_INT64 = 1 << 63
+
+
+def check_name(name: str) -> str:
+    """A user's collection name, refused (:class:`InvalidInputError`) if it could be one of
+    the bookkeeping collections."""
+    if not isinstance(name, str) or not name or _RESERVED in name:
+        raise InvalidInputError(f"collection name {name!r} must be a non-empty string "
+                                f"without {_RESERVED!r} (reserved for bookkeeping)")
+    return name
+
+
+def meta_name(name: str) -> str:
+    """The collection holding ``name``'s checkpoint, log identity and lease."""
+    return f"{check_name(name)}{_RESERVED}meta"
+
+
+def pointer_name(base: str) -> str:
+    """The collection recording which collection serves under ``base``."""
+    return f"{check_name(base)}{_RESERVED}pointer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +94,20 @@ class ChromaReadModel(ReadModel):
         self.client = client
         self.embedder = embedder
         self.name = name
-        self._given: dict[str, list[float]] = {}  # vectors the batch being applied carries
-        self._meta = client.get_or_create_collection(f"{name}-meta")
+        self._given: dict[str, Any] = {}  # vectors the batch being applied carries
+        self._forgotten: list[str] = []  # memories the batch being applied forgets
+        self._dimensions: int | None = None
+        self._meta = client.get_or_create_collection(meta_name(name))
+        self._place = place_of(client)
+        self._guard = guard_for(self._place, client, self._meta, name)
         self._docs = self._collection()
+        with self._guard:  # not while a projector is between its first documents and checkpoint
+            if not self._record() and self._docs.count():
+                # Documents without a checkpoint (bookkeeping lost, or kept under an older
+                # name): they cannot be trusted to be any position's view.
+                log.warning("collection %r has documents but no checkpoint; rebuilding it",
+                            name)
+                self.clear()
 
     def _collection(self) -> Any:
         return self.client.get_or_create_collection(
@@ -66,22 +116,44 @@ class ChromaReadModel(ReadModel):
     # --- ReadModel -----------------------------------------------------------------------------
 
     def apply(self, events: Sequence[Event]) -> int:
-        """As every read model, but first note the vectors that writes carry themselves."""
-        self._given = {e.memory_id: e.data["embedding"] for e in events
-                       if e.memory_id is not None and e.type in _CONTENT_EVENTS
-                       and e.data is not None and "embedding" in e.data}
-        try:
-            return super().apply(events)
-        finally:
-            self._given = {}
+        """As every read model, one projector at a time; note first the vectors that writes
+        carry themselves and the memories the batch forgets."""
+        with self._guard:
+            self._given = {e.memory_id: e.data["embedding"] for e in events
+                           if e.memory_id is not None and e.type in _CONTENT_EVENTS
+                           and isinstance(e.data, Mapping) and "embedding" in e.data}
+            self._forgotten = [e.memory_id for e in events if e.memory_id is not None
+                               and e.type == EventType.MEMORY_FORGOTTEN]
+            try:
+                return super().apply(events)
+            finally:
+                self._given, self._forgotten = {}, []
+
+    def _record(self) -> dict[str, Any]:
+        found = self._meta.get(ids=[_CHECKPOINT_ID], include=["metadatas"])
+        return dict(found["metadatas"][0]) if found["ids"] else {}
 
     def checkpoint(self) -> int:
-        found = self._meta.get(ids=[_CHECKPOINT_ID], include=["metadatas"])
-        return int(found["metadatas"][0]["position"]) if found["ids"] else 0
+        return int(self._record().get("position", 0))
 
-    def _set_checkpoint(self, position: int) -> None:
+    def followed_log(self) -> str | None:
+        return self._record().get("log_id") or None
+
+    def _set_checkpoint(self, position: int, log_id: str | None = None) -> None:
+        # Every key, always: Chroma merges the metadata of an upsert into the record's.
         self._meta.upsert(ids=[_CHECKPOINT_ID], embeddings=[[0.0]],
-                          metadatas=[{"position": position}])
+                          metadatas=[{"position": position, "log_id": log_id or ""}])
+
+    def dimensions(self) -> int:
+        """How many numbers this collection's vectors have: the embedder's."""
+        if self._dimensions is None:
+            self._dimensions = self.embedder.dimensions()
+        return self._dimensions
+
+    def check_vector(self, vector: Sequence[float]) -> None:
+        problem = _vector_problem(vector, self.dimensions())
+        if problem:
+            raise InvalidValueError(f"embedding {problem}")
 
     def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
         ids = list(memory_ids)
@@ -91,34 +163,70 @@ class ChromaReadModel(ReadModel):
         return {i: _entry(m) for i, m in zip(found["ids"], found["metadatas"], strict=True)}
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
-        actual = self.checkpoint()
-        if actual != expected_checkpoint:
-            raise CheckpointConflictError(expected_checkpoint, actual)
-        puts = [c.after for c in changes if c.after is not None]
-        gone = [c.memory_id for c in changes if c.after is None]
-        if puts:
-            texts = [text_of(e.value) for e in puts]
-            given = self._given
-            needed = [t for e, t in zip(puts, texts, strict=True) if e.memory_id not in given]
-            computed = iter(self.embedder(needed) if needed else [])
-            vectors = [given[e.memory_id] if e.memory_id in given else next(computed)
-                       for e in puts]
-            self._docs.upsert(ids=[e.memory_id for e in puts], documents=texts,
-                              embeddings=[list(map(float, v)) for v in vectors],
-                              metadatas=[_metadata(e) for e in puts])
-        if gone:
-            self._docs.delete(ids=gone)
-        self._set_checkpoint(checkpoint)
+        """As every read model; a memory the batch forgets also loses its texts' cached vectors
+        and the copies Chroma keeps of its content (see :func:`purge_content`)."""
+        with self._guard:
+            record = self._record()
+            actual = int(record.get("position", 0))
+            if actual != expected_checkpoint:
+                raise CheckpointConflictError(expected_checkpoint, actual)
+            followed = record.get("log_id") or None
+            if self.log_id is not None and followed not in (None, self.log_id):
+                raise LogMismatchError(self.log_id, followed)
+            puts = [c.after for c in changes if c.after is not None]
+            gone = [c.memory_id for c in changes if c.after is None]
+            if puts:
+                self._put(puts)
+            if gone:
+                self._docs.delete(ids=gone)
+            if self._forgotten:
+                self.embedder.cache.forget(self._forgotten)
+                purge_content(self._place, self._docs, self._forgotten)
+            self._set_checkpoint(checkpoint, self.log_id or followed)
+
+    def _put(self, entries: list[MemoryEntry]) -> None:
+        """Upsert ``entries``, each with the vector its event carried if that is usable, else
+        its text embedded by the model."""
+        texts = [text_of(e.value) for e in entries]
+        given: dict[str, Any] = {}
+        for memory_id, vector in self._given.items():
+            problem = _vector_problem(vector, self.dimensions())
+            if problem:
+                log.warning("memory %s carries an embedding that %s; embedding its text "
+                            "instead", memory_id, problem)
+            else:
+                given[memory_id] = vector
+        needed = [(e.memory_id, t) for e, t in zip(entries, texts, strict=True)
+                  if e.memory_id not in given]
+        computed = iter(self.embedder([t for _, t in needed], [m for m, _ in needed])
+                        if needed else [])
+        vectors = [given[e.memory_id] if e.memory_id in given else next(computed)
+                   for e in entries]
+        self._docs.upsert(ids=[e.memory_id for e in entries], documents=texts,
+                          embeddings=[[float(x) for x in v] for v in vectors],
+                          metadatas=[_metadata(e) for e in entries])
 
     def clear(self) -> None:
-        self.client.delete_collection(self.name)
-        self._docs = self._collection()
-        self._set_checkpoint(0)
+        with self._guard:
+            self.client.delete_collection(self.name)
+            self._docs = self._collection()
+            self._set_checkpoint(0)
 
     def drop(self) -> None:
-        """Delete the collection and its checkpoint."""
-        for name in (self.name, f"{self.name}-meta"):
-            self.client.delete_collection(name)
+        """Delete the collection and its bookkeeping."""
+        with self._guard:
+            self.client.delete_collection(self.name)
+        self.client.delete_collection(meta_name(self.name))  # the lease was in it
+        self._guard.close()
+
+    def forget_residue(self) -> str | None:
+        """What forgetting a memory leaves in this Chroma (``None``: nothing of it)."""
+        return residue(self._place)
+
+    def close(self) -> None:
+        """Release the vector cache's connection and the projectors' lock."""
+        self._guard.close()
+        self.embedder.cache.close()
 
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
         found = self._docs.get(where=_all_of(_scope_clauses(scope)), include=["metadatas"])
@@ -135,7 +243,7 @@ class ChromaReadModel(ReadModel):
         if not isinstance(k, int) or k < 1:
             raise InvalidInputError("k must be an int of at least 1")
         flt = _all_of(_scope_clauses(scope) + _user_filter(where or {}))
-        (vector,) = self.embedder([query])
+        (vector,) = self.embedder([query], keep=False)  # a query is not kept
         result = self._docs.query(query_embeddings=[list(map(float, vector))], n_results=k,
                                   where=flt, include=["metadatas", "distances"])
         return [SearchHit(_entry(m), float(d))
@@ -145,7 +253,7 @@ class ChromaReadModel(ReadModel):
 def current_collection(client: Any, base: str) -> tuple[str, str | None]:
     """(collection, model id) serving under the name ``base``: ``base`` itself until a
     re-embedding points ``base`` at a new collection."""
-    pointer = client.get_or_create_collection(f"{base}-pointer")
+    pointer = client.get_or_create_collection(pointer_name(base))
     found = pointer.get(ids=["current"], include=["metadatas"])
     if not found["ids"]:
         return base, None
@@ -155,7 +263,7 @@ def current_collection(client: Any, base: str) -> tuple[str, str | None]:
 
 def point(client: Any, base: str, collection: str, model_id: str) -> None:
     """Make ``base`` name ``collection`` (embedded by ``model_id``): one upsert, atomic."""
-    client.get_or_create_collection(f"{base}-pointer").upsert(
+    client.get_or_create_collection(pointer_name(base)).upsert(
         ids=["current"], embeddings=[[0.0]],
         metadatas=[{"collection": collection, "model": model_id}])
 
@@ -165,10 +273,44 @@ def _metadata(entry: MemoryEntry) -> dict[str, Any]:
     meta["position"] = entry.position
     meta["version"] = entry.version
     meta["entry"] = base64.b64encode(encode(entry_row(entry))).decode()
-    for key, value in entry.metadata.items():
-        if isinstance(value, (str, int, float, bool)) and not isinstance(value, bytes):
+    metadata = entry.metadata if isinstance(entry.metadata, Mapping) else {}
+    for key, value in metadata.items():
+        if _filterable(value):
             meta[f"md:{key}"] = value
     return meta
+
+
+def _filterable(value: Any) -> bool:
+    """Whether Chroma can keep ``value`` as a metadata value (finite, 64-bit, valid text)."""
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return -_INT64 <= value < _INT64
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    return False
+
+
+def _vector_problem(vector: Any, dimensions: int) -> str | None:
+    """Why ``vector`` cannot be a document's embedding here, or ``None`` if it can."""
+    if isinstance(vector, np.ndarray):
+        vector = vector.tolist()
+    if isinstance(vector, (str, bytes, bytearray)) or not isinstance(vector, Sequence):
+        return f"must be a sequence of numbers, not {type(vector).__name__}"
+    for x in vector:
+        if isinstance(x, bool) or not isinstance(x, Real):
+            return f"must hold numbers only, not {type(x).__name__}"
+        if not math.isfinite(float(x)):
+            return "must hold finite numbers only"
+    if len(vector) != dimensions:
+        return f"has {len(vector)} dimensions, not the collection's {dimensions}"
+    return None
 
 
 def _entry(meta: Mapping[str, Any]) -> MemoryEntry:

@@ -11,13 +11,14 @@ import hashlib
 import importlib.resources
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from memswarm_es.errors import MemSwarmError
+from memswarm_es.errors import MemSwarmError, StorageError
 
 Vector = list[float]
 Embedder = Callable[[Sequence[str]], Sequence[Any]]
@@ -89,14 +90,25 @@ def _tokenizer_file() -> Path:
 
 
 class EmbeddingCache:
-    """Vectors by (model id, sha256 of the text), in a SQLite file beside the read model."""
+    """Vectors by (model id, sha256 of the text), in a SQLite file beside the read model, and
+    which memories used which text, so that forgetting a memory removes its texts' rows.
+
+    Deletes overwrite the freed bytes (``secure_delete``), and :meth:`forget` checkpoints the
+    write-ahead log into the file and truncates it, so nothing of a forgotten text stays.
+    """
 
     def __init__(self, path: str | Path) -> None:
-        self._conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self.path = str(path)
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
+                                     timeout=30)
+        self._conn.execute("PRAGMA secure_delete = ON")
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, "
                            "text_hash BLOB NOT NULL, vector BLOB NOT NULL, "
                            "PRIMARY KEY (model, text_hash))")
+        self._conn.execute("CREATE TABLE IF NOT EXISTS uses (memory_id TEXT NOT NULL, "
+                           "text_hash BLOB NOT NULL, PRIMARY KEY (memory_id, text_hash)) "
+                           "WITHOUT ROWID")
         self._lock = threading.Lock()
 
     def get_many(self, model: str, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
@@ -111,13 +123,42 @@ class EmbeddingCache:
                 found.update((h, np.frombuffer(v, dtype=np.float32)) for h, v in rows)
         return found
 
-    def put_many(self, model: str, items: dict[bytes, np.ndarray]) -> None:
+    def put_many(self, model: str, items: dict[bytes, np.ndarray],
+                 uses: Iterable[tuple[str, bytes]] = ()) -> None:
+        """Store ``items`` and note the (memory id, text hash) ``uses``, in one transaction."""
         with self._lock:
             self._conn.execute("BEGIN")
             self._conn.executemany(
                 "INSERT OR REPLACE INTO vectors VALUES (?, ?, ?)",
                 [(model, h, np.asarray(v, dtype=np.float32).tobytes()) for h, v in items.items()])
+            self._conn.executemany("INSERT OR IGNORE INTO uses VALUES (?, ?)", list(uses))
             self._conn.execute("COMMIT")
+
+    def forget(self, memory_ids: Iterable[str]) -> None:
+        """Delete the vectors (of every model) of every text the memories used, and those
+        records, then move the write-ahead log into the file and truncate it.
+
+        Raises :class:`StorageError` if another connection keeps the log from being truncated.
+        """
+        ids = list(memory_ids)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                marks = ",".join("?" * len(chunk))
+                self._conn.execute(
+                    f"DELETE FROM vectors WHERE text_hash IN (SELECT text_hash FROM uses "
+                    f"WHERE memory_id IN ({marks}))", chunk)
+                self._conn.execute(f"DELETE FROM uses WHERE memory_id IN ({marks})", chunk)
+            self._conn.execute("COMMIT")
+            for _ in range(100):
+                busy, _pages, _moved = self._conn.execute(
+                    "PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+                if not busy:
+                    return
+                time.sleep(0.05)
+        raise StorageError(f"{self.path}: another connection keeps its write-ahead log open; "
+                           "forgotten vectors may remain in its -wal file until it closes")
 
     def close(self) -> None:
         self._conn.close()
@@ -132,15 +173,35 @@ class CachedEmbedder:
         self.cache = cache
         self.calls = 0  # texts sent to the model
 
-    def __call__(self, texts: Sequence[str]) -> list[np.ndarray]:
-        hashes = [hashlib.sha256(t.encode("utf-8")).digest() for t in texts]
+    def __call__(self, texts: Sequence[str], owners: Sequence[str] | None = None,
+                 keep: bool = True) -> list[np.ndarray]:
+        """The vectors of ``texts``; ``owners`` (one memory id per text) are recorded as the
+        texts' users, so that :meth:`EmbeddingCache.forget` finds them. With ``keep=False``
+        (search queries) nothing new is stored."""
+        hashes = [text_hash(t) for t in texts]
         known = self.cache.get_many(self.model_id, list(set(hashes)))
         missing = {h: t for h, t in zip(hashes, texts, strict=True) if h not in known}
+        fresh: dict[bytes, np.ndarray] = {}
         if missing:
             vectors = self.embedder(list(missing.values()))
             self.calls += len(missing)
             fresh = {h: np.asarray(v, dtype=np.float32)
                      for h, v in zip(missing, vectors, strict=True)}
-            self.cache.put_many(self.model_id, fresh)
             known.update(fresh)
+        uses = list(zip(owners, hashes, strict=True)) if owners is not None else []
+        if keep and (fresh or uses):
+            self.cache.put_many(self.model_id, fresh, uses)
         return [known[h] for h in hashes]
+
+    def dimensions(self) -> int:
+        """How many numbers the model's vectors have (its ``dimensions``, or one probe)."""
+        found = getattr(self.embedder, "dimensions", None)
+        if isinstance(found, int) and not isinstance(found, bool):
+            return found
+        (probe,) = self.embedder(["dimension probe"])
+        return len(probe)
+
+
+def text_hash(text: str) -> bytes:
+    """The cache key of a text: its sha256."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()

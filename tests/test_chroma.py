@@ -140,7 +140,7 @@ def test_a_projection_that_dies_mid_batch_converges_and_replay_embeds_nothing_ag
     cache = EmbeddingCache(tmp_path / "vectors.db")
     model = ChromaReadModel(client, CachedEmbedder(embedder, embedder.model_id, cache))
 
-    def die(position: int) -> None:
+    def die(*_args: object) -> None:
         raise OSError("killed after the documents, before the checkpoint")
 
     monkeypatch.setattr(model, "_set_checkpoint", die)
