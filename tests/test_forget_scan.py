@@ -99,11 +99,27 @@ def copy_place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
                  after_forget=lambda: copy_log(mem.log, copy), closers=[copy.close])
 
 
+def chroma_place(request: pytest.FixtureRequest, tmp_path: Path) -> Place:
+    """A Chroma collection (with its vector cache) projecting a SQLite log, embedded by the
+    real offline model, so the cache and Chroma's queue hold real vectors of the text."""
+    from memswarm_es import ChromaSharedMemory
+
+    path, chroma = tmp_path / "swarm.db", tmp_path / "chroma"
+    mem = ChromaSharedMemory(str(chroma), log=f"sqlite:///{path}", snapshot_every=1)
+    return Place(mem, lambda: {**sqlite_files(path), **tree_files(chroma)})
+
+
+def tree_files(root: Path) -> dict[str, bytes]:
+    """Every byte of every file under ``root``."""
+    return {str(p): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
 PLACES: dict[str, Callable[[pytest.FixtureRequest, Path], Place]] = {
     "sqlite": sqlite_place,
     "redis": redis_place,
     "gcs": gcs_place,
     "copy": copy_place,
+    "chroma": chroma_place,
 }
 
 
