@@ -251,23 +251,6 @@ def test_flushdb_under_a_running_projector_rebuilds_and_converges(
     admin.close()
 
 
-def test_a_checkpoint_ahead_of_the_log_is_rebuilt(redis_url: str, redis_prefix: str) -> None:
-    model = RedisReadModel(redis_url, prefix=redis_prefix)
-    first, second = InProcessLog(), InProcessLog()
-    fill(first, 300, seed=1)
-    fill(second, 100, seed=2)
-    Projector(first, model).catch_up()
-    runner = ProjectorRunner(second, model, batch_size=30)
-    assert runner.step() == 100
-    assert runner.rebuilds == 1
-    assert_is_fold(model, second)
-    model.clear()
-    Projector(first, model).catch_up()
-    mem = SharedMemory(second, model)  # the facade's inline projector rebuilds as well
-    assert mem.read_model.checkpoint() == 100
-    assert_is_fold(model, second)
-
-
 def test_memswarm_project_once_and_replay(redis_url: str, redis_prefix: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     log_url = sqlite_log(tmp_path, 2500, seed=5)
