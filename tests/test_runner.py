@@ -268,3 +268,22 @@ def test_memswarm_project_once_and_replay(redis_url: str, redis_prefix: str, tmp
     assert "replayed: 2500/2500 events (100%)" in out and "read model at position 2500" in out
     assert int(model.client.hget(model.meta_key, "gen")) == 1
     assert_is_fold(model, log)
+
+
+def test_memswarm_project_exits_non_zero_when_its_projector_dies(
+        redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    """Another program overwrote the view's keys: waiting does not cure that, so the projector
+    stops and the command exits non-zero (a supervisor sees it and restarts it)."""
+    log_url = sqlite_log(tmp_path, 300)
+    model = RedisReadModel(redis_url, prefix=redis_prefix)
+    child = spawn_projector(log_url, redis_url, redis_prefix, "--lease-ttl", "1")
+    try:
+        eventually(lambda: model.checkpoint() == 300, what="the projection")
+        model.client.delete(model.meta_key)
+        model.client.set(model.meta_key, "another program's data")
+        assert child.wait(60) == 1
+        assert "projector stopped" in child.stderr.read()  # type: ignore[union-attr]
+    finally:
+        child.kill()
+        child.wait()
+    assert model.client.get(model.meta_key) == b"another program's data"
