@@ -122,6 +122,8 @@ class Projector:
             self.read_model.clear()
             return self._catch_up(None, progress)
         try:
+            if self.read_model.checkpoint() == 0:  # no old view to serve meanwhile
+                self._mark(None)
             builder = Projector(self.log, staged, self.batch_size)
             while True:
                 builder.catch_up(progress=progress)

@@ -2,22 +2,33 @@
 
 Layout under a configurable prefix ``P`` (escaped, so two prefixes never share a key):
 
-- ``P:meta`` (hash): ``checkpoint`` (the last position applied), ``gen`` (generation), ``format``.
+- ``P:meta`` (hash): ``checkpoint`` (the last position applied), ``gen`` (the generation
+  served), ``format``, ``log_id`` (the identity of the log this is the view of), ``top`` (the
+  highest generation number handed out), and while a view is built from nothing,
+  ``rebuilding`` (the position readers wait for); ``deadline`` for keys that expire.
 - ``P:g<gen>:mem`` (hash): memory id -> the entry, msgpack-encoded. Ids are hash fields, never
   parts of key names.
 - ``P:g<gen>:all`` (sorted set): every live memory id, scored by the position it was written at.
 - ``P:g<gen>:i:<scope key>`` (sorted sets), e.g. ``P:g0:i:agent:alice`` (see
   :func:`~memswarm_es.scopes.scope_key`): the live memories of one agent, group or context,
   scored by position; ``P:g<gen>:idx`` (set) names them.
+- ``P:s<gen>`` (hash, expiring unless its builder commits): the checkpoint, log and generation
+  of a view being rebuilt beside the one served; ``P:building`` (set) names those generations.
 - ``P:garbage`` (set): old generations still being deleted; ``P:lease``: the projector lease;
   pub/sub channel ``P:projected``: the new checkpoint, after each commit.
 
-A commit is one Lua script: it checks the checkpoint, applies every change, sets the new
-checkpoint and publishes it, atomically and in one round trip, so a projector that dies anywhere
-applies a batch entirely or not at all. A scoped read is one script too: ``ZINTER`` of the
-scope's sorted sets (Redis walks the smallest and probes the others), then ``HMGET`` of the
-entries; no key of another scope is touched. ``clear`` starts a new generation (atomic, O(1))
-and then deletes the old one in bounded chunks.
+A commit is one Lua script: it checks the checkpoint and the log identity, applies every
+change, sets the new checkpoint and publishes it, atomically and in one round trip, so a
+projector that dies anywhere applies a batch entirely or not at all, and one following another
+log changes nothing (:class:`LogMismatchError`). A scoped read is one script too: ``ZINTER`` of
+the scope's sorted sets (Redis walks the smallest and probes the others), then ``HMGET`` of the
+entries; no key of another scope is touched.
+
+A rebuild fills a new generation beside the served one (:meth:`RedisReadModel.staging`) and
+switches to it in one script that also records the old generation in ``P:garbage``; ``clear``
+starts a new generation the same way. Old generations are deleted in bounded chunks, by the
+process that switched and, should it die first, by any later open, commit or clear (which also
+collect the generations of builders that stopped).
 
 The scripts build key names from the prefix they are given, so all of a model's keys must live
 on one Redis node (a single server, or a replica set; not a cluster).

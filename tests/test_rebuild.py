@@ -209,3 +209,21 @@ def test_a_staging_generation_whose_builder_stopped_is_deleted(redis_url: str,
     assert not any(f":g{gen}:" in k for k in left), left
     assert model.client.smembers(model.building_key) == set()
     assert_is_fold(model, log)
+
+
+def test_readers_wait_for_a_replay_of_a_view_that_lost_its_data(own_redis: RedisServer) -> None:
+    log = InProcessLog()
+    fill(log, 20_000, seed=6)
+    model = RedisReadModel(own_redis.url, prefix="swarm")
+    Projector(log, model).catch_up()
+    redis.Redis.from_url(own_redis.url).flushdb()  # nothing old to serve during the replay
+    replay = threading.Thread(target=Projector(log, model, batch_size=200).replay)
+    replay.start()
+    eventually(lambda: model.client.hget(model.meta_key, "rebuilding") is not None
+               or not replay.is_alive(), what="the replay to mark the view")
+    reader = RedisReadModel(own_redis.url, prefix="swarm")
+    with Readers(reader.read_scope, whole_view(log), replay.is_alive) as readers:
+        replay.join(120)
+    assert readers.during > 0, "no read overlapped the replay"
+    assert readers.partial == []
+    assert_is_fold(model, log)
