@@ -22,7 +22,7 @@ from .errors import MemoryNotFoundError, ReadModelBehindError
 from .log.base import Digest, Verification
 from .memory import SharedMemory
 from .scopes import Scope, check_id
-from .subscribe import AsyncSubscription
+from .subscribe import AsyncSubscription, check_after
 from .timetravel import PastMemory
 
 
@@ -104,8 +104,12 @@ class AsyncSharedMemory:
         if unknown:
             Scope.from_kwargs(unknown)
         scope = Scope(agent_id, group_id, context_id)
-        start = await asyncio.to_thread(self.memory.log.head) if after is None else after
-        return AsyncSubscription(self.memory.log, self.memory.read_model, scope, start)
+        log = self.memory.log
+        if after is None:
+            start = await asyncio.to_thread(log.head)
+        else:
+            start = await asyncio.to_thread(check_after, log, after)
+        return AsyncSubscription(log, self.memory.read_model, scope, start)
 
     # --- freshness -----------------------------------------------------------------------------
 

@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 from projections.fold import MemoryEntry
 
 from .cli_audit import add_commands as add_audit_commands
-from .errors import InvalidInputError, MemSwarmError, NotSupportedError, StorageError
+from .errors import (
+    InvalidInputError,
+    LogMismatchError,
+    MemSwarmError,
+    NotSupportedError,
+    StorageError,
+)
 from .log.sql import SQLEventLog
 from .memory import SQLiteSharedMemory
 
@@ -115,9 +121,10 @@ def _progress(label: str) -> Callable[[int, int], None]:
 
 
 def _open(args: argparse.Namespace) -> tuple[SQLEventLog, RedisReadModel]:
+    """The log (which must exist: projecting reads it, never creates it) and the view."""
     from projections.redis import RedisReadModel
 
-    return SQLEventLog(args.log), RedisReadModel(args.into, prefix=args.prefix)
+    return SQLEventLog(args.log, create=False), RedisReadModel(args.into, prefix=args.prefix)
 
 
 def _project(args: argparse.Namespace) -> int:
@@ -133,6 +140,9 @@ def _project(args: argparse.Namespace) -> int:
                       flush=True)
                 time.sleep(runner.lease.ttl / 3)
             runner.lease.release(runner.owner)
+        except LogMismatchError as exc:
+            print(f"memswarm project: {_explain(exc)}", file=sys.stderr)
+            return 2
         except StorageError as exc:
             print(f"memswarm project: {exc}", file=sys.stderr)
             return 1
@@ -147,7 +157,18 @@ def _project(args: argparse.Namespace) -> int:
         thread.join(args.report_every)
         if thread.is_alive():
             _print_status(runner)
+    if runner.error is not None:  # exit non-zero, so that a supervisor restarts us
+        print(f"memswarm project: the projector stopped: {_explain(runner.error)}",
+              file=sys.stderr, flush=True)
+        return 1
     return 0
+
+
+def _explain(exc: BaseException) -> str:
+    if isinstance(exc, LogMismatchError):
+        return (f"{exc}; the view belongs to another log (is --log right?). It was left "
+                "untouched; `memswarm replay ... --take-over` clears it for this log")
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _print_status(runner: ProjectorRunner) -> None:
@@ -166,10 +187,16 @@ def _replay(args: argparse.Namespace) -> int:
 
     event_log, model = _open(args)
     print(f"rebuilding {args.into} (prefix {args.prefix!r}) from {args.log}", flush=True)
-    position = Projector(event_log, model, args.batch_size).replay(_progress("replayed"))
+    try:
+        position = Projector(event_log, model, args.batch_size).replay(
+            _progress("replayed"), take_over=args.take_over)
+    except LogMismatchError as exc:
+        print(f"memswarm replay: {_explain(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        model.close()
+        event_log.close()
     print(f"done: read model at position {position}", flush=True)
-    model.close()
-    event_log.close()
     return 0
 
 
@@ -256,6 +283,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(func=_project)
     p = sub.add_parser("replay", help="rebuild a Redis read model from the log")
     _add_projection_args(p)
+    p.add_argument("--take-over", action="store_true",
+                   help="rebuild the view even if it holds another log's view (replacing it)")
     p.set_defaults(func=_replay)
     p = sub.add_parser("copy", help="copy a log to another store (resumable, verified)")
     p.add_argument("--from", dest="source", required=True,

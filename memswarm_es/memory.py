@@ -548,14 +548,15 @@ class RedisSharedMemory(SharedMemory):
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "memswarm",
                  log: EventLog | str | None = None, **options: Any) -> None:
-        from projections.redis import RedisReadModel
+        from projections.redis import EPHEMERAL_TTL, RedisReadModel
 
         self.url = url
         self.prefix = check_id(prefix, "prefix")
         self._private = log is None
         if log is None:
             event_log: EventLog = InProcessLog()
-            view = RedisReadModel(url, prefix=f"{prefix}.local.{new_id()}")
+            view = RedisReadModel(url, prefix=f"{prefix}.local.{new_id()}",
+                                  expire_after=EPHEMERAL_TTL)
         else:
             event_log = SQLEventLog(log) if isinstance(log, str) else log
             view = RedisReadModel(url, prefix=prefix)

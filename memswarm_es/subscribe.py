@@ -18,7 +18,7 @@ from collections import deque
 from projections.base import ReadModel
 
 from .audit import MemoryVersion, version_of
-from .errors import ReadModelUnavailableError
+from .errors import InvalidInputError, ReadModelUnavailableError
 from .events import MEMORY_EVENT_TYPES, Event
 from .log.base import EventFilter, EventLog
 from .scopes import Scope
@@ -32,6 +32,23 @@ log = logging.getLogger(__name__)
 
 def _outage(exc: Exception) -> None:
     log.warning("subscription waiting for the read model: %s", exc)
+
+
+def check_after(log: EventLog, after: object) -> int:
+    """``after`` if a subscription can start there: a position of ``log`` (0 to its head).
+
+    Raises :class:`InvalidInputError` for anything else: a position past the head would
+    silently skip the versions written up to it.
+    """
+    if not isinstance(after, int) or isinstance(after, bool):
+        raise InvalidInputError(f"after must be a log position (an int), not {after!r}")
+    if after < 0:
+        raise InvalidInputError(f"after must not be negative (got {after})")
+    head = log.head()
+    if after > head:
+        raise InvalidInputError(f"after={after} is past the log's head ({head}): the versions "
+                                "up to it would never be delivered")
+    return after
 
 
 class _Cursor:
@@ -88,7 +105,12 @@ class _Subscriber:
 
 class Subscription(_Subscriber):
     """A blocking iterator of :class:`MemoryVersion` s; ``position`` is the last log position
-    it has seen (resume with ``subscribe(..., after=position)``)."""
+    it has seen (resume with ``subscribe(..., after=position)``). ``after`` must be a position
+    of the log (:func:`check_after`)."""
+
+    def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
+                 batch_size: int = DEFAULT_BATCH) -> None:
+        super().__init__(log, model, scope, check_after(log, after), batch_size)
 
     def poll(self, timeout: float = 0.0) -> list[MemoryVersion]:
         """The versions applied since the last poll, waiting up to ``timeout`` for one."""
@@ -134,7 +156,9 @@ class Subscription(_Subscriber):
 
 
 class AsyncSubscription(_Subscriber):
-    """The asyncio twin of :class:`Subscription`: ``async for version in subscription``."""
+    """The asyncio twin of :class:`Subscription`: ``async for version in subscription``.
+    Made by :meth:`AsyncSharedMemory.subscribe`, which checks ``after`` (:func:`check_after`)
+    in a worker thread, off the event loop."""
 
     async def poll(self, timeout: float = 0.0) -> list[MemoryVersion]:
         if self._buffer:

@@ -74,6 +74,40 @@ class ReadModel(ABC):
         """Raise :class:`InvalidValueError` if the model could not hold a memory carrying its
         own ``vector`` (a model that holds no vectors accepts any)."""
 
+    def current(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+        """The live entries among ``memory_ids`` as a projector folds against them: like
+        :meth:`get_many`, but never waiting for a build in progress (the projector is the one
+        building)."""
+        return self.get_many(memory_ids)
+
+    # --- rebuilding without serving a partial view -----------------------------------------
+    #
+    # A rebuild (replay, taking over the view of another log, a checkpoint ahead of the log)
+    # asks the model for a staging twin, projects the log into it while readers keep reading
+    # the old view, and then switches to it in one atomic step. A model that cannot hold two
+    # views returns no twin: it is cleared and rebuilt in place, marked as rebuilding. A view
+    # built from nothing (new, or after it lost its data) is marked too, so that its readers
+    # wait for the build instead of being served part of it.
+
+    def staging(self) -> ReadModel | None:
+        """An empty twin that a rebuild fills beside this model while readers keep reading
+        this one; ``None`` if the model cannot hold two views."""
+        return None
+
+    def switch_to(self, staged: ReadModel, *, force: bool = False) -> bool:
+        """Serve ``staged`` (made by :meth:`staging` and caught up) instead of the current view,
+        atomically: a reader sees the old view or the new one, never a mix. Returns False,
+        changing nothing, if this model's checkpoint is ahead of the staged one (catch the
+        twin up further and switch again); raises :class:`LogMismatchError` if this model
+        follows another log than the twin. ``force`` switches regardless (taking over the view
+        of another log, or one ahead of the log). The old view is deleted."""
+        raise NotImplementedError(f"{type(self).__name__} makes no staging twin")
+
+    def mark_rebuilding(self, target: int) -> None:
+        """Tell readers that the view is being built from nothing up to ``target``: their reads
+        wait until a commit reaches it (the mark goes then, or on :meth:`clear`). Models whose
+        readers all project inline, in one process, need not record it."""
+
     @abstractmethod
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
         """Live entries inside ``scope``, ordered by position."""
@@ -95,7 +129,7 @@ class ReadModel(ABC):
             # The checkpoint moved back (the model was cleared or lost its data) or ahead of
             # the caller's batch: the caller must look at the checkpoint again.
             raise CheckpointConflictError(fresh[0].position - 1, start)
-        batch = changes(self.get_many(_existing(fresh)), fresh)
+        batch = changes(self.current(_existing(fresh)), fresh)
         for change in batch:
             if change.after is not None and change.after.damaged:
                 log.warning("event at position %d cannot be read (%s); memory %r reads as "

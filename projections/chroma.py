@@ -119,9 +119,9 @@ class ChromaReadModel(ReadModel):
         """As every read model, one projector at a time; note first the vectors that writes
         carry themselves and the memories the batch forgets."""
         with self._guard:
-            self._given = {e.memory_id: e.data["embedding"] for e in events
+            self._given = {e.memory_id: vector for e in events
                            if e.memory_id is not None and e.type in _CONTENT_EVENTS
-                           and isinstance(e.data, Mapping) and "embedding" in e.data}
+                           and (vector := _carried_vector(e)) is not None}
             self._forgotten = [e.memory_id for e in events if e.memory_id is not None
                                and e.type == EventType.MEMORY_FORGOTTEN]
             try:
@@ -248,6 +248,16 @@ class ChromaReadModel(ReadModel):
                                   where=flt, include=["metadatas", "distances"])
         return [SearchHit(_entry(m), float(d))
                 for m, d in zip(result["metadatas"][0], result["distances"][0], strict=True)]
+
+
+def _carried_vector(event: Event) -> Any:
+    """The vector an event carries, if any; ``None`` for a payload that cannot be read (the
+    fold marks its memory damaged, and the text, if any, is embedded)."""
+    try:
+        data = event.data
+    except Exception:  # any payload at all: the projection must go on
+        return None
+    return data.get("embedding") if isinstance(data, Mapping) else None
 
 
 def current_collection(client: Any, base: str) -> tuple[str, str | None]:

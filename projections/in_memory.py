@@ -90,6 +90,26 @@ class InMemoryReadModel(ReadModel):
             self._checkpoint = 0
             self._followed = None
 
+    def staging(self) -> InMemoryReadModel:
+        return InMemoryReadModel()
+
+    def switch_to(self, staged: ReadModel, *, force: bool = False) -> bool:
+        if not isinstance(staged, InMemoryReadModel) or staged is self:
+            raise ValueError("switch_to takes a model made by this model's staging()")
+        with self._lock, staged._lock:
+            if not force:
+                if self._followed not in (None, staged._followed) and staged._followed:
+                    raise LogMismatchError(staged._followed, self._followed)
+                if self._checkpoint > staged._checkpoint:
+                    return False
+            self._entries, self._content, self._index = (staged._entries, staged._content,
+                                                         staged._index)
+            self._checkpoint, self._followed = staged._checkpoint, staged._followed
+            staged._entries, staged._content, staged._index = {}, {}, {n: {} for n in SCOPE_NAMES}
+            staged._checkpoint, staged._followed = 0, None
+        self.changed.notify()
+        return True
+
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
         with self._lock:
             parts = scope.parts()

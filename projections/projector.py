@@ -42,29 +42,42 @@ class Projector:
         Several projectors may catch one read model up at once: a batch is committed only if
         the checkpoint is still the one it was folded against, and the projector that loses
         the race goes on from the checkpoint it then finds. A read model whose checkpoint is
-        ahead of the log (it followed another log, or the log was restored from an older
-        copy) is rebuilt from position 0; one that holds the view of another log is refused
-        with :class:`LogMismatchError`, untouched.
+        ahead of the log (the log was restored from an older copy) is rebuilt beside the old
+        view (:meth:`rebuild`); one that holds the view of another log is refused with
+        :class:`LogMismatchError`, untouched. A view built from nothing is marked as
+        rebuilding up to the head, so that its readers wait for it.
         """
         with self._lock:
-            self._check_log()
-            while True:
-                try:
-                    position = self.read_model.checkpoint()
-                    if until is not None and position >= until:
-                        return position
-                    reached = self._follow(position, until, progress)
-                except CheckpointConflictError as exc:
-                    log.debug("%s; going on from the checkpoint found", exc)
-                    continue
-                if reached is not None:
-                    return reached
-                log.warning("%s is at position %d, ahead of the log (head %d); rebuilding it "
-                            "from the log", type(self.read_model).__name__, position,
-                            self.log.head())
-                self.read_model.clear()
+            self.check_log()
+            return self._catch_up(until, progress)
 
-    def _check_log(self) -> None:
+    def _catch_up(self, until: int | None, progress: Progress | None) -> int:
+        while True:
+            try:
+                position = self.read_model.checkpoint()
+                if until is not None and position >= until:
+                    return position
+                if position == 0:
+                    self._mark(until)
+                reached = self._follow(position, until, progress)
+            except CheckpointConflictError as exc:
+                log.debug("%s; going on from the checkpoint found", exc)
+                continue
+            if reached is not None:
+                return reached
+            log.warning("%s is at position %d, ahead of the log (head %d); rebuilding it "
+                        "from the log", type(self.read_model).__name__, position,
+                        self.log.head())
+            return self._rebuild(progress, force=True)
+
+    def _mark(self, until: int | None) -> None:
+        head = self.log.head()
+        target = head if until is None else min(until, head)
+        if target > 0:
+            self.read_model.mark_rebuilding(target)
+
+    def check_log(self) -> None:
+        """Raise :class:`LogMismatchError` if the read model holds the view of another log."""
         followed = self.read_model.followed_log()
         if followed is not None and followed != self.log.identity():
             raise LogMismatchError(self.log.identity(), followed)
@@ -84,9 +97,41 @@ class Projector:
                 progress(position, max(head, position))
         return position if found else None
 
-    def replay(self, progress: Progress | None = None) -> int:
-        """Rebuild the read model from position 0; return the checkpoint reached."""
+    def replay(self, progress: Progress | None = None, *, take_over: bool = False) -> int:
+        """Rebuild the read model from position 0; return the checkpoint reached.
+
+        Readers keep the old view until the new one has caught up (when the model makes a
+        staging twin). A model holding the view of another log is refused with
+        :class:`LogMismatchError` unless ``take_over`` (an operator's decision).
+        """
         with self._lock:
+            if not take_over:
+                self.check_log()
             log.info("replaying log into %s", type(self.read_model).__name__)
+            return self._rebuild(progress, force=take_over)
+
+    def rebuild(self, progress: Progress | None = None) -> int:
+        """Rebuild a view whose checkpoint is ahead of the log, beside the old view."""
+        with self._lock:
+            self.check_log()
+            return self._rebuild(progress, force=True)
+
+    def _rebuild(self, progress: Progress | None, force: bool) -> int:
+        staged = self.read_model.staging()
+        if staged is None:  # no room for two views: rebuild in place, marked
             self.read_model.clear()
-        return self.catch_up(progress=progress)
+            return self._catch_up(None, progress)
+        try:
+            if self.read_model.checkpoint() == 0:  # no old view to serve meanwhile
+                self._mark(None)
+            builder = Projector(self.log, staged, self.batch_size)
+            while True:
+                builder.catch_up(progress=progress)
+                if self.read_model.switch_to(staged, force=force):
+                    break
+                # The served view moved on meanwhile: catch the twin up to it, unless it is
+                # ahead of the log (then the twin, which is the log's view, wins).
+                force = force or self.read_model.checkpoint() > self.log.head()
+        finally:
+            staged.close()
+        return self._catch_up(None, progress)

@@ -2,22 +2,33 @@
 
 Layout under a configurable prefix ``P`` (escaped, so two prefixes never share a key):
 
-- ``P:meta`` (hash): ``checkpoint`` (the last position applied), ``gen`` (generation), ``format``.
+- ``P:meta`` (hash): ``checkpoint`` (the last position applied), ``gen`` (the generation
+  served), ``format``, ``log_id`` (the identity of the log this is the view of), ``top`` (the
+  highest generation number handed out), and while a view is built from nothing,
+  ``rebuilding`` (the position readers wait for); ``deadline`` for keys that expire.
 - ``P:g<gen>:mem`` (hash): memory id -> the entry, msgpack-encoded. Ids are hash fields, never
   parts of key names.
 - ``P:g<gen>:all`` (sorted set): every live memory id, scored by the position it was written at.
 - ``P:g<gen>:i:<scope key>`` (sorted sets), e.g. ``P:g0:i:agent:alice`` (see
   :func:`~memswarm_es.scopes.scope_key`): the live memories of one agent, group or context,
   scored by position; ``P:g<gen>:idx`` (set) names them.
+- ``P:s<gen>`` (hash, expiring unless its builder commits): the checkpoint, log and generation
+  of a view being rebuilt beside the one served; ``P:building`` (set) names those generations.
 - ``P:garbage`` (set): old generations still being deleted; ``P:lease``: the projector lease;
   pub/sub channel ``P:projected``: the new checkpoint, after each commit.
 
-A commit is one Lua script: it checks the checkpoint, applies every change, sets the new
-checkpoint and publishes it, atomically and in one round trip, so a projector that dies anywhere
-applies a batch entirely or not at all. A scoped read is one script too: ``ZINTER`` of the
-scope's sorted sets (Redis walks the smallest and probes the others), then ``HMGET`` of the
-entries; no key of another scope is touched. ``clear`` starts a new generation (atomic, O(1))
-and then deletes the old one in bounded chunks.
+A commit is one Lua script: it checks the checkpoint and the log identity, applies every
+change, sets the new checkpoint and publishes it, atomically and in one round trip, so a
+projector that dies anywhere applies a batch entirely or not at all, and one following another
+log changes nothing (:class:`LogMismatchError`). A scoped read is one script too: ``ZINTER`` of
+the scope's sorted sets (Redis walks the smallest and probes the others), then ``HMGET`` of the
+entries; no key of another scope is touched.
+
+A rebuild fills a new generation beside the served one (:meth:`RedisReadModel.staging`) and
+switches to it in one script that also records the old generation in ``P:garbage``; ``clear``
+starts a new generation the same way. Old generations are deleted in bounded chunks, by the
+process that switched and, should it die first, by any later open, commit or clear (which also
+collect the generations of builders that stopped).
 
 The scripts build key names from the prefix they are given, so all of a model's keys must live
 on one Redis node (a single server, or a replica set; not a cluster).
@@ -30,6 +41,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
@@ -40,6 +52,8 @@ import redis.asyncio
 from memswarm_es.errors import (
     CheckpointConflictError,
     ForeignStoreError,
+    LogMismatchError,
+    ReadModelBehindError,
     ReadModelUnavailableError,
 )
 from memswarm_es.events import decode, encode
@@ -53,15 +67,29 @@ log = logging.getLogger(__name__)
 FORMAT = "memswarm-redis-1"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _GC_CHUNK = 500
+DEFAULT_MAX_CONNECTIONS = 64
+EPHEMERAL_TTL = 60.0  # seconds a private view outlives a process that stopped renewing it
+_REBUILD_LOOK = 0.5  # longest pause between two looks while a read waits for a build
 
 _COMMIT = """
 local meta = KEYS[1]
+if tonumber(ARGV[8]) > 0 then
+  if redis.call('EXISTS', meta) == 0 then
+    return {3, 0}  -- a staging generation whose builder stopped renewing it: gone
+  end
+  redis.call('PEXPIRE', meta, ARGV[8])
+end
 local current = tonumber(redis.call('HGET', meta, 'checkpoint') or '0')
 if current ~= tonumber(ARGV[1]) then
   return {0, current}
 end
+local followed = redis.call('HGET', meta, 'log_id')
+if ARGV[6] ~= '' and followed and followed ~= ARGV[6] then
+  return {2, followed}
+end
 local base = ARGV[3] .. (redis.call('HGET', meta, 'gen') or '0') .. ':'
-local i = 6
+local touched = {base .. 'mem', base .. 'all', base .. 'idx'}
+local i = 10
 -- one command per chunk of arguments (Lua's unpack has a limit), not one per memory
 local function bulk(command, key, count)
   for s = i, i + count - 1, 4000 do
@@ -90,19 +118,54 @@ section('ZADD', base .. 'all')   -- position, memory id
 section('SADD', base .. 'idx')   -- names of the scope indexes written to
 while i <= #ARGV do              -- per scope index: name, then additions, then removals
   local key = base .. 'i:' .. ARGV[i]
+  touched[#touched + 1] = key
   i = i + 1
   section('ZADD', key)
   section('ZREM', key)
 end
 redis.call('HSET', meta, 'checkpoint', ARGV[2], 'format', ARGV[4])
-redis.call('PUBLISH', ARGV[5], ARGV[2])
-return {1, tonumber(ARGV[2])}
+if ARGV[6] ~= '' then
+  redis.call('HSET', meta, 'log_id', ARGV[6])
+end
+local target = tonumber(redis.call('HGET', meta, 'rebuilding') or '0')
+if target > 0 and tonumber(ARGV[2]) >= target then
+  redis.call('HDEL', meta, 'rebuilding')
+end
+if tonumber(ARGV[7]) > 0 then  -- keys that expire together unless a live owner renews them
+  local deadline = redis.call('HGET', meta, 'deadline')
+  if not deadline then
+    local now = redis.call('TIME')
+    deadline = now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[7])
+    redis.call('HSET', meta, 'deadline', deadline)
+  end
+  touched[#touched + 1] = meta
+  for _, key in ipairs(touched) do
+    redis.call('PEXPIREAT', key, deadline)
+  end
+end
+for _, gen in ipairs(redis.call('SMEMBERS', KEYS[3])) do  -- builders that died
+  if redis.call('EXISTS', ARGV[9] .. gen) == 0 then
+    redis.call('SREM', KEYS[3], gen)
+    redis.call('SADD', KEYS[2], gen)
+  end
+end
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], ARGV[2])
+end
+return {1, tonumber(ARGV[2]), redis.call('SCARD', KEYS[2])}
 """
 
 _READ = """
-local base = ARGV[2] .. (redis.call('HGET', ARGV[1], 'gen') or '0') .. ':'
+local meta = ARGV[1]
+if ARGV[3] ~= 'ids' then  -- a reader's read: not while the view is being built from nothing
+  local target = tonumber(redis.call('HGET', meta, 'rebuilding') or '0')
+  if target > 0 then
+    return {target, tonumber(redis.call('HGET', meta, 'checkpoint') or '0')}
+  end
+end
+local base = ARGV[2] .. (redis.call('HGET', meta, 'gen') or '0') .. ':'
 local ids
-if ARGV[3] == 'ids' then
+if ARGV[3] ~= 'scope' then
   ids = {}
   for j = 4, #ARGV do ids[#ids + 1] = ARGV[j] end
 elseif #ARGV == 3 then
@@ -114,7 +177,7 @@ else
   for j = 4, #ARGV do keys[#keys + 1] = base .. 'i:' .. ARGV[j] end
   ids = redis.call('ZINTER', #keys, unpack(keys))
 end
-local out = {}
+local out = {0}
 for s = 1, #ids, 1000 do
   local chunk = redis.call('HMGET', base .. 'mem', unpack(ids, s, math.min(s + 999, #ids)))
   for k = 1, #chunk do out[#out + 1] = chunk[k] end
@@ -124,10 +187,12 @@ return out
 
 _CLEAR = """
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+local top = math.max(gen, tonumber(redis.call('HGET', KEYS[1], 'top') or '0')) + 1
 redis.call('SADD', KEYS[2], gen)
-redis.call('HSET', KEYS[1], 'gen', gen + 1, 'checkpoint', 0, 'format', ARGV[1])
+redis.call('HSET', KEYS[1], 'gen', top, 'top', top, 'checkpoint', 0, 'format', ARGV[1])
+redis.call('HDEL', KEYS[1], 'log_id', 'rebuilding')
 redis.call('PUBLISH', ARGV[2], 0)
-return gen + 1
+return top
 """
 
 _COLLECT = """
@@ -146,6 +211,86 @@ end
 redis.call('UNLINK', base .. 'mem', base .. 'all', base .. 'idx')
 redis.call('SREM', KEYS[2], ARGV[1])
 return 0
+"""
+
+_STAGE = """
+local top = math.max(tonumber(redis.call('HGET', KEYS[1], 'gen') or '0'),
+                     tonumber(redis.call('HGET', KEYS[1], 'top') or '0')) + 1
+redis.call('HSET', KEYS[1], 'top', top, 'format', ARGV[2])
+local stage = ARGV[1] .. top
+redis.call('HSET', stage, 'gen', top, 'checkpoint', 0, 'format', ARGV[2])
+redis.call('PEXPIRE', stage, ARGV[3])
+redis.call('SADD', KEYS[2], top)
+return top
+"""
+
+_SWITCH = """
+local meta, stage = KEYS[1], KEYS[2]
+if redis.call('EXISTS', stage) == 0 then
+  return {3, 0}
+end
+local live = tonumber(redis.call('HGET', meta, 'checkpoint') or '0')
+local staged = tonumber(redis.call('HGET', stage, 'checkpoint') or '0')
+local followed = redis.call('HGET', meta, 'log_id')
+local new_log = redis.call('HGET', stage, 'log_id')
+if ARGV[2] ~= '1' then
+  if followed and new_log and followed ~= new_log then
+    return {2, followed}
+  end
+  if live > staged then
+    return {0, live}
+  end
+end
+redis.call('SADD', KEYS[3], redis.call('HGET', meta, 'gen') or '0')
+redis.call('HSET', meta, 'gen', ARGV[1], 'checkpoint', staged, 'format', ARGV[3])
+if new_log then
+  redis.call('HSET', meta, 'log_id', new_log)
+else
+  redis.call('HDEL', meta, 'log_id')
+end
+redis.call('HDEL', meta, 'rebuilding')
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('DEL', stage)
+redis.call('PUBLISH', ARGV[4], staged)
+return {1, staged}
+"""
+
+_MARK = """
+if tonumber(redis.call('HGET', KEYS[1], 'checkpoint') or '0') < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'rebuilding', ARGV[1], 'format', ARGV[2])
+end
+return 0
+"""
+
+_EXPIRED = """
+local moved = 0
+for _, gen in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  if redis.call('EXISTS', ARGV[1] .. gen) == 0 then
+    redis.call('SREM', KEYS[2], gen)
+    redis.call('SADD', KEYS[1], gen)
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+_RENEW = """
+local meta = KEYS[1]
+if redis.call('EXISTS', meta) == 0 then
+  return 0
+end
+local now = redis.call('TIME')
+local deadline = now[1] * 1000 + math.floor(now[2] / 1000) + tonumber(ARGV[2])
+redis.call('HSET', meta, 'deadline', deadline)
+local base = ARGV[1] .. (redis.call('HGET', meta, 'gen') or '0') .. ':'
+local keys = {meta, KEYS[2], base .. 'mem', base .. 'all', base .. 'idx'}
+for _, name in ipairs(redis.call('SMEMBERS', base .. 'idx')) do
+  keys[#keys + 1] = base .. 'i:' .. name
+end
+for _, key in ipairs(keys) do
+  redis.call('PEXPIREAT', key, deadline)
+end
+return 1
 """
 
 _ACQUIRE = """
@@ -234,21 +379,39 @@ class RedisReadModel(ReadModel):
 
     Safe to share between threads; many processes may read it, and many projectors may commit
     to it (each commit checks the checkpoint, so racing projectors never apply an event twice).
+
+    ``expire_after`` (seconds) makes every key expire together unless this object keeps
+    renewing them (a thread does, until :meth:`close`): for private views that a crashed
+    process must not leave behind. A read of a view being built from nothing waits for the
+    build (at most ``rebuild_timeout`` seconds, then :class:`ReadModelBehindError`).
+    ``max_connections`` bounds each connection pool; a caller beyond it waits for one.
     """
 
     def __init__(self, url: str = DEFAULT_URL, *, prefix: str = "memswarm",
-                 socket_timeout: float = 30.0) -> None:
+                 socket_timeout: float = 30.0, expire_after: float | None = None,
+                 rebuild_timeout: float = 60.0, stage_ttl: float = 120.0,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+        if expire_after is not None and expire_after <= 0:
+            raise ValueError("expire_after must be positive")
         self.url = url
         self.prefix = check_id(prefix, "prefix")
+        self.expire_after = expire_after
+        self.rebuild_timeout = rebuild_timeout
+        self.stage_ttl = stage_ttl
         base = escape_part(prefix)
         self.meta_key = f"{base}:meta"
         self.garbage_key = f"{base}:garbage"
+        self.building_key = f"{base}:building"
         self.lease_key = f"{base}:lease"
         self.channel = f"{base}:projected"
         self._gen_base = f"{base}:g"
+        self._stage_base = f"{base}:s"
+        self._stage_gen: int | None = None
         self._options: dict[str, Any] = {"socket_timeout": socket_timeout,
-                                         "socket_connect_timeout": min(socket_timeout, 5.0)}
-        self._client = redis.Redis.from_url(url, **self._options)
+                                         "socket_connect_timeout": min(socket_timeout, 5.0),
+                                         "max_connections": max_connections, "timeout": None}
+        pool = redis.BlockingConnectionPool.from_url(url, **self._options)
+        self._client = redis.Redis(connection_pool=pool)
         self._commit = self._client.register_script(_COMMIT)
         self._read = self._client.register_script(_READ)
         self._clear = self._client.register_script(_CLEAR)
@@ -259,6 +422,13 @@ class RedisReadModel(ReadModel):
         self._listener: threading.Thread | None = None
         self._listener_lock = threading.Lock()
         self._listening = False
+        self._renewer: threading.Thread | None = None
+        with contextlib.suppress(ReadModelUnavailableError):
+            self.collect_garbage()  # what a process that died while deleting left behind
+        if expire_after is not None:
+            self._renewer = threading.Thread(target=self._renew, daemon=True,
+                                             name=f"memswarm-redis-renew-{prefix}")
+            self._renewer.start()
 
     @property
     def client(self) -> redis.Redis:
@@ -278,21 +448,45 @@ class RedisReadModel(ReadModel):
                 f"{self.url}: {self.meta_key} holds format {found.decode()!r}, not {FORMAT!r}")
         return int(checkpoint or 0)
 
+    def followed_log(self) -> str | None:
+        with _answering(self.url):
+            found = self._client.hget(self.meta_key, "log_id")
+        return None if found is None else found.decode()
+
     def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
-        ids = list(memory_ids)
+        return self._get_many(list(memory_ids), "get")
+
+    def current(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+        return self._get_many(list(memory_ids), "ids")
+
+    def _get_many(self, ids: list[str], mode: str) -> dict[str, MemoryEntry]:
         if not ids:
             return {}
-        with _answering(self.url):
-            blobs = self._read(args=[self.meta_key, self._gen_base, "ids", *ids])
+        blobs = self._read_complete([self.meta_key, self._gen_base, mode, *ids])
         return {m: _unpack(b) for m, b in zip(ids, blobs, strict=True) if b is not None}
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
-        args = [expected_checkpoint, checkpoint, self._gen_base, FORMAT, self.channel,
-                *_commit_args(changes)]
+        stage_ttl = int(self.stage_ttl * 1000) if self._stage_gen is not None else 0
+        expire = int(self.expire_after * 1000) if self.expire_after is not None else 0
+        args = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
+                "" if self._stage_gen is not None else self.channel, self.log_id or "", expire,
+                stage_ttl, self._stage_base, *_commit_args(changes)]
         with _answering(self.url):
-            ok, actual = self._commit(keys=[self.meta_key], args=args)
-        if not ok:
-            raise CheckpointConflictError(expected_checkpoint, actual)
+            found = self._commit(keys=[self.meta_key, self.garbage_key, self.building_key],
+                                 args=args)
+        if found[0] == 0:
+            raise CheckpointConflictError(expected_checkpoint, found[1])
+        if found[0] == 2:
+            raise LogMismatchError(self.log_id or "", found[1].decode())
+        if found[0] == 3:
+            raise self._expired()
+        if found[2]:
+            self.collect_garbage()
+
+    def _expired(self) -> ReadModelUnavailableError:
+        return ReadModelUnavailableError(
+            f"{self.url}: staging generation {self._stage_gen} of {self.prefix!r} expired (its "
+            f"builder paused longer than {self.stage_ttl:g} s); rebuild again")
 
     def clear(self) -> None:
         """Start an empty generation (at once, atomically), then delete the old ones."""
@@ -303,35 +497,105 @@ class RedisReadModel(ReadModel):
         self.changed.notify()
         self.collect_garbage()
 
-    def collect_garbage(self) -> None:
-        """Delete the keys of old generations, a bounded chunk per script call (so Redis is
-        never blocked for long, and a collector that dies leaves work the next one finishes)."""
+    def mark_rebuilding(self, target: int) -> None:
+        if self._stage_gen is not None:
+            return  # nobody reads a staging generation
         with _answering(self.url):
+            self._client.eval(_MARK, 1, self.meta_key, target, FORMAT)
+
+    def staging(self) -> RedisReadModel | None:
+        """A new generation under the same prefix, built beside the one served (a builder that
+        stops renewing it for ``stage_ttl`` seconds loses it to the garbage collector)."""
+        if self.expire_after is not None or self._stage_gen is not None:
+            return None
+        with _answering(self.url):
+            gen = self._client.eval(_STAGE, 2, self.meta_key, self.building_key,
+                                    self._stage_base, FORMAT, int(self.stage_ttl * 1000))
+        twin = RedisReadModel(self.url, prefix=self.prefix,
+                              socket_timeout=self._options["socket_timeout"],
+                              stage_ttl=self.stage_ttl)
+        twin._stage_gen = int(gen)
+        twin.meta_key = f"{self._stage_base}{gen}"
+        return twin
+
+    def switch_to(self, staged: ReadModel, *, force: bool = False) -> bool:
+        if not isinstance(staged, RedisReadModel) or staged._stage_gen is None \
+                or staged.prefix != self.prefix:
+            raise ValueError("switch_to takes a model made by this model's staging()")
+        with _answering(self.url):
+            found = self._client.eval(
+                _SWITCH, 4, self.meta_key, staged.meta_key, self.garbage_key, self.building_key,
+                staged._stage_gen, "1" if force else "0", FORMAT, self.channel)
+        if found[0] == 2:
+            raise LogMismatchError(staged.log_id or "", found[1].decode())
+        if found[0] == 3:
+            raise staged._expired()
+        if found[0] == 0:
+            return False
+        log.info("%s: read model %r switched to generation %s at position %s", self.url,
+                 self.prefix, staged._stage_gen, found[1])
+        self.changed.notify()
+        self.collect_garbage()
+        return True
+
+    def collect_garbage(self) -> None:
+        """Delete the keys of old generations (and of staging ones whose builder died), a
+        bounded chunk per script call (so Redis is never blocked for long, and a collector
+        that dies leaves work the next open, commit or clear finishes)."""
+        with _answering(self.url):
+            self._client.eval(_EXPIRED, 2, self.garbage_key, self.building_key,
+                              self._stage_base)
             for raw in self._client.smembers(self.garbage_key):
                 while self._collect(keys=[self.meta_key, self.garbage_key],
                                     args=[raw.decode(), self._gen_base, _GC_CHUNK]):
                     pass
 
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
-        with _answering(self.url):
-            blobs = self._read(args=self._read_args(scope))
-        return [_unpack(b) for b in blobs]
+        return [_unpack(b) for b in self._read_complete(self._read_args(scope))]
 
     def _read_args(self, scope: Scope) -> list[str]:
         return [self.meta_key, self._gen_base, "scope",
                 *(scope_key(name, value) for name, value in scope.parts())]
 
+    def _read_complete(self, args: list[Any]) -> list[Any]:
+        """Run the read script; while the view is being built from nothing, wait for it."""
+        deadline = time.monotonic() + self.rebuild_timeout
+        while True:
+            with _answering(self.url):
+                status, *found = self._read(args=args)
+            if not status:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReadModelBehindError(status, found[0], self.rebuild_timeout)
+            self.wait(status - 1, min(left, _REBUILD_LOOK))
+
     def drop(self) -> None:
         """Delete every key of this read model (its data, checkpoint, lease)."""
         self.clear()
         with _answering(self.url):
-            self._client.unlink(self.meta_key, self.garbage_key, self.lease_key)
+            self._client.unlink(self.meta_key, self.garbage_key, self.building_key,
+                                self.lease_key)
 
     def close(self) -> None:
         self._closed.set()
-        if self._listener is not None:
-            self._listener.join(timeout=5)
+        for thread in (self._listener, self._renewer):
+            if thread is not None:
+                thread.join(timeout=5)
         self._client.close()
+
+    def _renew(self) -> None:
+        """Push the common deadline of every key forward, a third of ``expire_after`` at a
+        time, until :meth:`close`."""
+        assert self.expire_after is not None
+        every = self.expire_after / 3
+        while not self._closed.wait(every):
+            try:
+                with _answering(self.url):
+                    self._client.eval(_RENEW, 2, self.meta_key, self.garbage_key,
+                                      self._gen_base, int(self.expire_after * 1000))
+            except ReadModelUnavailableError as exc:
+                log.warning("could not renew the keys of %r: %s", self.prefix, exc)
 
     # --- async twins (native: redis.asyncio, one client per event loop) ---------------------
 
@@ -339,7 +603,8 @@ class RedisReadModel(ReadModel):
         loop = asyncio.get_running_loop()
         found = self._async.get(loop)
         if found is None:
-            client = redis.asyncio.Redis.from_url(self.url, **self._options)
+            pool = redis.asyncio.BlockingConnectionPool.from_url(self.url, **self._options)
+            client = redis.asyncio.Redis(connection_pool=pool)
             found = (client, client.register_script(_READ))
             self._async[loop] = found
         return found
@@ -354,16 +619,24 @@ class RedisReadModel(ReadModel):
         ids = list(memory_ids)
         if not ids:
             return {}
-        _, read = self._async_client()
-        with _answering(self.url):
-            blobs = await read(args=[self.meta_key, self._gen_base, "ids", *ids])
+        blobs = await self._read_complete_async([self.meta_key, self._gen_base, "get", *ids])
         return {m: _unpack(b) for m, b in zip(ids, blobs, strict=True) if b is not None}
 
     async def read_scope_async(self, scope: Scope) -> list[MemoryEntry]:
+        return [_unpack(b) for b in await self._read_complete_async(self._read_args(scope))]
+
+    async def _read_complete_async(self, args: list[Any]) -> list[Any]:
         _, read = self._async_client()
-        with _answering(self.url):
-            blobs = await read(args=self._read_args(scope))
-        return [_unpack(b) for b in blobs]
+        deadline = time.monotonic() + self.rebuild_timeout
+        while True:
+            with _answering(self.url):
+                status, *found = await read(args=args)
+            if not status:
+                return found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ReadModelBehindError(status, found[0], self.rebuild_timeout)
+            await self.wait_async(status - 1, min(left, _REBUILD_LOOK))
 
     async def aclose(self) -> None:
         found = self._async.pop(asyncio.get_running_loop(), None)

@@ -8,8 +8,11 @@ read model's checkpoint check on every commit, so even a holder that lost its le
 was paused cannot apply a batch twice or skip one.
 
 The runner also notices when the read model lost its data (its checkpoint went back, as after
-FLUSHDB or a restart without persistence) or is ahead of the log, and rebuilds it from the log,
-reporting progress.
+FLUSHDB or a restart without persistence; readers wait for the rebuild) or is ahead of the log
+(rebuilt beside the old view, which serves until the switch), and rebuilds it from the log,
+reporting progress. It never touches the view of another log: it stops, with :attr:`error`
+set, as it does on a log it cannot read (garbage, a broken chain), so that a supervisor sees
+the failure instead of a runner that quietly does nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ import uuid
 from dataclasses import dataclass
 from typing import Protocol
 
-from memswarm_es.errors import StorageError
+from memswarm_es.errors import (
+    CorruptLogError,
+    IntegrityError,
+    LogMismatchError,
+    StorageError,
+)
 from memswarm_es.log.base import EventLog
 
 from .base import ReadModel
@@ -84,6 +92,10 @@ class _LeaseLost(Exception):
     pass
 
 
+# Errors that waiting does not cure: the runner stops on them instead of retrying.
+FATAL = (LogMismatchError, CorruptLogError, IntegrityError)
+
+
 class ProjectorRunner:
     """Runs a :class:`Projector` for ``read_model`` until stopped: :meth:`run` in the calling
     thread, or :meth:`start` in a thread of its own.
@@ -108,6 +120,7 @@ class ProjectorRunner:
         self.holding = False
         self.rebuilds = 0
         self._last_checkpoint = 0
+        self.error: BaseException | None = None  # what stopped :meth:`run`, if not stop()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -123,16 +136,17 @@ class ProjectorRunner:
         if not self.holding:
             self._last_checkpoint = 0  # another runner may rebuild meanwhile: not a data loss
             return None
+        self.projector.check_log()  # never clear, nor add to, the view of another log
         checkpoint = self.read_model.checkpoint()
         head = self.log.head()
-        if checkpoint > head:
-            self._rebuilding(f"its checkpoint {checkpoint} is ahead of the log (head {head})")
-            self.read_model.clear()
-            self._last_checkpoint = 0
-        else:
-            self._check_not_lost(checkpoint)
         try:
-            checkpoint = self.projector.catch_up(progress=self._applied)
+            if checkpoint > head:
+                self._rebuilding(f"its checkpoint {checkpoint} is ahead of the log (head {head})")
+                self._last_checkpoint = 0
+                checkpoint = self.projector.rebuild(progress=self._applied)
+            else:
+                self._check_not_lost(checkpoint)
+                checkpoint = self.projector.catch_up(progress=self._applied)
         except _LeaseLost:
             log.warning("%s: lost the lease to %s; standing by", self.owner, self._holder())
             self.holding = False
@@ -172,7 +186,19 @@ class ProjectorRunner:
 
     def run(self) -> None:
         """Follow the log until :meth:`stop`; outages of the log or the read model are waited
-        out (with backoff), and the lease is released on the way out."""
+        out (with backoff), and the lease is released on the way out.
+
+        Any other error (:data:`FATAL` ones, or whatever the log or the model raise that is
+        not an outage) ends the run: it is kept in :attr:`error` and raised again.
+        """
+        try:
+            self._run()
+        except BaseException as exc:
+            self.error = exc
+            log.error("%s: projector stopped: %s: %s", self.owner, type(exc).__name__, exc)
+            raise
+
+    def _run(self) -> None:
         backoff = 0.05
         renew_every = self.lease.ttl / 3
         look_every = min(renew_every, 0.5)  # how soon a lost or cleared read model is noticed
@@ -180,6 +206,8 @@ class ProjectorRunner:
             while not self._stop.is_set():
                 try:
                     checkpoint = self.step()
+                except FATAL:
+                    raise
                 except StorageError as exc:
                     log.warning("%s: %s; retrying in %.2f s", self.owner, exc, backoff)
                     self.holding = False

@@ -143,3 +143,34 @@ def test_async_memories_in_several_event_loops(redis_url: str, redis_prefix: str
         return len(await mem.read_scope(agent_id="a"))
 
     assert [asyncio.run(once(n)) for n in range(3)] == [1, 2, 3]
+
+
+def test_300_concurrent_readers_of_a_runner_fed_view_wait_for_connections(
+        redis_url: str, redis_prefix: str) -> None:
+    """More tasks than the pool has connections: they wait for one, none fails."""
+    log = InProcessLog()
+    runner = ProjectorRunner(log, RedisReadModel(redis_url, prefix=redis_prefix))
+    runner.start()
+    writer = SharedMemory(log, RedisReadModel(redis_url, prefix=redis_prefix),
+                          project_inline=False, wait_timeout=60)
+    ids = [writer.write_scope(n, metadata={"agent_id": f"t{n}", "group_id": f"g{n % 3}"})
+           for n in range(300)]
+    amem = AsyncSharedMemory(SharedMemory(log, RedisReadModel(redis_url, prefix=redis_prefix),
+                                          project_inline=False, wait_timeout=60))
+
+    async def reader(n: int) -> None:
+        await amem.wait_for(300)
+        for _ in range(3):
+            mine = await amem.read_scope(agent_id=f"t{n}")
+            assert [e.memory_id for e in mine] == [ids[n]]
+            assert (await amem.get(ids[n])).value == n
+            assert len(await amem.read_scope(group_id=f"g{n % 3}")) == 100
+
+    async def main() -> None:
+        await asyncio.gather(*(reader(n) for n in range(300)))
+        await amem.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        runner.stop()

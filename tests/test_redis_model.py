@@ -4,6 +4,10 @@ prefixes, what a scoped read touches, typed errors, the lease, and the seed name
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -24,6 +28,7 @@ from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.redis import RedisReadModel
 from tests.histories import assert_is_fold, fill, query_scopes
+from tests.test_runner import ROOT, eventually
 
 
 @pytest.fixture
@@ -219,3 +224,50 @@ def test_hybrid_redis_and_sqlite_share_one_view(redis_url: str, redis_prefix: st
     view = fold(direct.log.read())
     assert direct.read_scope() == select(view.entries.values(), Scope())
     direct.close()
+
+
+_EPHEMERAL_THEN_KILLED = """
+import os, signal, sys
+from projections import redis as view
+view.EPHEMERAL_TTL = 1.0
+from memswarm_es import RedisSharedMemory
+mem = RedisSharedMemory(sys.argv[1], prefix=sys.argv[2])
+for n in range(50):
+    mem.write_scope(n, metadata={"agent_id": f"a{n % 5}", "group_id": "g"})
+mem.write_scope("after clear", metadata={"agent_id": "b"})
+print(mem.read_model.prefix, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_killed_process_leaves_no_ephemeral_keys(redis_url: str,
+                                                   redis_prefix: str) -> None:
+    child = subprocess.run([sys.executable, "-c", _EPHEMERAL_THEN_KILLED, redis_url,
+                            redis_prefix], cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                           capture_output=True, text=True, timeout=60)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+    prefix = child.stdout.strip()
+    assert prefix.startswith(f"{redis_prefix}.local.")
+    client = redis.Redis.from_url(redis_url)
+    assert keys_of(client, prefix)  # left behind by the kill...
+    eventually(lambda: not keys_of(client, prefix), timeout=10, what="the keys to expire")
+    client.close()
+
+
+def test_a_live_ephemeral_memory_keeps_its_keys(redis_url: str, redis_prefix: str,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("projections.redis.EPHEMERAL_TTL", 0.6)
+    mem = RedisSharedMemory(redis_url, prefix=redis_prefix)
+    ids = [mem.write_scope(n, metadata={"agent_id": "a", "group_id": f"g{n % 2}"})
+           for n in range(20)]
+    client = redis.Redis.from_url(redis_url)
+    prefix = mem.read_model.prefix  # type: ignore[attr-defined]
+    before = keys_of(client, prefix)
+    assert all(0 < client.pttl(k) <= 600 for k in before)
+    time.sleep(2)  # several lifetimes: renewed all along
+    assert keys_of(client, prefix) == before
+    assert [e.memory_id for e in mem.read_scope(agent_id="a")] == ids
+    assert len(mem.read_scope(group_id="g1")) == 10
+    mem.close()
+    assert keys_of(client, prefix) == set()
+    client.close()

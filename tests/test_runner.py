@@ -4,6 +4,7 @@ ahead of the log, and the ``memswarm project`` / ``memswarm replay`` commands.""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import random
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,18 @@ def sqlite_log(tmp_path: Path, events: int, seed: int = 0) -> str:
     fill(log, events, seed)
     log.close()
     return url
+
+
+@contextlib.contextmanager
+def unmarked(model: RedisReadModel) -> Iterator[int]:
+    """Look at a view being built from nothing as it stands (readers would wait): lift the
+    mark for the body, and put it back."""
+    target = int(model.client.hget(model.meta_key, "rebuilding") or 0)
+    model.client.hdel(model.meta_key, "rebuilding")
+    try:
+        yield target
+    finally:
+        model.client.hset(model.meta_key, "rebuilding", target)
 
 
 def spawn_projector(log_url: str, redis_url: str, prefix: str,
@@ -157,7 +170,9 @@ def test_projector_killed_mid_projection_resumes_exactly(redis_url: str, redis_p
         assert child.returncode == -signal.SIGKILL, child.stderr.read()  # type: ignore[union-attr]
         checkpoint = model.checkpoint()
         assert 0 < checkpoint < head  # killed in the middle of the projection
-        assert_is_fold(model, log)  # the batch it was in is wholly applied or not at all
+        with unmarked(model) as target:
+            assert target == head  # readers wait for the build rather than see part of it
+            assert_is_fold(model, log)  # the batch it was in is wholly applied or not at all
         seen.append(checkpoint)
     assert seen == sorted(seen)
     finish = spawn_projector(log_url, redis_url, redis_prefix, "--once", "--lease-ttl", "1")
@@ -236,23 +251,6 @@ def test_flushdb_under_a_running_projector_rebuilds_and_converges(
     admin.close()
 
 
-def test_a_checkpoint_ahead_of_the_log_is_rebuilt(redis_url: str, redis_prefix: str) -> None:
-    model = RedisReadModel(redis_url, prefix=redis_prefix)
-    first, second = InProcessLog(), InProcessLog()
-    fill(first, 300, seed=1)
-    fill(second, 100, seed=2)
-    Projector(first, model).catch_up()
-    runner = ProjectorRunner(second, model, batch_size=30)
-    assert runner.step() == 100
-    assert runner.rebuilds == 1
-    assert_is_fold(model, second)
-    model.clear()
-    Projector(first, model).catch_up()
-    mem = SharedMemory(second, model)  # the facade's inline projector rebuilds as well
-    assert mem.read_model.checkpoint() == 100
-    assert_is_fold(model, second)
-
-
 def test_memswarm_project_once_and_replay(redis_url: str, redis_prefix: str, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:
     log_url = sqlite_log(tmp_path, 2500, seed=5)
@@ -270,3 +268,22 @@ def test_memswarm_project_once_and_replay(redis_url: str, redis_prefix: str, tmp
     assert "replayed: 2500/2500 events (100%)" in out and "read model at position 2500" in out
     assert int(model.client.hget(model.meta_key, "gen")) == 1
     assert_is_fold(model, log)
+
+
+def test_memswarm_project_exits_non_zero_when_its_projector_dies(
+        redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    """Another program overwrote the view's keys: waiting does not cure that, so the projector
+    stops and the command exits non-zero (a supervisor sees it and restarts it)."""
+    log_url = sqlite_log(tmp_path, 300)
+    model = RedisReadModel(redis_url, prefix=redis_prefix)
+    child = spawn_projector(log_url, redis_url, redis_prefix, "--lease-ttl", "1")
+    try:
+        eventually(lambda: model.checkpoint() == 300, what="the projection")
+        model.client.delete(model.meta_key)
+        model.client.set(model.meta_key, "another program's data")
+        assert child.wait(60) == 1
+        assert "projector stopped" in child.stderr.read()  # type: ignore[union-attr]
+    finally:
+        child.kill()
+        child.wait()
+    assert model.client.get(model.meta_key) == b"another program's data"

@@ -16,7 +16,7 @@ import pytest
 
 from memswarm_es import AsyncSharedMemory, InMemorySharedMemory, SharedMemory
 from memswarm_es.audit import MemoryVersion
-from memswarm_es.errors import InvalidScopeError
+from memswarm_es.errors import InvalidInputError, InvalidScopeError
 from memswarm_es.events import MEMORY_EVENT_TYPES
 from memswarm_es.log import InProcessLog, SQLEventLog
 from memswarm_es.log.base import EventFilter, EventLog
@@ -164,3 +164,21 @@ def test_subscriber_in_another_process_across_a_redis_restart(own_redis: RedisSe
     got = [tuple(json.loads(line)) for line in lines[1:]]
     assert got == expected(log, Scope(group_id="g1"))
     assert runner.rebuilds >= 1
+
+
+@pytest.mark.parametrize("after", ["x", "3", 2.0, True, -1, 10**6, [1], "head+1"])
+def test_a_start_that_is_not_a_position_of_the_log_is_a_typed_error(after: object) -> None:
+    mem = InMemorySharedMemory()
+    for i in range(5):
+        mem.write_scope(i, metadata={"agent_id": "a"})
+    start = mem.log.head() + 1 if after == "head+1" else after
+    with pytest.raises(InvalidInputError):
+        mem.subscribe(agent_id="a", after=start)  # type: ignore[arg-type]
+
+    async def main() -> None:
+        with pytest.raises(InvalidInputError):
+            await AsyncSharedMemory(mem).subscribe(agent_id="a", after=start)  # type: ignore
+
+    asyncio.run(main())
+    assert len(mem.subscribe(agent_id="a", after=mem.log.head() - 2).poll()) == 2
+    assert mem.subscribe(agent_id="a", after=0).position == 0
