@@ -431,3 +431,35 @@ def test_postgresql_records_the_servers_time_not_the_clients(
                                            version=1)])
     assert abs(event.recorded_at - datetime.now(timezone.utc)).total_seconds() < 60
     log.close()
+
+
+@pytest.mark.parametrize("kind", ["redis", "chroma"])
+def test_unreadable_events_project_into_every_read_model(
+        kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Every read model takes a log holding every kind of unreadable payload and equals the
+    fold: the damaged memories are there, flagged, and projection went on past them."""
+    path = str(tmp_path / "s.db")
+    mem = SQLiteSharedMemory(path)
+    good = mem.write_scope("good", metadata={"agent_id": "a"})
+    mem.close()
+    _record_raw(path, [
+        NewEvent(type=EventType.MEMORY_WRITTEN, scope=Scope("a"), actor="other",
+                 payload=payload, memory_id=f"strange-{i}", version=1)
+        for i, (_, payload) in enumerate(_raw_payloads())])
+    log = SQLEventLog(f"sqlite:///{path}", create=False)
+    if kind == "redis":
+        from projections.redis import RedisReadModel
+
+        model: Any = RedisReadModel(request.getfixturevalue("redis_url"),
+                                    prefix=request.getfixturevalue("redis_prefix"))
+    else:
+        from tests.test_chroma_integrity import model_on
+
+        model = model_on(tmp_path / "chroma")
+    Projector(log, model, batch_size=3).catch_up()
+    view = model.read_scope(Scope("a"))
+    assert view == sorted(fold(log.read()).entries.values(), key=lambda e: e.position)
+    assert [e.memory_id for e in view if e.damaged is None] == [good]
+    assert len(view) == 1 + len(_raw_payloads())
+    model.close()
+    log.close()
