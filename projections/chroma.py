@@ -22,11 +22,13 @@ import base64
 import json
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any
+from typing import Any, TypeVar
 
+import chromadb.errors
 import numpy as np
 
 from memswarm_es.errors import (
@@ -130,7 +132,7 @@ class ChromaReadModel(ReadModel):
                 self._given, self._forgotten = {}, []
 
     def _record(self) -> dict[str, Any]:
-        found = self._meta.get(ids=[_CHECKPOINT_ID], include=["metadatas"])
+        found = _patient(lambda: self._meta.get(ids=[_CHECKPOINT_ID], include=["metadatas"]))
         return dict(found["metadatas"][0]) if found["ids"] else {}
 
     def checkpoint(self) -> int:
@@ -159,7 +161,7 @@ class ChromaReadModel(ReadModel):
         ids = list(memory_ids)
         if not ids:
             return {}
-        found = self._docs.get(ids=ids, include=["metadatas"])
+        found = _patient(lambda: self._docs.get(ids=ids, include=["metadatas"]))
         return {i: _entry(m) for i, m in zip(found["ids"], found["metadatas"], strict=True)}
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
@@ -229,7 +231,8 @@ class ChromaReadModel(ReadModel):
         self.embedder.cache.close()
 
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
-        found = self._docs.get(where=_all_of(_scope_clauses(scope)), include=["metadatas"])
+        flt = _all_of(_scope_clauses(scope))
+        found = _patient(lambda: self._docs.get(where=flt, include=["metadatas"]))
         return sorted((_entry(m) for m in found["metadatas"]), key=lambda e: e.position)
 
     # --- search --------------------------------------------------------------------------------
@@ -244,10 +247,25 @@ class ChromaReadModel(ReadModel):
             raise InvalidInputError("k must be an int of at least 1")
         flt = _all_of(_scope_clauses(scope) + _user_filter(where or {}))
         (vector,) = self.embedder([query], keep=False)  # a query is not kept
-        result = self._docs.query(query_embeddings=[list(map(float, vector))], n_results=k,
-                                  where=flt, include=["metadatas", "distances"])
+        result = _patient(lambda: self._docs.query(
+            query_embeddings=[list(map(float, vector))], n_results=k, where=flt,
+            include=["metadatas", "distances"]))
         return [SearchHit(_entry(m), float(d))
                 for m, d in zip(result["metadatas"][0], result["distances"][0], strict=True)]
+
+
+_T = TypeVar("_T")
+
+
+def _patient(read: Callable[[], _T], attempts: int = 8) -> _T:
+    """``read()``, tried again while Chroma's file is locked: a forget scrubbing the file
+    (``VACUUM``) holds it for a moment, and Chroma reports that as an internal error."""
+    for attempt in range(attempts - 1):
+        try:
+            return read()
+        except chromadb.errors.InternalError:
+            time.sleep(0.02 * 2 ** attempt)
+    return read()
 
 
 def _carried_vector(event: Event) -> Any:
