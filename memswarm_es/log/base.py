@@ -23,6 +23,7 @@ from ..events import (
 )
 from ..scopes import Scope
 from ..snapshots import InProcessSnapshotStore, SnapshotStore
+from ..waiting import wait_until
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,17 +187,11 @@ class EventLog(ABC):
         Appends from this process wake waiters at once; appends from other processes are seen
         by polling with a backoff of at most 50 ms.
         """
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            if self.head() > after:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            with self._appended:
-                self._appended.wait(min(delay, left))
-            delay = min(delay * 2, 0.05)
+        return wait_until(lambda: self.head() > after, timeout, self._pause)
+
+    def _pause(self, delay: float) -> None:
+        with self._appended:
+            self._appended.wait(delay)
 
     def position_at(self, time_us: int) -> int:
         """The last position recorded at or before ``time_us`` (0 if none).
