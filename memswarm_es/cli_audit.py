@@ -20,6 +20,7 @@ from .forget import forget
 from .log.base import Digest
 from .log.sql import SQLEventLog
 from .scopes import Scope
+from .snapshots import snapshot_store_for
 from .timetravel import TimeMachine, verify_log
 
 WIDTH = 48  # characters of a value shown in a table cell
@@ -128,7 +129,7 @@ def _audit(args: argparse.Namespace, log: SQLEventLog) -> int:
 
 
 def _as_of(args: argparse.Namespace, log: SQLEventLog) -> int:
-    machine = TimeMachine(log, log.snapshot_store(), args.snapshot_every)
+    machine = TimeMachine(log, snapshot_store_for(log), args.snapshot_every)
     past = machine.at(args.position, args.time, progress_bar("folding"))
     entries = past.read_scope(args.agent_id, args.group_id, args.context_id)
     when = past.recorded_at.isoformat() if past.recorded_at else "the beginning"
@@ -141,7 +142,7 @@ def _as_of(args: argparse.Namespace, log: SQLEventLog) -> int:
 
 
 def _verify(args: argparse.Namespace, log: SQLEventLog) -> int:
-    machine = TimeMachine(log, log.snapshot_store())
+    machine = TimeMachine(log, snapshot_store_for(log))
     result = verify_log(log, machine, progress_bar("verifying"))
     digest = log.digest()
     if not result.ok:
@@ -160,7 +161,7 @@ def _verify(args: argparse.Namespace, log: SQLEventLog) -> int:
 
 
 def _forget(args: argparse.Namespace, log: SQLEventLog) -> int:
-    machine = TimeMachine(log, log.snapshot_store())
+    machine = TimeMachine(log, snapshot_store_for(log))
     position = forget(log, machine, args.memory_id, args.reason, actor=args.actor)
     print(f"forgot {args.memory_id} at position {position} "
           f"({from_micros(log.read(position - 1, 1)[0].recorded_at_us).isoformat()}); "

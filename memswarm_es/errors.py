@@ -108,12 +108,15 @@ class ForeignStoreError(CorruptLogError):
     """The storage exists but belongs to something else (another schema, another program)."""
 
 
-class IntegrityError(StorageError):
+class ChainBrokenError(StorageError):
     """The hash chain or the order of the log does not verify."""
 
     def __init__(self, message: str, position: int | None = None) -> None:
         super().__init__(message)
         self.position = position
+
+
+IntegrityError = ChainBrokenError  # the earlier name; not SQLAlchemy's IntegrityError
 
 
 class LogMismatchError(StorageError):

@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Any, SupportsIndex, SupportsInt
 
 import msgpack
 import uuid6
@@ -304,6 +304,74 @@ def seal(new: NewEvent, position: int, recorded_at_us: int, prev_hash: bytes) ->
         recorded_at_us=recorded_at_us, payload=payload, payload_hash=p_hash,
         hash=chain_hash(prev_hash, header), schema=new.schema,
     )
+
+
+# --- the row codec ------------------------------------------------------------------------------
+
+# An event as a row of stored values, in this order: the SQL log's columns, a GCS batch's rows.
+ROW_FIELDS = (
+    "position", "event_id", "type", "agent_id", "group_id", "context_id", "actor", "memory_id",
+    "version", "recorded_at", "schema", "payload", "payload_hash", "hash",
+)
+Row = tuple[int, str, str, str | None, str | None, str | None, str, str | None, int | None, int,
+            int, bytes | None, bytes, bytes]
+
+
+def event_row(event: Event) -> Row:
+    """The values of ``event`` in the order of :data:`ROW_FIELDS`."""
+    return (event.position, event.event_id, event.type, event.scope.agent_id,
+            event.scope.group_id, event.scope.context_id, event.actor, event.memory_id,
+            event.version, event.recorded_at_us, event.schema, event.payload,
+            event.payload_hash, event.hash)
+
+
+def event_from_row(row: Sequence[object]) -> Event:
+    """An event from the values of a row (in the order of :data:`ROW_FIELDS`), every value
+    brought to its field's type: a row damaged by hand (another storage type, say) still reads,
+    and ``verify()`` names it, since its hash no longer matches. Stores that must refuse such a
+    row check its types first."""
+    (position, event_id, kind, agent_id, group_id, context_id, actor, memory_id, version,
+     recorded_at, schema, payload, p_hash, hash) = row
+    return Event(
+        position=_int(position), event_id=_text(event_id), type=_text(kind),
+        scope=Scope.stored(_text_or_none(agent_id), _text_or_none(group_id),
+                           _text_or_none(context_id)),
+        actor=_text(actor), memory_id=_text_or_none(memory_id),
+        version=None if version is None else _int(version), recorded_at_us=_int(recorded_at),
+        payload=None if payload is None else _blob(payload), payload_hash=_blob(p_hash),
+        hash=_blob(hash), schema=_int(schema),
+    )
+
+
+def _text(value: object) -> str:
+    if type(value) is str:
+        return value
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
+def _text_or_none(value: object) -> str | None:
+    return None if value is None else _text(value)
+
+
+def _int(value: object) -> int:
+    if type(value) is int:
+        return value
+    if isinstance(value, (str, bytes, bytearray, SupportsInt, SupportsIndex)):
+        try:
+            return int(value)
+        except (TypeError, ValueError, OverflowError):
+            pass
+    return -1
+
+
+def _blob(value: object) -> bytes:
+    if type(value) is bytes:
+        return value
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    return str(value).encode("utf-8", "replace")
 
 
 # --- upcasting -----------------------------------------------------------------------------------

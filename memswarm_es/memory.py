@@ -35,6 +35,7 @@ from .log.base import Digest, EventFilter, EventLog, Verification, backoff
 from .log.inprocess import InProcessLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
+from .snapshots import snapshot_store_for
 from .timetravel import DEFAULT_SNAPSHOT_EVERY, PastMemory, TimeMachine, verify_log
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ class SharedMemory:
         self.project_inline = project_inline
         self.wait_timeout = wait_timeout
         self.projector = Projector(log, read_model, batch_size)
-        self.time_machine = TimeMachine(log, log.snapshot_store(), snapshot_every)
+        self.time_machine = TimeMachine(log, snapshot_store_for(log), snapshot_every)
         self._last_position = 0
         self._position_lock = threading.Lock()
         self._swap_lock = threading.RLock()  # inline projection vs replace_read_model

@@ -2,20 +2,25 @@
 
 A snapshot records the position it was folded to and the hash of the event there: if the log no
 longer has that event with that hash, the snapshot is stale and is discarded.
+
+:func:`snapshot_store_for` gives a log its store: a table in a SQL log's database, else one store
+in this process per log object.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
 
 from projections.fold import View, entry_from_row, entry_row
 
 from .events import decode, encode
+from .log.base import EventLog
+from .log.sql import SQLEventLog
 
 
 def encode_view(view: View) -> bytes:
@@ -128,10 +133,10 @@ class InProcessSnapshotStore(SnapshotStore):
             return len(doomed)
 
 
-def snapshots_table(table_prefix: str, metadata: sa.MetaData) -> sa.Table:
-    """The table of snapshots, made with the log's own tables."""
+def snapshots_table(table_prefix: str) -> sa.Table:
+    """The table of snapshots beside a SQL log whose tables have ``table_prefix``."""
     return sa.Table(
-        f"{table_prefix}snapshots", metadata,
+        f"{table_prefix}snapshots", sa.MetaData(),
         sa.Column("position", sa.BigInteger().with_variant(sa.Integer, "sqlite"),
                   primary_key=True, autoincrement=False),
         sa.Column("event_hash", sa.LargeBinary(32), nullable=False),
@@ -140,34 +145,27 @@ def snapshots_table(table_prefix: str, metadata: sa.MetaData) -> sa.Table:
 
 
 class SQLSnapshotStore(SnapshotStore):
-    """Snapshots in a table of the log's own database (see :func:`snapshots_table`). Its epoch
-    is the log's forget epoch (``epoch_in``, read in a connection; see
-    :func:`memswarm_es.log.redaction.forget_epoch`), checked under the log's write lock when
-    saving; the redaction of a forget drops the snapshots it touches in its own transaction."""
+    """Snapshots in a table of the log's own database (see :func:`snapshots_table`), derived
+    from the log (:meth:`SQLEventLog.add_derived_table`): the redaction of a forget drops the
+    snapshots it touches in its own transaction. Its epoch is the log's forget epoch, checked
+    under the log's write lock when saving. Writes take that lock up front, so that they wait
+    for other writers instead of failing on a lock upgrade."""
 
-    def __init__(self, engine: Engine, table: sa.Table,
-                 epoch_in: Callable[[Connection], Hashable],
-                 lock: sa.TextClause | None = None) -> None:
-        self._engine = engine
-        # Writes take SQLite's write lock up front (BEGIN IMMEDIATE, see log/sql.py), so that
-        # they wait for other writers instead of failing on a lock upgrade; ``lock`` is the
-        # statement that takes the log's write lock elsewhere (PostgreSQL's advisory lock).
-        self._writer = engine.execution_options(memswarm_write=True)
-        self._table = table
-        self._epoch_in = epoch_in
-        self._lock = lock
+    def __init__(self, log: SQLEventLog) -> None:
+        self._log = log
+        self._engine = log.engine
+        self._table = snapshots_table(log.table_prefix)
+        log.add_derived_table(self._table)
 
     def epoch(self) -> Hashable:
         with self._engine.connect() as conn:
-            return self._epoch_in(conn)
+            return self._log.forget_epoch(conn)
 
     def save(self, view: View, event_hash: bytes, epoch: Hashable) -> bool:
         t = self._table
         state = encode_view(view)
-        with self._writer.begin() as conn:
-            if self._lock is not None:
-                conn.execute(self._lock)
-            if self._epoch_in(conn) != epoch:
+        with self._log.write_transaction() as conn:
+            if self._log.forget_epoch(conn) != epoch:
                 return False
             conn.execute(sa.delete(t).where(t.c.position == view.position))
             conn.execute(sa.insert(t), {"position": view.position, "event_hash": event_hash,
@@ -198,10 +196,28 @@ class SQLSnapshotStore(SnapshotStore):
 
     def discard(self, position: int) -> None:
         t = self._table
-        with self._writer.begin() as conn:
+        with self._log.write_transaction() as conn:
             conn.execute(sa.delete(t).where(t.c.position == position))
 
     def delete_from(self, position: int) -> int:
         t = self._table
-        with self._writer.begin() as conn:
+        with self._log.write_transaction() as conn:
             return conn.execute(sa.delete(t).where(t.c.position >= position)).rowcount
+
+
+_in_process: weakref.WeakKeyDictionary[EventLog, InProcessSnapshotStore] = (
+    weakref.WeakKeyDictionary())
+_in_process_lock = threading.Lock()
+
+
+def snapshot_store_for(log: EventLog) -> SnapshotStore:
+    """Where snapshots of ``log``'s view are kept: a table beside a SQL log (made if missing),
+    else one store in this process per log object, so that every memory on that log sees the
+    forgets made through any."""
+    if isinstance(log, SQLEventLog):
+        return SQLSnapshotStore(log)
+    with _in_process_lock:
+        store = _in_process.get(log)
+        if store is None:
+            store = _in_process[log] = InProcessSnapshotStore()
+        return store

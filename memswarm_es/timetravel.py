@@ -16,7 +16,7 @@ from .log.base import EventLog, Verification
 from .scopes import Scope, check_id
 from .snapshots import SnapshotStore
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
@@ -161,13 +161,13 @@ class TimeMachine:
                 try:
                     view = self.store.load(at)
                 except (ValueError, TypeError, LookupError):
-                    log.warning("snapshot at %d cannot be read; rebuilding", at)
+                    logger.warning("snapshot at %d cannot be read; rebuilding", at)
                 else:
                     if not (self.store.local and self._holds_erased(view)):
                         return view
-                    log.warning("snapshot at %d holds content forgotten since; rebuilding", at)
+                    logger.warning("snapshot at %d holds content forgotten since; rebuilding", at)
             else:
-                log.warning("snapshot at %d no longer matches the log; rebuilding", at)
+                logger.warning("snapshot at %d no longer matches the log; rebuilding", at)
             self.store.delete_from(at)
 
     def _holds_erased(self, view: View) -> bool:

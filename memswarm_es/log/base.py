@@ -1,4 +1,5 @@
-"""The :class:`EventLog` interface: what projectors, replay, audit and the facade build on."""
+"""The :class:`EventLog` interface: what projectors, replay, audit and the facade build on, and
+the append rules every store shares (sealing, retries, imports)."""
 
 from __future__ import annotations
 
@@ -7,22 +8,20 @@ import random
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import HeadConflictError, IdempotencyError, IntegrityError, VersionConflictError
+from ..errors import ChainBrokenError, IdempotencyError, VersionConflictError
 from ..events import (
     GENESIS_HASH,
     MEMORY_EVENT_TYPES,
     Event,
     EventType,
     NewEvent,
-    now_micros,
     payload_hash,
     seal,
 )
 from ..scopes import Scope
-from ..snapshots import InProcessSnapshotStore, SnapshotStore
 from ..waiting import wait_until
 
 
@@ -129,7 +128,7 @@ class EventLog(ABC):
     @abstractmethod
     def adopt_identity(self, log_id: str) -> None:
         """Take ``log_id`` as this log's identity (a copy carries its source's); only while
-        the log holds no event, else :class:`IntegrityError`."""
+        the log holds no event, else :class:`ChainBrokenError`."""
 
     @abstractmethod
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
@@ -152,10 +151,6 @@ class EventLog(ABC):
     def redact(self, positions: Sequence[int]) -> int:
         """Remove the payload bytes of the events at ``positions``, keeping their payload hash,
         so the hash chain still verifies. Returns how many payloads were removed."""
-
-    def snapshot_store(self) -> SnapshotStore:
-        """Where this log keeps snapshots of the folded view (in this process by default)."""
-        return InProcessSnapshotStore()
 
     def close(self) -> None:
         """Release resources; the default holds none."""
@@ -240,11 +235,12 @@ class EventLog(ABC):
         return Verification(True, expected - 1)
 
     def verify(self) -> int:
-        """Check the chain; return the head, or raise :class:`IntegrityError` naming the
+        """Check the chain; return the head, or raise :class:`ChainBrokenError` naming the
         first bad position."""
         result = self.check()
         if not result.ok:
-            raise IntegrityError(f"position {result.position}: {result.reason}", result.position)
+            raise ChainBrokenError(f"position {result.position}: {result.reason}",
+                                   result.position)
         return result.checked
 
     def extends(self, digest: Digest) -> bool:
@@ -260,39 +256,13 @@ class EventLog(ABC):
             self._appended.notify_all()
 
 
-def prepare_append(events: Sequence[NewEvent], expected_head: int | None,
-                   by_id: Mapping[str, Event], versions: Mapping[str, int],
-                   recorded: Sequence[Event],
-                   now_us: int | None = None) -> tuple[list[Event], bool]:
-    """For logs that index event ids and versions themselves (in-process, GCS): the recorded
-    events of a retry, with ``True``; or the batch sealed after ``recorded`` at ``now_us`` (this
-    machine's clock if not given), with ``False``. Raises the conflicts that the SQL log's
-    constraints raise."""
-    retry = resolve_retry(events, {e.event_id: by_id[e.event_id] for e in events
-                                   if e.event_id in by_id})
-    if retry is not None:
-        return retry, True
-    head = len(recorded)
-    if expected_head is not None and expected_head != head:
-        raise HeadConflictError(expected_head, head)
-    for new in events:
-        if new.memory_id is not None and new.version is not None:
-            current = versions.get(new.memory_id, 0)
-            if new.version <= current:
-                raise VersionConflictError(new.memory_id, new.version - 1, current)
-    last = recorded[-1] if recorded else None
-    return seal_batch(events, head, last.hash if last else GENESIS_HASH,
-                      last.recorded_at_us if last else 0,
-                      now_micros() if now_us is None else now_us), False
-
-
 def check_import(events: Sequence[Event], head: int, head_hash: bytes) -> None:
     """Refuse ``events`` unless they follow ``head`` without a gap and continue its chain."""
     prev = head_hash
     for position, event in enumerate(events, start=head + 1):
         problem = problem_with(event, position, prev)
         if problem:
-            raise IntegrityError(f"cannot import position {position}: {problem}", position)
+            raise ChainBrokenError(f"cannot import position {position}: {problem}", position)
         prev = event.hash
 
 

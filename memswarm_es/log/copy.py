@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ..errors import IntegrityError, InvalidInputError
+from ..errors import ChainBrokenError
 from ..events import Event, EventType
+from . import open_log as open_log  # callers that import it from here keep working
 from .base import EventFilter, EventLog
 
 
@@ -23,10 +24,10 @@ def copy_log(source: EventLog, target: EventLog, batch_size: int = 1000,
     """Copy the events of ``source`` that ``target`` lacks; return how many were copied."""
     start, end = target.head(), source.head()
     if start > end:
-        raise IntegrityError(f"the target (head {start}) is ahead of the source (head {end})",
+        raise ChainBrokenError(f"the target (head {start}) is ahead of the source (head {end})",
                              start)
     if start and target.read(start - 1, 1)[0].hash != source.read(start - 1, 1)[0].hash:
-        raise IntegrityError(f"the target differs from the source at position {start}", start)
+        raise ChainBrokenError(f"the target differs from the source at position {start}", start)
     if start == 0:
         target.adopt_identity(source.identity())
     copied = 0
@@ -52,7 +53,7 @@ def scrub_copy(source: EventLog, target: EventLog, until: int, forgets: list[Eve
     for mine, theirs in zip(_events(target, until, batch_size), _events(source, until, batch_size),
                             strict=True):
         if mine.position != theirs.position or mine.hash != theirs.hash:
-            raise IntegrityError(f"the target differs from the source at position "
+            raise ChainBrokenError(f"the target differs from the source at position "
                                  f"{mine.position}", mine.position)
         if mine.type == EventType.MEMORY_FORGOTTEN:
             forgets.append(mine)
@@ -70,17 +71,3 @@ def _events(log: EventLog, until: int, batch_size: int) -> Iterator[Event]:
     if until:
         for batch in log.iter_events(0, batch_size, until=until):
             yield from batch
-
-
-def open_log(url: str) -> EventLog:
-    """A log from a URL: ``gs://bucket/prefix`` or any SQLAlchemy URL (``sqlite:///x.db``)."""
-    if url.startswith("gs://"):
-        from .gcs import GCSEventLog
-
-        bucket, _, prefix = url[len("gs://"):].partition("/")
-        if not bucket:
-            raise InvalidInputError(f"no bucket in {url!r}")
-        return GCSEventLog(bucket, prefix or "memswarm/")
-    from .sql import SQLEventLog
-
-    return SQLEventLog(url)

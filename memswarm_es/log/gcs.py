@@ -52,7 +52,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
@@ -60,26 +59,29 @@ from google.cloud.storage.retry import DEFAULT_RETRY
 from msgpack.exceptions import UnpackException
 
 from ..errors import (
+    ChainBrokenError,
     ConflictError,
     CorruptLogError,
     IdempotencyError,
-    IntegrityError,
     InvalidValueError,
     LogNotFoundError,
     StorageError,
 )
 from ..events import (
     GENESIS_HASH,
+    ROW_FIELDS,
     Event,
     EventType,
     NewEvent,
     decode,
     encode,
+    event_from_row,
+    event_row,
     from_micros,
     new_id,
     to_micros,
 )
-from ..scopes import Scope, check_id
+from ..scopes import check_id
 from .base import (
     Digest,
     EventFilter,
@@ -87,22 +89,20 @@ from .base import (
     backoff,
     check_batch,
     check_import,
-    prepare_append,
     problem_with,
 )
+from .event_list import EventList
 
 FORMAT = "memswarm-gcs-batch-1"
 _CLAIM_ATTEMPTS = 60
 _REWRITE_ATTEMPTS = 20
 _CLOCK_MAX_AGE_NS = 30_000_000_000  # after this long without a write, ask the store the time
 
-# The fields of a batch row, in order, with the types another program's row must have.
-_ROW: tuple[tuple[str, tuple[type, ...]], ...] = (
-    ("position", (int,)), ("event_id", (str,)), ("type", (str,)),
-    ("agent_id", (str, type(None))), ("group_id", (str, type(None))),
-    ("context_id", (str, type(None))), ("actor", (str,)), ("memory_id", (str, type(None))),
-    ("version", (int, type(None))), ("recorded_at_us", (int,)), ("schema", (int,)),
-    ("payload", (bytes, type(None))), ("payload_hash", (bytes,)), ("hash", (bytes,)),
+_TEXT, _INT, _BLOB, _NONE = (str,), (int,), (bytes,), (type(None),)
+# The types another program's batch row must have, field by field (see ROW_FIELDS).
+_ROW_TYPES: tuple[tuple[type, ...], ...] = (
+    _INT, _TEXT, _TEXT, _TEXT + _NONE, _TEXT + _NONE, _TEXT + _NONE, _TEXT, _TEXT + _NONE,
+    _INT + _NONE, _INT, _INT, _BLOB + _NONE, _BLOB, _BLOB,
 )
 
 
@@ -134,11 +134,8 @@ class GCSEventLog(EventLog):
         except gexc.GoogleAPIError as exc:
             raise StorageError(f"bucket {bucket!r} cannot be reached: {exc}") from exc
         self._lock = threading.RLock()
-        self._events: list[Event] = []
+        self._events = EventList()
         self._starts: list[int] = []  # the first position of each batch object
-        self._ids: dict[str, Event] = {}
-        self._versions: dict[str, int] = {}
-        self._by_memory: dict[str, list[int]] = {}  # memory_id -> its positions
         self._monotonic_ns: Callable[[], int] = time.monotonic_ns
         self._store_clock: tuple[int, int] | None = None  # (store's µs, monotonic ns) then
         self._identity = self._load_identity(create)
@@ -171,7 +168,7 @@ class GCSEventLog(EventLog):
         check_id(log_id, "log_id")
         with self._lock:
             if self.head() > 0:
-                raise IntegrityError("only an empty log can take another log's identity")
+                raise ChainBrokenError("only an empty log can take another log's identity")
             blob = self._bucket.blob(f"{self.prefix}identity")
             try:
                 blob.reload(retry=self._retry)
@@ -196,22 +193,10 @@ class GCSEventLog(EventLog):
 
     def _record(self, event: Event) -> None:
         """Take ``event`` into the cache; a forget drops the earlier payloads of its memory."""
-        self._events.append(event)
-        self._ids[event.event_id] = event
-        if event.memory_id is None or event.version is None:
-            return
-        self._versions[event.memory_id] = event.version
-        positions = self._by_memory.setdefault(event.memory_id, [])
-        if event.type == EventType.MEMORY_FORGOTTEN:
-            for position in positions:
-                self._blank(position)
-        positions.append(event.position)
-
-    def _blank(self, position: int) -> None:
-        event = self._events[position - 1]
-        if event.payload is not None:
-            self._events[position - 1] = blank = replace(event, payload=None)
-            self._ids[event.event_id] = blank
+        if event.type == EventType.MEMORY_FORGOTTEN and event.memory_id is not None:
+            for position in self._events.positions(event.memory_id):
+                self._events.blank(position)
+        self._events.record(event)
 
     # --- reading the bucket --------------------------------------------------------------------
 
@@ -227,7 +212,7 @@ class GCSEventLog(EventLog):
             for blob in blobs:
                 first = self._first(blob.name)
                 if first != len(self._events) + 1:
-                    raise IntegrityError(f"batch {blob.name} does not follow position "
+                    raise ChainBrokenError(f"batch {blob.name} does not follow position "
                                          f"{len(self._events)}", len(self._events) + 1)
                 self._load(blob, first)
 
@@ -237,11 +222,11 @@ class GCSEventLog(EventLog):
         except gexc.GoogleAPIError as exc:
             raise StorageError(f"reading {blob.name} failed: {exc}") from exc
         events = _decode_batch(blob.name, data)
-        prev = self._events[-1].hash if self._events else GENESIS_HASH
+        prev = self._events.last_hash()
         for offset, event in enumerate(events):
             problem = problem_with(event, first + offset, prev)
             if problem:
-                raise IntegrityError(f"position {first + offset}: {problem}", first + offset)
+                raise ChainBrokenError(f"position {first + offset}: {problem}", first + offset)
             prev = event.hash
         self._starts.append(first)
         for event in events:
@@ -282,9 +267,8 @@ class GCSEventLog(EventLog):
         with self._lock:
             for attempt in range(_CLAIM_ATTEMPTS):
                 self._refresh()
-                sealed, retried = prepare_append(events, expected_head, self._ids,
-                                                 self._versions, self._events,
-                                                 self._store_now_us())
+                sealed, retried = self._events.prepare(events, expected_head,
+                                                       self._store_now_us())
                 if retried:
                     return sealed
                 head = sealed[0].position - 1
@@ -311,9 +295,8 @@ class GCSEventLog(EventLog):
             raise InvalidValueError(str(exc)) from exc
         with self._lock:
             self._refresh()
-            last = self._events[-1] if self._events else None
-            check_import(events, len(self._events), last.hash if last else GENESIS_HASH)
-            clash = [e.event_id for e in events if e.event_id in self._ids]
+            check_import(events, len(self._events), self._events.last_hash())
+            clash = [e.event_id for e in events if e.event_id in self._events.by_id]
             if clash:
                 raise IdempotencyError(f"event_id {clash[0]!r} is already recorded")
             forgotten = {e.memory_id: e.position for e in events
@@ -323,7 +306,7 @@ class GCSEventLog(EventLog):
             if not self._claim(kept[0].position, kept, _encode_batch(kept)):
                 raise ConflictError(f"position {kept[0].position} was taken while importing")
             self._write_hint(kept[0].position)
-            self.redact([p for memory_id in forgotten for p in self._by_memory[memory_id]
+            self.redact([p for memory_id in forgotten for p in self._events.positions(memory_id)
                          if p < kept[0].position])
         self._notify()
         return events[-1].position
@@ -353,15 +336,13 @@ class GCSEventLog(EventLog):
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
         self._refresh()
         with self._lock:
-            end = None if limit is None else max(after, 0) + limit
-            return self._events[max(after, 0):end]
+            return self._events.read(after, limit)
 
     def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
               reverse: bool = False) -> list[Event]:
         self._refresh()
         with self._lock:
-            candidates = self._events[max(after, 0):]
-        return where.take(reversed(candidates) if reverse else candidates, limit)
+            return self._events.query(where, after, limit, reverse)
 
     def head(self) -> int:
         """The last position: after the batches already read, one listing from the last of
@@ -404,9 +385,7 @@ class GCSEventLog(EventLog):
     def digest(self) -> Digest:
         self._refresh()
         with self._lock:
-            if not self._events:
-                return Digest(0, GENESIS_HASH)
-            return Digest(len(self._events), self._events[-1].hash)
+            return self._events.digest()
 
     # --- redaction -----------------------------------------------------------------------------
 
@@ -442,15 +421,16 @@ class GCSEventLog(EventLog):
             try:
                 data = blob.download_as_bytes(retry=self._retry)
             except gexc.NotFound:
-                raise IntegrityError(f"batch {name} is gone", first) from None
+                raise ChainBrokenError(f"batch {name} is gone", first) from None
             except gexc.GoogleAPIError as exc:
                 raise StorageError(f"reading {name} failed: {exc}") from exc
             fresh = self._check_copy(name, first, end, _decode_batch(name, data))
             if held is None:
                 held = {e.position for e in fresh if e.position in hit and e.payload is not None}
+            cached = self._events.events
             rows = [replace(e, payload=None)
                     if e.payload is not None and (e.position in hit
-                                                  or self._events[e.position - 1].payload is None)
+                                                  or cached[e.position - 1].payload is None)
                     else e for e in fresh]
             if rows != fresh:
                 if blob.generation is None:
@@ -467,7 +447,7 @@ class GCSEventLog(EventLog):
                     raise StorageError(f"redacting {name} failed: {exc}") from exc
             for event in rows:
                 if event.payload is None:
-                    self._blank(event.position)
+                    self._events.blank(event.position)
             return len(held)
         raise StorageError(f"redacting {name} failed: it was rewritten by others "
                            f"{_REWRITE_ATTEMPTS} times; its payloads may remain")
@@ -475,15 +455,15 @@ class GCSEventLog(EventLog):
     def _check_copy(self, name: str, first: int, end: int, fresh: list[Event]) -> list[Event]:
         """``fresh``, a new download of the batch read before as positions ``first`` to
         ``end - 1``, if it is that batch (the same chain, payloads only removed); else
-        :class:`IntegrityError`."""
-        cached = self._events[first - 1:end - 1]
-        prev = self._events[first - 2].hash if first > 1 else GENESIS_HASH
+        :class:`ChainBrokenError`."""
+        cached = self._events.events[first - 1:end - 1]
+        prev = self._events.events[first - 2].hash if first > 1 else GENESIS_HASH
         if len(fresh) != len(cached):
-            raise IntegrityError(f"batch {name} changed its length", first)
+            raise ChainBrokenError(f"batch {name} changed its length", first)
         for event, known in zip(fresh, cached, strict=True):
             problem = problem_with(event, known.position, prev)
             if problem or event.hash != known.hash:
-                raise IntegrityError(f"position {known.position} in {name} changed: "
+                raise ChainBrokenError(f"position {known.position} in {name} changed: "
                                      f"{problem or 'another event'}", known.position)
             prev = event.hash
         return fresh
@@ -509,10 +489,7 @@ def _identity_text(name: str, data: bytes) -> str:
 
 
 def _encode_batch(events: Sequence[Event]) -> bytes:
-    return encode([FORMAT, [
-        [e.position, e.event_id, e.type, e.scope.agent_id, e.scope.group_id, e.scope.context_id,
-         e.actor, e.memory_id, e.version, e.recorded_at_us, e.schema, e.payload,
-         e.payload_hash, e.hash] for e in events]])
+    return encode([FORMAT, [event_row(e) for e in events]])
 
 
 def _decode_batch(name: str, data: bytes) -> list[Event]:
@@ -530,19 +507,16 @@ def _decode_batch(name: str, data: bytes) -> list[Event]:
         raise CorruptLogError(f"object {name!r} is not a MemSwarm batch: {exc}") from exc
 
 
-def _event(index: int, row: Any) -> Event:
-    """One row as an :class:`Event`; ``ValueError`` if it does not have the row's shape."""
-    if not isinstance(row, list) or len(row) != len(_ROW):
-        raise ValueError(f"row {index} is not a list of {len(_ROW)} fields")
-    for (field, kinds), value in zip(_ROW, row, strict=True):
+def _event(index: int, row: object) -> Event:
+    """One row as an :class:`Event`, strictly: ``ValueError`` unless it has the row's shape
+    and every field its type (the shared codec would read anything)."""
+    if not isinstance(row, list) or len(row) != len(ROW_FIELDS):
+        raise ValueError(f"row {index} is not a list of {len(ROW_FIELDS)} fields")
+    for field, kinds, value in zip(ROW_FIELDS, _ROW_TYPES, row, strict=True):
         if isinstance(value, bool) or not isinstance(value, kinds):
             raise ValueError(f"row {index}: {field} is a {value.__class__.__name__}")
-    (position, event_id, kind, agent_id, group_id, context_id, actor, memory_id, version,
-     recorded_at_us, schema, payload, p_hash, hash) = row
-    if (memory_id is None) != (version is None):
+    event = event_from_row(row)
+    if (event.memory_id is None) != (event.version is None):
         raise ValueError(f"row {index}: memory_id and version go together")
-    from_micros(recorded_at_us)  # OverflowError for a time no datetime can hold
-    return Event(position=position, event_id=event_id, type=kind,
-                 scope=Scope.stored(agent_id, group_id, context_id), actor=actor,
-                 memory_id=memory_id, version=version, recorded_at_us=recorded_at_us,
-                 payload=payload, payload_hash=p_hash, hash=hash, schema=schema)
+    from_micros(event.recorded_at_us)  # OverflowError for a time no datetime can hold
+    return event

@@ -6,7 +6,7 @@ A table ``{prefix}forgets`` holds one row per ``memory.forgotten`` event, writte
 on the events table (so appends, imports and copies all record it) and ``pending`` until the
 payloads of the memory's earlier events are gone from the table *and* from the files (the
 SQLite WAL checkpoint, PostgreSQL's VACUUM). Rows are kept once done: their count and the
-count still pending make the *forget epoch* that snapshots are saved against.
+count still pending make the *forget epoch* that derived tables (snapshots) are saved against.
 
 What a finished forget cannot reach, by design of the stores. PostgreSQL: row versions that a
 replication slot or a standby's ``hot_standby_feedback`` keeps VACUUM from removing; the WAL
@@ -74,7 +74,7 @@ def _install(prefix: str, events: sa.Table, forgets: sa.Table, conn: Connection,
             "VALUES (NEW.position, NEW.memory_id, TRUE); END")
 
 
-def forget_epoch(conn: Connection, forgets: sa.Table) -> tuple[int, int]:
+def read_forget_epoch(conn: Connection, forgets: sa.Table) -> tuple[int, int]:
     """(forgets recorded, forgets pending): it changes whenever a forget is recorded or
     finished and never comes back to an earlier value, so a snapshot folded while it held one
     value cannot hold content that a forget since has erased."""
@@ -88,11 +88,12 @@ def has_pending(conn: Connection, forgets: sa.Table) -> bool:
                         .limit(1)).first() is not None
 
 
-def erase(conn: Connection, events: sa.Table, forgets: sa.Table, snapshots: sa.Table,
-          positions: Sequence[int]) -> tuple[int, list[int]]:
+def erase(conn: Connection, events: sa.Table, forgets: sa.Table,
+          derived: Sequence[sa.TableClause], positions: Sequence[int]) -> tuple[int, list[int]]:
     """Inside a write transaction: remove the payloads at ``positions`` and those of every
-    pending forget's earlier events, and drop every snapshot from the first position touched.
-    Returns (payloads removed, positions of the pending forgets handled)."""
+    pending forget's earlier events, and delete the rows of the ``derived`` tables (snapshots
+    of the view, say) from the first position touched. Returns (payloads removed, positions of
+    the pending forgets handled)."""
     removed = 0
     firsts = [min(positions)] if positions else []
     for start in range(0, len(positions), IN_CHUNK):
@@ -111,7 +112,8 @@ def erase(conn: Connection, events: sa.Table, forgets: sa.Table, snapshots: sa.T
         first = conn.execute(sa.select(sa.func.min(events.c.position)).where(mine)).scalar()
         firsts.append(first or at)
     if firsts:
-        conn.execute(sa.delete(snapshots).where(snapshots.c.position >= min(firsts)))
+        for table in derived:
+            conn.execute(sa.delete(table).where(table.c.position >= min(firsts)))
     return removed, [at for at, _ in pending]
 
 

@@ -12,9 +12,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,19 +22,27 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import (
+    ChainBrokenError,
     CorruptLogError,
     ForeignStoreError,
     HeadConflictError,
     IdempotencyError,
-    IntegrityError,
+    InvalidInputError,
     LogNotFoundError,
     RedactionIncompleteError,
     StorageError,
     VersionConflictError,
 )
-from ..events import GENESIS_HASH, Event, NewEvent, new_id, now_micros
-from ..scopes import Scope
-from ..snapshots import SQLSnapshotStore, snapshots_table
+from ..events import (
+    GENESIS_HASH,
+    ROW_FIELDS,
+    Event,
+    NewEvent,
+    event_from_row,
+    event_row,
+    new_id,
+    now_micros,
+)
 from .base import (
     Digest,
     EventFilter,
@@ -46,15 +54,15 @@ from .base import (
 )
 from .redaction import (
     erase,
-    forget_epoch,
     forgets_table,
     has_pending,
     mark_done,
     postgres_holders,
     postgres_xid,
+    read_forget_epoch,
 )
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 FORMAT = "memswarm-eventlog"
 FORMAT_VERSION = "1"
@@ -62,6 +70,7 @@ _ADVISORY_LOCK_KEY = 0x6D656D73  # "mems"
 _IN_CHUNK = 500  # ids per IN (...) clause
 _CHECKPOINT_TRIES = 8  # a WAL checkpoint blocked by readers is retried this many times,
 _CHECKPOINT_WAIT_MS = 250  # each waiting this long for them
+_DERIVED = "derived:"  # meta keys naming the tables derived from the events (add_derived_table)
 
 
 def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
@@ -92,7 +101,6 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     )
     for column in ("agent_id", "group_id", "context_id", "actor", "recorded_at"):
         sa.Index(f"{prefix}events_{column}", events.c[column], events.c.position)
-    snapshots_table(prefix, metadata)
     forgets_table(prefix, metadata, events)
     return metadata, meta, events
 
@@ -157,6 +165,7 @@ class SQLEventLog(EventLog):
         self._table_prefix = table_prefix
         self._metadata, self._meta, self._events = _tables(table_prefix)
         t = self._events
+        self._select = sa.select(*(t.c[name] for name in ROW_FIELDS))
         self._last_stmt = (sa.select(t.c.position, t.c.hash, t.c.recorded_at)
                            .order_by(t.c.position.desc()).limit(1))
         self._insert_stmt = sa.insert(t)
@@ -219,9 +228,7 @@ class SQLEventLog(EventLog):
     def _upgrade(self) -> None:
         """Add what logs made by earlier versions lack (tables, the log's identity), under the
         write lock, so that processes opening one old log at once agree."""
-        with self._writer.begin() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+        with self.write_transaction() as conn:
             self._metadata.create_all(conn)
             found = conn.execute(sa.select(self._meta.c.value)
                                  .where(self._meta.c.key == "log_id")).scalar()
@@ -233,11 +240,66 @@ class SQLEventLog(EventLog):
     def identity(self) -> str:
         return self._identity
 
-    def snapshot_store(self) -> SQLSnapshotStore:
-        table = self._metadata.tables[f"{self._table_prefix}snapshots"]
-        lock = self._lock_stmt.bindparams(key=_ADVISORY_LOCK_KEY)
-        return SQLSnapshotStore(self._engine, table, partial(forget_epoch, forgets=self._forgets),
-                                lock if self._dialect == "postgresql" else None)
+    # --- for what is kept beside the log (snapshots of the view: memswarm_es.snapshots) ------
+
+    @property
+    def engine(self) -> Engine:
+        """The log's SQLAlchemy engine: tables kept beside the log live in its database."""
+        return self._engine
+
+    @property
+    def table_prefix(self) -> str:
+        """The prefix of the log's table names; tables kept beside the log take it too."""
+        return self._table_prefix
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Connection]:
+        """A transaction holding the log's write lock (SQLite's ``BEGIN IMMEDIATE``, a
+        transaction-scoped advisory lock on PostgreSQL): appends and redactions of this log, in
+        any process, wait for it. It commits when the block ends, and rolls back on an
+        exception."""
+        with self._writer.begin() as conn:
+            if self._dialect == "postgresql":
+                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+            yield conn
+
+    def forget_epoch(self, conn: Connection) -> tuple[int, int]:
+        """(forgets recorded, forgets pending), read in ``conn``: it changes whenever a forget
+        is recorded or finished and never comes back to an earlier value, so a copy of the view
+        folded while it held one value, and saved only while it still does (checked in a
+        :meth:`write_transaction`), cannot hold content that a forget since has erased."""
+        return read_forget_epoch(conn, self._forgets)
+
+    def add_derived_table(self, table: sa.Table) -> None:
+        """Keep ``table`` in the log's database as derived from its events, its rows keyed by a
+        ``position`` column: it is made if missing (under the write lock, so that processes
+        opening one log at once agree) and recorded in the log, and from then on every
+        redaction deletes its rows from the first position it touches, in the redaction's own
+        transaction, so that no derived row keeps content a forget erased. A table found there
+        but not recorded yet (made before derived tables were recorded) is emptied as it is
+        recorded, since the redactions before did not keep it."""
+        key = _DERIVED + table.name
+        if "position" not in table.c or len(key) > self._meta.c.key.type.length:
+            raise InvalidInputError(f"{table.name!r} cannot be a derived table of this log: it "
+                                    "needs a position column and a name of at most "
+                                    f"{self._meta.c.key.type.length - len(_DERIVED)} characters")
+        with self._engine.connect() as conn:
+            if (table.name in self._derived_names(conn)
+                    and sa.inspect(conn).has_table(table.name)):
+                return
+        with self.write_transaction() as conn:
+            recorded = table.name in self._derived_names(conn)
+            if not sa.inspect(conn).has_table(table.name):
+                table.create(conn)
+            elif not recorded:
+                conn.execute(sa.delete(table))
+            if not recorded:
+                conn.execute(sa.insert(self._meta), {"key": key, "value": "position"})
+
+    def _derived_names(self, conn: Connection) -> list[str]:
+        m = self._meta
+        keys = conn.execute(sa.select(m.c.key).where(m.c.key.startswith(_DERIVED))).scalars()
+        return [key[len(_DERIVED):] for key in keys]
 
     @property
     def _forgets(self) -> sa.Table:
@@ -245,12 +307,10 @@ class SQLEventLog(EventLog):
 
     def adopt_identity(self, log_id: str) -> None:
         """Take ``log_id`` as this log's identity (a copy carries its source's); only while
-        the log holds no event, else :class:`IntegrityError`."""
-        with self._lock, self._writer.begin() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+        the log holds no event, else :class:`ChainBrokenError`."""
+        with self._lock, self.write_transaction() as conn:
             if conn.execute(self._last_stmt).first() is not None:
-                raise IntegrityError("only an empty log can take another log's identity")
+                raise ChainBrokenError("only an empty log can take another log's identity")
             conn.execute(sa.update(self._meta).where(self._meta.c.key == "log_id")
                          .values(value=log_id))
         self._identity = log_id
@@ -312,11 +372,9 @@ class SQLEventLog(EventLog):
         written: list[tuple[_Pending, list[Event]]] = []
         spoiler: _Pending | None = None
         try:
-            with self._writer.begin() as conn:
-                now = None
-                if self._dialect == "postgresql":
-                    conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
-                    now = conn.execute(self._clock_stmt).scalar()
+            with self.write_transaction() as conn:
+                now = (conn.execute(self._clock_stmt).scalar()
+                       if self._dialect == "postgresql" else None)
                 last = conn.execute(self._last_stmt).first()
                 head, head_hash, head_time = (
                     (last.position, last.hash, last.recorded_at) if last else (0, GENESIS_HASH, 0))
@@ -383,9 +441,7 @@ class SQLEventLog(EventLog):
             return self.head()
         with self._lock:
             try:
-                with self._writer.begin() as conn:
-                    if self._dialect == "postgresql":
-                        conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+                with self.write_transaction() as conn:
                     last = conn.execute(self._last_stmt).first()
                     check_import(events, last.position if last else 0,
                                  last.hash if last else GENESIS_HASH)
@@ -401,8 +457,8 @@ class SQLEventLog(EventLog):
         found: dict[str, Event] = {}
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start:start + _IN_CHUNK]
-            rows = conn.execute(sa.select(self._events).where(self._events.c.event_id.in_(chunk)))
-            found.update((row.event_id, _event(row)) for row in rows)
+            rows = conn.execute(self._select.where(self._events.c.event_id.in_(chunk)))
+            found.update((e.event_id, e) for e in map(event_from_row, rows))
         return found
 
     def _explain_conflict(self, events: Sequence[NewEvent]) -> Exception:
@@ -422,12 +478,11 @@ class SQLEventLog(EventLog):
     # --- reading -------------------------------------------------------------------------------
 
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
-        stmt = (sa.select(self._events).where(self._events.c.position > after)
-                .order_by(self._events.c.position))
+        stmt = self._select.where(self._events.c.position > after).order_by(self._events.c.position)
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._engine.connect() as conn:
-            return [_event(row) for row in conn.execute(stmt)]
+            return [event_from_row(row) for row in conn.execute(stmt)]
 
     def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
               reverse: bool = False) -> list[Event]:
@@ -441,24 +496,22 @@ class SQLEventLog(EventLog):
         if where.until_position is not None:
             conditions.append(t.c.position <= where.until_position)
         order = t.c.position.desc() if reverse else t.c.position
-        stmt = sa.select(t).where(*conditions).order_by(order)
+        stmt = self._select.where(*conditions).order_by(order)
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._engine.connect() as conn:
-            return [_event(row) for row in conn.execute(stmt)]
+            return [event_from_row(row) for row in conn.execute(stmt)]
 
     def redact(self, positions: Sequence[int]) -> int:
         """Remove the payloads at ``positions`` and finish every pending forget (see
-        :mod:`.redaction`) in one write transaction that also drops the snapshots from the
-        first position touched; then make the bytes leave the files (:meth:`_scrub_files`).
-        Raises :class:`RedactionIncompleteError` if they may not have, leaving the forgets
-        pending for the next open or forget."""
-        with self._lock, self._writer.begin() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
-            removed, forgets = erase(conn, self._events, self._forgets,
-                                     self._metadata.tables[f"{self._table_prefix}snapshots"],
-                                     positions)
+        :mod:`.redaction`) in one write transaction that also drops the rows of the derived
+        tables (:meth:`add_derived_table`) from the first position touched; then make the bytes
+        leave the files (:meth:`_scrub_files`). Raises :class:`RedactionIncompleteError` if
+        they may not have, leaving the forgets pending for the next open or forget."""
+        with self._lock, self.write_transaction() as conn:
+            derived = [sa.table(name, sa.column("position"))
+                       for name in self._derived_names(conn)]
+            removed, forgets = erase(conn, self._events, self._forgets, derived, positions)
             xid = postgres_xid(conn) if self._dialect == "postgresql" else 0
         if not removed and not forgets:
             return 0
@@ -476,7 +529,7 @@ class SQLEventLog(EventLog):
         try:
             self.redact([])
         except (StorageError, sa.exc.DBAPIError) as exc:
-            log.warning("%s: pending forgets not finished yet: %s", self.url, exc)
+            logger.warning("%s: pending forgets not finished yet: %s", self.url, exc)
 
     def _scrub_files(self, xid: int) -> None:
         """Make removed payloads leave the files. SQLite: a TRUNCATE checkpoint copies the WAL
@@ -555,55 +608,5 @@ class _Pending:
 
 
 def _row(event: Event) -> dict[str, Any]:
-    return {
-        "position": event.position, "event_id": event.event_id, "type": event.type,
-        "agent_id": event.scope.agent_id, "group_id": event.scope.group_id,
-        "context_id": event.scope.context_id, "actor": event.actor,
-        "memory_id": event.memory_id, "version": event.version,
-        "recorded_at": event.recorded_at_us, "schema": event.schema, "payload": event.payload,
-        "payload_hash": event.payload_hash, "hash": event.hash,
-    }
-
-
-def _event(row: Any) -> Event:
-    """An event from a row, every column brought to its type: a row damaged by hand (another
-    storage type, say) still reads, and verify() names it, since its hash no longer matches."""
-    return Event(
-        position=_int(row.position), event_id=_text(row.event_id), type=_text(row.type),
-        scope=Scope.stored(_text_or_none(row.agent_id), _text_or_none(row.group_id),
-                           _text_or_none(row.context_id)),
-        actor=_text(row.actor), memory_id=_text_or_none(row.memory_id),
-        version=None if row.version is None else _int(row.version),
-        recorded_at_us=_int(row.recorded_at),
-        payload=None if row.payload is None else _blob(row.payload),
-        payload_hash=_blob(row.payload_hash), hash=_blob(row.hash), schema=_int(row.schema),
-    )
-
-
-def _text(value: Any) -> str:
-    if type(value) is str:
-        return value
-    if isinstance(value, (bytes, memoryview)):
-        return bytes(value).decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
-def _text_or_none(value: Any) -> str | None:
-    return None if value is None else _text(value)
-
-
-def _int(value: Any) -> int:
-    if type(value) is int:
-        return value
-    try:
-        return int(value)
-    except (TypeError, ValueError, OverflowError):
-        return -1
-
-
-def _blob(value: Any) -> bytes:
-    if type(value) is bytes:
-        return value
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    return str(value).encode("utf-8", "replace")
+    """The insert parameters of ``event``: its row, by column name."""
+    return dict(zip(ROW_FIELDS, event_row(event), strict=True))
