@@ -63,7 +63,7 @@ def new_id() -> str:
     return str(uuid6.uuid7())
 
 
-def encode(obj: Any) -> bytes:
+def encode(obj: object) -> bytes:
     """msgpack-encode ``obj``, raising :class:`InvalidValueError` for what msgpack cannot carry."""
     try:
         return msgpack.packb(obj, use_bin_type=True, datetime=False)
@@ -76,7 +76,7 @@ def decode(data: bytes) -> Any:
     return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
-def content_problem(obj: Any, path: str = "value") -> str | None:
+def content_problem(obj: object, path: str = "value") -> str | None:
     """Why ``obj`` cannot be stored as memory content, or ``None`` if it can.
 
     Content is ``None``, bools, ints of 64 bits, finite floats, UTF-8 text, bytes, lists (tuples
@@ -84,7 +84,7 @@ def content_problem(obj: Any, path: str = "value") -> str | None:
     what msgpack carries unchanged in meaning. The walk is iterative, so no input can exhaust
     the stack.
     """
-    stack: list[tuple[Any, int, str]] = [(obj, 1, path)]
+    stack: list[tuple[object, int, str]] = [(obj, 1, path)]
     while stack:
         item, depth, path = stack.pop()
         if item is None or isinstance(item, (bool, bytes)):
@@ -143,6 +143,16 @@ def payload_problem(data: Mapping[Any, Any],
     return None
 
 
+def check_ids(event: NewEvent | Event) -> None:
+    """Raise :class:`InvalidIdError` unless the event id, type, actor and memory id of
+    ``event`` are ids that :func:`check_id` accepts."""
+    check_id(event.event_id, "event_id")
+    check_id(event.type, "type")
+    check_id(event.actor, "actor")
+    if event.memory_id is not None:
+        check_id(event.memory_id, "memory_id")
+
+
 def to_micros(moment: datetime) -> int:
     """A UTC datetime as integer microseconds since the epoch (exact)."""
     return (moment - EPOCH) // timedelta(microseconds=1)
@@ -171,11 +181,7 @@ class NewEvent:
     schema: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
-        check_id(self.event_id, "event_id")
-        check_id(self.type, "type")
-        check_id(self.actor, "actor")
-        if self.memory_id is not None:
-            check_id(self.memory_id, "memory_id")
+        check_ids(self)
         if (self.memory_id is None) != (self.version is None):
             raise InvalidValueError("memory_id and version go together")
 

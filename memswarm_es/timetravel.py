@@ -6,7 +6,6 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from projections.fold import MemoryEntry, View, fold_into, select
 
@@ -30,7 +29,7 @@ class PastMemory:
         self.recorded_at = recorded_at  # when the event at ``position`` was recorded
 
     def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
-                   context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
+                   context_id: str | None = None, **unknown: object) -> list[MemoryEntry]:
         """The memories inside every scope given (AND), ordered by position, as they were."""
         if unknown:
             Scope.from_kwargs(unknown)

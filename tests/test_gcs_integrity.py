@@ -21,7 +21,7 @@ from google.cloud import storage
 from hypothesis import example, given, settings
 
 import memswarm_es.events
-import memswarm_es.log.base
+import memswarm_es.log.event_list
 from memswarm_es import GCSSharedMemory
 from memswarm_es.errors import LogNotFoundError, StorageError
 from memswarm_es.events import EventType, NewEvent, now_micros
@@ -271,7 +271,7 @@ def test_redaction_that_cannot_be_done_is_an_error_not_a_success(
 
 def shift_clock(monkeypatch: pytest.MonkeyPatch, by_us: int) -> None:
     """This process's wall clock, as MemSwarm reads it, off by ``by_us``."""
-    for module in (memswarm_es.log.base, memswarm_es.events):
+    for module in (memswarm_es.log.event_list, memswarm_es.events):
         monkeypatch.setattr(module, "now_micros", lambda: now_micros() + by_us)
 
 

@@ -73,6 +73,7 @@ from ..events import (
     Event,
     EventType,
     NewEvent,
+    check_ids,
     decode,
     encode,
     event_from_row,
@@ -470,13 +471,9 @@ class GCSEventLog(EventLog):
 
 
 def _check_ids(event: Event) -> None:
-    """Raise :class:`InvalidIdError` unless every id of ``event`` is one :func:`check_id`
-    accepts."""
-    check_id(event.event_id, "event_id")
-    check_id(event.type, "type")
-    check_id(event.actor, "actor")
-    if event.memory_id is not None:
-        check_id(event.memory_id, "memory_id")
+    """Raise :class:`InvalidIdError` unless every id of ``event``, its scope's included, is one
+    :func:`check_id` accepts."""
+    check_ids(event)
     for name, value in event.scope.parts():
         check_id(value, name)
 

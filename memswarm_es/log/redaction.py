@@ -21,7 +21,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from functools import partial
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -48,7 +47,7 @@ def forgets_table(prefix: str, metadata: sa.MetaData, events: sa.Table) -> sa.Ta
 
 
 def _install(prefix: str, events: sa.Table, forgets: sa.Table, conn: Connection,
-             **_: Any) -> None:
+             **_: object) -> None:
     quote = conn.dialect.identifier_preparer.quote
     ev, fg = quote(events.name), quote(forgets.name)
     kind = EventType.MEMORY_FORGOTTEN
@@ -125,7 +124,7 @@ def mark_done(conn: Connection, forgets: sa.Table, done: Sequence[int]) -> None:
 
 def postgres_xid(conn: Connection) -> int:
     """The id of the current PostgreSQL transaction (the one that erased, inside it)."""
-    return int(conn.exec_driver_sql("SELECT txid_current()").scalar())
+    return int(conn.exec_driver_sql("SELECT txid_current()").scalar_one())
 
 
 def postgres_holders(conn: Connection, xid: int) -> int:
@@ -140,4 +139,4 @@ def postgres_holders(conn: Connection, xid: int) -> int:
         + older.format("backend_xmin") + " OR " + older.format("backend_xid") + ")) + "
         "(SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database() AND "
         + older.format("transaction") + ")"),
-        {"xid": xid % 2 ** 32}).scalar())
+        {"xid": xid % 2 ** 32}).scalar_one())

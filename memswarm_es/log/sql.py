@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -70,6 +71,7 @@ _ADVISORY_LOCK_KEY = 0x6D656D73  # "mems"
 _IN_CHUNK = 500  # ids per IN (...) clause
 _CHECKPOINT_TRIES = 8  # a WAL checkpoint blocked by readers is retried this many times,
 _CHECKPOINT_WAIT_MS = 250  # each waiting this long for them
+_META_KEY_LENGTH = 64
 _DERIVED = "derived:"  # meta keys naming the tables derived from the events (add_derived_table)
 
 
@@ -77,7 +79,7 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
     metadata = sa.MetaData()
     meta = sa.Table(
         f"{prefix}meta", metadata,
-        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("key", sa.String(_META_KEY_LENGTH), primary_key=True),
         sa.Column("value", sa.String(256), nullable=False),
     )
     events = sa.Table(
@@ -117,7 +119,7 @@ def _check_sqlite_file(url: str) -> None:
         raise LogNotFoundError(f"{url}: no such file")
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) -> None:
     # Let SQLAlchemy's "begin" hook choose the BEGIN statement (the pysqlite recipe).
     dbapi_connection.isolation_level = None
     # Damaged text must still be readable (verify() then names the event: its hash differs).
@@ -179,7 +181,7 @@ class SQLEventLog(EventLog):
 
     # --- setup -------------------------------------------------------------------------------
 
-    def _set_pragmas(self, dbapi_connection: Any, _record: Any) -> None:
+    def _set_pragmas(self, dbapi_connection: sqlite3.Connection, _record: object) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute(f"PRAGMA synchronous = {self._synchronous}")
@@ -279,10 +281,10 @@ class SQLEventLog(EventLog):
         but not recorded yet (made before derived tables were recorded) is emptied as it is
         recorded, since the redactions before did not keep it."""
         key = _DERIVED + table.name
-        if "position" not in table.c or len(key) > self._meta.c.key.type.length:
+        if "position" not in table.c or len(key) > _META_KEY_LENGTH:
             raise InvalidInputError(f"{table.name!r} cannot be a derived table of this log: it "
                                     "needs a position column and a name of at most "
-                                    f"{self._meta.c.key.type.length - len(_DERIVED)} characters")
+                                    f"{_META_KEY_LENGTH - len(_DERIVED)} characters")
         with self._engine.connect() as conn:
             if (table.name in self._derived_names(conn)
                     and sa.inspect(conn).has_table(table.name)):
@@ -478,11 +480,8 @@ class SQLEventLog(EventLog):
     # --- reading -------------------------------------------------------------------------------
 
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
-        stmt = self._select.where(self._events.c.position > after).order_by(self._events.c.position)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self._engine.connect() as conn:
-            return [event_from_row(row) for row in conn.execute(stmt)]
+        t = self._events
+        return self._fetch(self._select.where(t.c.position > after).order_by(t.c.position), limit)
 
     def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
               reverse: bool = False) -> list[Event]:
@@ -496,7 +495,9 @@ class SQLEventLog(EventLog):
         if where.until_position is not None:
             conditions.append(t.c.position <= where.until_position)
         order = t.c.position.desc() if reverse else t.c.position
-        stmt = self._select.where(*conditions).order_by(order)
+        return self._fetch(self._select.where(*conditions).order_by(order), limit)
+
+    def _fetch(self, stmt: sa.Select[Any], limit: int | None) -> list[Event]:
         if limit is not None:
             stmt = stmt.limit(limit)
         with self._engine.connect() as conn:
@@ -607,6 +608,6 @@ class _Pending:
     done: bool = False
 
 
-def _row(event: Event) -> dict[str, Any]:
+def _row(event: Event) -> dict[str, object]:
     """The insert parameters of ``event``: its row, by column name."""
     return dict(zip(ROW_FIELDS, event_row(event), strict=True))
