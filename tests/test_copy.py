@@ -15,7 +15,7 @@ from memswarm_es import InMemorySharedMemory, MemoryNotFoundError, SQLiteSharedM
 from memswarm_es.cli import main
 from memswarm_es.errors import IntegrityError
 from memswarm_es.events import EventType
-from memswarm_es.log import EventLog, InProcessLog, SQLEventLog
+from memswarm_es.log import EventLog, InMemoryEventLog, SQLEventLog
 from memswarm_es.log.copy import copy_log
 from memswarm_es.log.gcs import GCSEventLog
 from projections.fold import fold
@@ -52,13 +52,13 @@ def test_sqlite_to_gcs_and_back(tmp_path: Path, gcs_bucket: str, gcs_prefix: str
 
 def test_a_copy_resumes_where_it_stopped_and_refuses_a_diverged_target(tmp_path: Path) -> None:
     source = history(tmp_path / "source.db")
-    target = InProcessLog()
+    target = InMemoryEventLog()
     target.import_events(source.read(0, 5))
     assert copy_log(source, target) == source.head() - 5
     assert copy_log(source, target) == 0
     assert target.digest() == source.digest()
 
-    other = InProcessLog()
+    other = InMemoryEventLog()
     other.import_events(source.read(0, 3))
     mem = SQLiteSharedMemory(str(tmp_path / "other.db"))
     mem.write_scope("a different past", metadata={"agent_id": "x"})
@@ -114,7 +114,7 @@ def test_a_resumed_copy_redacts_what_the_source_forgot_since(kind: str, tmp_path
     mem.write_scope("unrelated", metadata={"agent_id": "b"})
     target_path = tmp_path / "target.db"
     target: EventLog = (SQLEventLog(f"sqlite:///{target_path}") if kind == "sqlite"
-                        else InProcessLog())
+                        else InMemoryEventLog())
     copy_log(mem.log, target)
     mem.forget(m, reason="erasure")
     assert copy_log(mem.log, target) == 1  # only the forget event is new...
@@ -133,7 +133,7 @@ def test_a_copy_taken_between_a_forget_event_and_its_redaction_is_redacted(
     m = mem.write_scope(SECRET, metadata={"agent_id": "a"})
     target_path = tmp_path / "target.db"
     target: EventLog = (SQLEventLog(f"sqlite:///{target_path}") if kind == "sqlite"
-                        else InProcessLog())
+                        else InMemoryEventLog())
 
     def copy_instead(positions: list[int]) -> int:  # the copy runs while the forget is half done
         copy_log(mem.log, target)
@@ -157,7 +157,7 @@ OPS = st.lists(st.tuples(st.sampled_from(["write", "update", "delete", "forget",
 def test_copies_interleaved_with_forgets_keep_nothing_forgotten(
         ops: list[tuple[str, int]]) -> None:
     mem = InMemorySharedMemory()
-    target = InProcessLog()
+    target = InMemoryEventLog()
     ids: list[str] = []
     for op, n in ops:
         try:
@@ -181,7 +181,7 @@ def test_copies_interleaved_with_forgets_keep_nothing_forgotten(
 def test_a_copy_into_an_empty_log_carries_the_identity(tmp_path: Path) -> None:
     source = history(tmp_path / "source.db")
     sql_target = SQLEventLog(f"sqlite:///{tmp_path / 'copy.db'}")
-    memory_target = InProcessLog()
+    memory_target = InMemoryEventLog()
     for target in (sql_target, memory_target):
         assert target.identity() != source.identity()
         copy_log(source, target)
@@ -190,7 +190,7 @@ def test_a_copy_into_an_empty_log_carries_the_identity(tmp_path: Path) -> None:
     assert SQLEventLog(f"sqlite:///{tmp_path / 'copy.db'}", create=False
                        ).identity() == source.identity()
 
-    started = InProcessLog()  # a target with events of its own keeps its identity
+    started = InMemoryEventLog()  # a target with events of its own keeps its identity
     started.import_events(source.read(0, 3))
     own = started.identity()
     copy_log(source, started)

@@ -29,7 +29,7 @@ from memswarm_es.log import gcs
 from memswarm_es.log.base import EventFilter
 from memswarm_es.log.copy import copy_log
 from memswarm_es.log.gcs import GCSEventLog
-from memswarm_es.log.inprocess import InProcessLog
+from memswarm_es.log.inprocess import InMemoryEventLog
 from memswarm_es.scopes import Scope
 
 from .servers_gcs import GCSServer, emulator_client
@@ -371,7 +371,7 @@ def test_importing_a_forget_leaves_no_content_in_the_bucket(
     """A copy from a log whose forget was never finished: the forget's memory arrives without
     its content, whether the forget comes in the same import or a later one."""
     secret = marker()
-    source = InProcessLog()
+    source = InMemoryEventLog()
     source.append([written("m", secret)])
     source.append([written("n", "kept")])
     source.append([NewEvent.create(EventType.MEMORY_FORGOTTEN, Scope("a"), "a",

@@ -25,12 +25,12 @@ from memswarm_es.events import (
 )
 from memswarm_es.log.base import problem_with
 from memswarm_es.log.gcs import FORMAT, GCSEventLog, _decode_batch, _encode_batch
-from memswarm_es.log.inprocess import InProcessLog
+from memswarm_es.log.inprocess import InMemoryEventLog
 from memswarm_es.scopes import Scope, check_id
 
 
 def sealed_events(count: int = 2) -> list[Event]:
-    log = InProcessLog()
+    log = InMemoryEventLog()
     for i in range(count):
         log.append([NewEvent.create(EventType.MEMORY_WRITTEN, Scope("a", "g"), "a",
                                     {"value": i, "metadata": {}}, memory_id=f"m{i}",

@@ -13,15 +13,18 @@ import pytest
 from sqlalchemy import event as sa_event
 
 from memswarm_es.errors import (
+    ChainBrokenError,
     CorruptLogError,
     ForeignStoreError,
     HeadConflictError,
     IdempotencyError,
     IntegrityError,
+    InvalidInputError,
+    LogNotFoundError,
     VersionConflictError,
 )
 from memswarm_es.events import EventType, NewEvent
-from memswarm_es.log import EventFilter, EventLog, InProcessLog, SQLEventLog
+from memswarm_es.log import EventFilter, EventLog, InMemoryEventLog, SQLEventLog, open_log
 from memswarm_es.log.gcs import GCSEventLog
 from memswarm_es.scopes import Scope
 
@@ -29,7 +32,7 @@ from memswarm_es.scopes import Scope
 @pytest.fixture(params=["inprocess", "sqlite", "postgres", "gcs"])
 def event_log(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EventLog]:
     if request.param == "inprocess":
-        log: EventLog = InProcessLog()
+        log: EventLog = InMemoryEventLog()
     elif request.param == "sqlite":
         log = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
     elif request.param == "postgres":
@@ -275,3 +278,43 @@ def test_group_commit_keeps_each_batch_independent(tmp_path: Path) -> None:
     assert [e.position for e in outcome["retry"]] == [1]  # type: ignore[attr-defined]
     assert log.head() == 4 and log.verify() == 4
     log.close()
+
+
+def test_open_log_chooses_the_store_by_url(tmp_path: Path) -> None:
+    memory = open_log("memory://")
+    assert isinstance(memory, InMemoryEventLog) and open_log("memory://") is not memory
+    path = tmp_path / "log.db"
+    with pytest.raises(LogNotFoundError):
+        open_log(f"sqlite:///{path}", create=False)
+    assert not path.exists()  # nothing made
+    made = open_log(f"sqlite:///{path}")
+    assert isinstance(made, SQLEventLog)
+    made.append([written("m")])
+    made.close()
+    reopened = open_log(f"sqlite:///{path}", create=False)
+    assert reopened.head() == 1
+    reopened.close()
+    for bad in ("memory://somewhere", "gs://", "gs:///prefix"):
+        with pytest.raises(InvalidInputError):
+            open_log(bad)
+
+
+def test_open_log_opens_a_bucket_prefix(gcs_bucket: str, gcs_prefix: str,
+                                        monkeypatch: pytest.MonkeyPatch,
+                                        gcs_client: object) -> None:
+    monkeypatch.setattr("memswarm_es.log.gcs.storage.Client", lambda: gcs_client)
+    with pytest.raises(LogNotFoundError):
+        open_log(f"gs://{gcs_bucket}/{gcs_prefix}", create=False)
+    made = open_log(f"gs://{gcs_bucket}/{gcs_prefix}")
+    assert isinstance(made, GCSEventLog) and made.prefix == gcs_prefix
+    made.append([written("m")])
+    assert open_log(f"gs://{gcs_bucket}/{gcs_prefix}", create=False).head() == 1
+
+
+def test_a_broken_chain_is_still_an_integrity_error() -> None:
+    """The error's new name; ``except IntegrityError`` (the earlier name) still catches it."""
+    assert ChainBrokenError is IntegrityError
+    log = InMemoryEventLog()
+    log.append([written("m")])
+    with pytest.raises(IntegrityError):
+        log.adopt_identity("another")

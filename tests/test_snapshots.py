@@ -11,8 +11,14 @@ from pathlib import Path
 import pytest
 
 from memswarm_es import InMemorySharedMemory, SQLiteSharedMemory
+from memswarm_es.log import InMemoryEventLog, SQLEventLog
 from memswarm_es.memory import SharedMemory
-from memswarm_es.snapshots import InProcessSnapshotStore, decode_view, encode_view
+from memswarm_es.snapshots import (
+    InProcessSnapshotStore,
+    decode_view,
+    encode_view,
+    snapshot_store_for,
+)
 from memswarm_es.timetravel import TimeMachine
 from projections.fold import View, entry_from_row, entry_row, fold
 from projections.in_memory import InMemoryReadModel
@@ -247,3 +253,29 @@ def test_a_store_that_missed_a_forget_does_not_serve_its_content() -> None:
     assert other.store.nearest(3) is not None  # it still holds a snapshot with the content...
     assert other.at(3).get(m).value is None  # ...which it no longer serves
     assert SECRET not in repr([other.store.load(p).entries for p, _ in other.store.stored()])
+
+
+def test_each_in_process_log_has_one_store() -> None:
+    first, second = InMemoryEventLog(), InMemoryEventLog()
+    assert snapshot_store_for(first) is snapshot_store_for(first)
+    assert snapshot_store_for(first) is not snapshot_store_for(second)
+
+
+def test_a_snapshot_table_older_than_its_record_in_the_log_is_emptied(tmp_path: Path) -> None:
+    """Snapshots kept before the log recorded their table as derived from it were not dropped
+    by the redactions of that time, so they are dropped when the table is recorded."""
+    path = tmp_path / "old.db"
+    mem = SQLiteSharedMemory(str(path), snapshot_every=1)
+    write_history(mem)
+    mem.as_of(4)
+    mem.close()
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("DELETE FROM memswarm_meta WHERE key LIKE 'derived:%'")  # as made before
+    db.close()
+    log = SQLEventLog(f"sqlite:///{path}")
+    assert snapshot_store_for(log).stored() == []
+    store = snapshot_store_for(log)  # recorded now: kept
+    assert store.save(View({}, 1), log.read(0, 1)[0].hash, store.epoch())
+    assert [p for p, _ in snapshot_store_for(log).stored()] == [1]
+    log.close()
