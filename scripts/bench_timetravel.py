@@ -20,6 +20,7 @@ import time
 from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import SQLEventLog
 from memswarm_es.scopes import Scope
+from memswarm_es.snapshots import snapshot_store_for
 from memswarm_es.timetravel import TimeMachine
 
 
@@ -83,7 +84,7 @@ def main() -> None:
         head = log.head()
         rng = random.Random(11)
         positions = [rng.randrange(head // 2, head + 1) for _ in range(args.queries)]
-        store = log.snapshot_store()
+        store = snapshot_store_for(log)
         rows = []
 
         store.delete_from(0)
