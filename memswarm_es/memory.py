@@ -167,7 +167,8 @@ class SharedMemory:
                 raise VersionConflictError(memory_id, expected_version, version)
             return NewEvent(type=type, scope=last.scope,
                             actor=actor or last.scope.agent_id or last.actor, payload=payload,
-                            memory_id=memory_id, version=version + 1, **_event_id(event_id))
+                            memory_id=memory_id, version=version + 1,
+                            event_id=new_id() if event_id is None else event_id)
 
         recorded = append_change(self.log, memory_id, decide, retry=expected_version is None)
         self.freshness.wrote(recorded.position)
@@ -385,10 +386,6 @@ def _is_int(value: object) -> bool:
 def _actor(actor: str | None) -> str | None:
     """A caller's ``actor=``, checked: an empty one is refused, never silently replaced."""
     return None if actor is None else check_id(actor, "actor")
-
-
-def _event_id(event_id: str | None) -> dict[str, str]:
-    return {} if event_id is None else {"event_id": check_id(event_id, "event_id")}
 
 
 class InMemorySharedMemory(SharedMemory):
