@@ -121,7 +121,7 @@ def _load_embedder(spec: str) -> tuple[Embedder, str]:
     if not attr:
         raise InvalidInputError(f"--model takes 'minilm' or 'module:factory', not {spec!r}")
     made: Embedder = getattr(importlib.import_module(module), attr)()
-    return made, getattr(made, "model_id", spec)
+    return made, str(getattr(made, "model_id", spec))
 
 
 def _not_loaded(texts: Sequence[str]) -> list[list[float]]:
