@@ -72,15 +72,16 @@ def _events(log: EventLog, until: int, batch_size: int) -> Iterator[Event]:
             yield from batch
 
 
-def open_log(url: str) -> EventLog:
-    """A log from a URL: ``gs://bucket/prefix`` or any SQLAlchemy URL (``sqlite:///x.db``)."""
+def open_log(url: str, *, create: bool = True) -> EventLog:
+    """A log from a URL: ``gs://bucket/prefix`` or any SQLAlchemy URL (``sqlite:///x.db``).
+    ``create=False`` opens an existing log only (:class:`LogNotFoundError` otherwise)."""
     if url.startswith("gs://"):
         from .gcs import GCSEventLog
 
         bucket, _, prefix = url[len("gs://"):].partition("/")
         if not bucket:
             raise InvalidInputError(f"no bucket in {url!r}")
-        return GCSEventLog(bucket, prefix or "memswarm/")
+        return GCSEventLog(bucket, prefix or "memswarm/", create=create)
     from .sql import SQLEventLog
 
-    return SQLEventLog(url)
+    return SQLEventLog(url, create=create)
