@@ -1,7 +1,11 @@
 """MemSwarm: an event-sourced shared memory for multi-agent systems.
 
-The facade and the seed names are loaded on first use, so that ``projections`` (which builds on
-``memswarm_es.events``) can be imported first without a cycle.
+This package holds two floors of the house: the values and write side (``errors``, ``scopes``,
+``events``, ``log``) at the bottom, and history, facade and command line above ``projections``.
+Importing any bottom-floor module runs this file first, so it must not import the upper floors
+at load time: ``projections`` (which builds on ``memswarm_es.events``) would then import itself
+half-made. The facade's names are therefore loaded on first use (PEP 562); no module imports
+upward, and ``tests/test_architecture.py`` checks it.
 """
 
 from __future__ import annotations

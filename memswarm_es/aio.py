@@ -18,7 +18,7 @@ from projections.fold import MemoryEntry
 from projections.projector import Progress
 
 from .audit import AuditPage, MemoryVersion
-from .errors import MemoryNotFoundError, ReadModelBehindError
+from .errors import MemoryNotFoundError
 from .log.base import Digest, Verification
 from .memory import SharedMemory
 from .scopes import Scope, check_id
@@ -114,27 +114,14 @@ class AsyncSharedMemory:
     # --- freshness -----------------------------------------------------------------------------
 
     async def _fresh(self) -> None:
-        if self.memory.project_inline:
-            await asyncio.to_thread(self.memory.projector.catch_up)
-        else:
-            await self.wait_for()
+        await self.memory.freshness.before_read_async()
 
     async def wait_for(self, position: int | None = None, timeout: float | None = None) -> int:
         """See :meth:`SharedMemory.wait_for`."""
-        memory = self.memory
-        if memory.project_inline:
-            return await asyncio.to_thread(memory.wait_for, position, timeout)
-        target = memory.last_position if position is None else position
-        limit = memory.wait_timeout if timeout is None else timeout
-        model = memory.read_model
-        if not await model.wait_async(target - 1, limit):
-            raise ReadModelBehindError(target, await model.checkpoint_async(), limit)
-        return await model.checkpoint_async()
+        return await self.memory.freshness.wait_for_async(position, timeout)
 
     async def sync(self) -> int:
-        if self.memory.project_inline:
-            return await asyncio.to_thread(self.memory.sync)
-        return await self.wait_for(await asyncio.to_thread(self.memory.log.head))
+        return await self.memory.freshness.sync_async()
 
     async def replace_read_model(self, new: ReadModel) -> ReadModel:
         return await asyncio.to_thread(self.memory.replace_read_model, new)

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
-from .errors import InvalidValueError, MemoryNotFoundError, VersionConflictError
-from .events import EventType, NewEvent
-from .log.base import EventFilter, EventLog, backoff
+from .commands import append_change
+from .errors import InvalidValueError, MemoryNotFoundError
+from .events import Event, EventType, NewEvent
+from .log.base import EventFilter, EventLog
 from .scopes import check_id
 from .timetravel import TimeMachine
-
-log = logging.getLogger(__name__)
-
-_RETRIES = 50
 
 
 def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reason: str, *,
@@ -31,26 +26,19 @@ def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reaso
     check_id(memory_id, "memory_id")
     if not isinstance(reason, str) or not reason.strip():
         raise InvalidValueError("a reason for forgetting is required")
-    for attempt in range(_RETRIES):
-        events = event_log.query(EventFilter(memory_id=memory_id))
-        if not events:
+    events: list[Event] = []
+
+    def decide(last: Event | None) -> NewEvent | Event:
+        if last is None:
             raise MemoryNotFoundError(memory_id)
-        last = events[-1]
+        events[:] = event_log.query(EventFilter(memory_id=memory_id))
         if last.type == EventType.MEMORY_FORGOTTEN:
-            forgotten = last
-            break
-        assert last.version is not None
-        new = NewEvent.create(EventType.MEMORY_FORGOTTEN, last.scope,
-                              actor or last.scope.agent_id or last.actor, {"reason": reason},
-                              memory_id=memory_id, version=last.version + 1)
-        try:
-            (forgotten,) = event_log.append([new])
-            break
-        except VersionConflictError:
-            log.debug("memory %s moved on while being forgotten; retrying", memory_id)
-            backoff(attempt)
-    else:
-        raise VersionConflictError(memory_id, last.version or 0, (last.version or 0) + 1)
+            return last  # forgotten already: finish its redaction below
+        return NewEvent.create(EventType.MEMORY_FORGOTTEN, last.scope,
+                               actor or last.scope.agent_id or last.actor, {"reason": reason},
+                               memory_id=memory_id, version=(last.version or 0) + 1)
+
+    forgotten = append_change(event_log, memory_id, decide)
     try:  # SQL logs also finish every other pending forget here (see log/redaction.py)
         event_log.redact([e.position for e in events if e.type != EventType.MEMORY_FORGOTTEN])
     finally:

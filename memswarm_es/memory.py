@@ -4,10 +4,7 @@ names, which only choose the log and the read model.
 
 from __future__ import annotations
 
-import logging
 import math
-import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -18,20 +15,20 @@ from projections.in_memory import InMemoryReadModel
 from projections.projector import Progress, Projector
 
 from .audit import AuditPage, MemoryVersion, audit, history
+from .commands import append_change, recorded_retry
 from .errors import (
-    IdempotencyError,
     InvalidInputError,
     InvalidScopeError,
     InvalidValueError,
     MemoryNotFoundError,
     NotSupportedError,
-    ReadModelBehindError,
     ValueTooLargeError,
     VersionConflictError,
 )
 from .events import ENDING_EVENT_TYPES, Event, EventType, NewEvent, encode_content, new_id
 from .forget import forget
-from .log.base import Digest, EventFilter, EventLog, Verification, backoff
+from .freshness import Freshness, InlineProjection, RunnerProjection, View
+from .log.base import Digest, EventLog, Verification
 from .log.inprocess import InProcessLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
@@ -41,13 +38,10 @@ from .timetravel import DEFAULT_SNAPSHOT_EVERY, PastMemory, TimeMachine, verify_
 if TYPE_CHECKING:
     from .subscribe import Subscription
 
-log = logging.getLogger(__name__)
-
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 DEFAULT_WAIT_TIMEOUT = 10.0
 MAX_REASON_LENGTH = 1000
 _UNSET: Any = object()
-_RETRIES = 50
 
 
 class SharedMemory:
@@ -70,20 +64,30 @@ class SharedMemory:
                  wait_timeout: float = DEFAULT_WAIT_TIMEOUT) -> None:
         if max_value_bytes < 1:
             raise ValueError("max_value_bytes must be positive")
-        if wait_timeout < 0:
-            raise ValueError("wait_timeout must not be negative")
         self.log = log
-        self.read_model = read_model
         self.max_value_bytes = max_value_bytes
-        self.project_inline = project_inline
-        self.wait_timeout = wait_timeout
-        self.projector = Projector(log, read_model, batch_size)
+        self._view = View(log, read_model, batch_size)
+        policy = InlineProjection if project_inline else RunnerProjection
+        self.freshness: Freshness = policy(self._view, wait_timeout)
         self.time_machine = TimeMachine(log, snapshot_store_for(log), snapshot_every)
-        self._last_position = 0
-        self._position_lock = threading.Lock()
-        self._swap_lock = threading.RLock()  # inline projection vs replace_read_model
-        if project_inline:
-            self.projector.catch_up()
+        self.freshness.before_read()  # inline: the view is caught up before the first read
+
+    @property
+    def read_model(self) -> ReadModel:
+        """The read model reads come from (``replace_read_model`` may switch it)."""
+        return self._view.read_model
+
+    @property
+    def projector(self) -> Projector:
+        return self._view.projector
+
+    @property
+    def project_inline(self) -> bool:
+        return isinstance(self.freshness, InlineProjection)
+
+    @property
+    def wait_timeout(self) -> float:
+        return self.freshness.wait_timeout
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -112,8 +116,8 @@ class SharedMemory:
             {"value": value, "metadata": extra, **self._vector(embedding)},
             memory_id=memory_id, version=1, event_id=memory_id,
         )
-        recorded = self._append(new)
-        return recorded.memory_id  # type: ignore[return-value]
+        self._append(new)
+        return memory_id
 
     def update(self, memory_id: str, value: Any = _UNSET,
                metadata: Mapping[str, Any] | None = None, *, expected_version: int | None = None,
@@ -151,34 +155,25 @@ class SharedMemory:
         payload = encode_content(data)
         self._check_size(payload)
         if event_id is not None:
-            done = self._recorded(memory_id, check_id(event_id, "event_id"))
+            done = recorded_retry(self.log, memory_id, check_id(event_id, "event_id"), type,
+                                  payload)
             if done is not None:  # a retry of a change that was recorded: the same answer
-                if done.type != type or not done.holds(payload):
-                    raise IdempotencyError(f"event_id {event_id!r} was used for another change")
-                return done.version  # type: ignore[return-value]
-        for attempt in range(_RETRIES):
-            last = self.log.latest(memory_id)
+                return done.version or 0
+
+        def decide(last: Event | None) -> NewEvent:
             if last is None or last.type in ENDING_EVENT_TYPES:
                 raise MemoryNotFoundError(memory_id)
-            assert last.version is not None
-            if expected_version is not None and expected_version != last.version:
-                raise VersionConflictError(memory_id, expected_version, last.version)
-            new = NewEvent(type=type, scope=last.scope, actor=actor or last.scope.agent_id
-                           or last.actor, payload=payload, memory_id=memory_id,
-                           version=last.version + 1, **_event_id(event_id))
-            try:
-                return self._append(new).version  # type: ignore[return-value]
-            except VersionConflictError:
-                if expected_version is not None:
-                    raise
-                log.debug("memory %s moved on during update; retrying", memory_id)
-                backoff(attempt)
-        raise VersionConflictError(memory_id, last.version, last.version + 1)
+            version = last.version or 0
+            if expected_version is not None and expected_version != version:
+                raise VersionConflictError(memory_id, expected_version, version)
+            return NewEvent(type=type, scope=last.scope,
+                            actor=actor or last.scope.agent_id or last.actor, payload=payload,
+                            memory_id=memory_id, version=version + 1,
+                            event_id=new_id() if event_id is None else event_id)
 
-    def _recorded(self, memory_id: str, event_id: str) -> Event | None:
-        """The event of ``memory_id`` with ``event_id``, if the log has it."""
-        history = self.log.query(EventFilter(memory_id=memory_id), reverse=True)
-        return next((e for e in history if e.event_id == event_id), None)
+        recorded = append_change(self.log, memory_id, decide, retry=expected_version is None)
+        self.freshness.wrote(recorded.position)
+        return recorded.version or 0
 
     def _new_event(self, type: str, scope: Scope, actor: str, data: dict[str, Any], *,
                    memory_id: str, version: int, event_id: str) -> NewEvent:
@@ -207,13 +202,9 @@ class SharedMemory:
             raise ValueTooLargeError(
                 f"encoded value is {len(payload)} bytes; the limit is {self.max_value_bytes}")
 
-    def _append(self, new: NewEvent) -> Any:
+    def _append(self, new: NewEvent) -> Event:
         (recorded,) = self.log.append([new])
-        with self._position_lock:
-            self._last_position = max(self._last_position, recorded.position)
-        if self.project_inline:
-            with self._swap_lock:
-                self.projector.catch_up(until=recorded.position)
+        self.freshness.wrote(recorded.position)
         return recorded
 
     # --- reading -------------------------------------------------------------------------------
@@ -224,13 +215,13 @@ class SharedMemory:
         if unknown:
             Scope.from_kwargs(unknown)  # raises InvalidScopeError naming them
         scope = Scope(agent_id, group_id, context_id)
-        self._fresh()
+        self.freshness.before_read()
         return self.read_model.read_scope(scope)
 
     def get(self, memory_id: str) -> MemoryEntry:
         """One live memory, or :class:`MemoryNotFoundError`."""
         check_id(memory_id, "memory_id")
-        self._fresh()
+        self.freshness.before_read()
         entry = self.read_model.get(memory_id)
         if entry is None:
             raise MemoryNotFoundError(memory_id)
@@ -247,7 +238,7 @@ class SharedMemory:
             raise NotSupportedError(
                 f"{type(self.read_model).__name__} does not search; use ChromaSharedMemory")
         scope = Scope(agent_id, group_id, context_id)
-        self._fresh()
+        self.freshness.before_read()
         return search(query, scope, k, where)
 
     def history(self, memory_id: str) -> list[MemoryVersion]:
@@ -298,8 +289,7 @@ class SharedMemory:
                               actor=_actor(actor))
         finally:  # even when the redaction must be finished later, the views drop it now
             self.sync()
-        with self._position_lock:
-            self._last_position = max(self._last_position, position)
+        self.freshness.wrote(position)
         return position
 
     # --- maintenance ---------------------------------------------------------------------------
@@ -310,44 +300,18 @@ class SharedMemory:
         Inline, this catches it up; with a separate runner it waits for the runner (at most
         ``wait_timeout`` seconds, then :class:`ReadModelBehindError`).
         """
-        if self.project_inline:
-            return self.projector.catch_up()
-        return self.wait_for(self.log.head())
-
-    def _fresh(self) -> None:
-        """What a read does first: catch up inline, or wait for this memory's own writes."""
-        if self.project_inline:
-            with self._swap_lock:
-                self.projector.catch_up()
-        else:
-            self.wait_for()
+        return self.freshness.sync()
 
     @property
     def last_position(self) -> int:
         """The log position of this memory's last write (0 before its first)."""
-        return self._last_position
+        return self.freshness.last_position
 
     def wait_for(self, position: int | None = None, timeout: float | None = None) -> int:
         """Block until the read model has applied ``position`` (default: this memory's last
         write); return its checkpoint. Raise :class:`ReadModelBehindError` after ``timeout``
         seconds (default ``wait_timeout``)."""
-        target = self._last_position if position is None else position
-        limit = self.wait_timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        while True:
-            if self.project_inline:
-                checkpoint = self.projector.catch_up(until=target)
-            else:
-                checkpoint = self.read_model.checkpoint()
-            if checkpoint >= target:
-                return checkpoint
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ReadModelBehindError(target, checkpoint, limit)
-            if self.project_inline:  # the position is not in the log yet
-                self.log.wait(checkpoint, left)
-            else:
-                self.read_model.wait(target - 1, left)
+        return self.freshness.wait_for(position, timeout)
 
     def lag(self) -> int:
         """How many events the read model is behind the log's head."""
@@ -379,11 +343,7 @@ class SharedMemory:
         """Switch reads to ``new`` (built beside the current one, e.g. by ``reembed``) once it
         has caught up with the log, atomically for this memory's readers and writers; return
         the read model it replaces, which this memory no longer touches."""
-        with self._swap_lock:
-            projector = Projector(self.log, new, self.projector.batch_size)
-            projector.catch_up()
-            old, self.read_model, self.projector = self.read_model, new, projector
-        return old
+        return self._view.replace(new)
 
     def replay(self, progress: Progress | None = None) -> int:
         """Rebuild the read model from the log; return the position reached."""
@@ -427,10 +387,6 @@ def _is_int(value: object) -> bool:
 def _actor(actor: str | None) -> str | None:
     """A caller's ``actor=``, checked: an empty one is refused, never silently replaced."""
     return None if actor is None else check_id(actor, "actor")
-
-
-def _event_id(event_id: str | None) -> dict[str, str]:
-    return {} if event_id is None else {"event_id": check_id(event_id, "event_id")}
 
 
 class InMemorySharedMemory(SharedMemory):

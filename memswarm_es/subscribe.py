@@ -14,6 +14,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 
 from projections.base import ReadModel
 
@@ -22,16 +23,13 @@ from .errors import InvalidInputError, ReadModelUnavailableError
 from .events import MEMORY_EVENT_TYPES, Event
 from .log.base import EventFilter, EventLog
 from .scopes import Scope
+from .waiting import wait_until, wait_until_async
 
 DEFAULT_BATCH = 500
 _WAKE_EVERY = 1.0  # longest blocking wait, so that close() is noticed
 _RETRY_EVERY = 0.2  # while the read model's server is unreachable
 
-log = logging.getLogger(__name__)
-
-
-def _outage(exc: Exception) -> None:
-    log.warning("subscription waiting for the read model: %s", exc)
+logger = logging.getLogger(__name__)
 
 
 def check_after(log: EventLog, after: object) -> int:
@@ -78,6 +76,30 @@ class _Cursor:
         return [version_of(e) for e in kept if e.type in MEMORY_EVENT_TYPES]
 
 
+class Found:
+    """What one poll found, and whether the read model's server is out: the state that the
+    blocking and the async poll share, so each only says how it reads and waits."""
+
+    def __init__(self) -> None:
+        self.versions: list[MemoryVersion] = []
+        self.outage = False
+
+    def look(self, cursor: _Cursor, ceiling: int, query: Callable[[], list[Event]]) -> bool:
+        """True when the poll is over: versions found (read with ``query`` from the log up to
+        the checkpoint ``ceiling``), or the subscription closed."""
+        self.outage = False
+        if cursor.closed:
+            return True
+        if ceiling > cursor.position:
+            self.versions = cursor.take(query(), ceiling)
+        return bool(self.versions)
+
+    def out(self, exc: Exception) -> bool:
+        logger.warning("subscription waiting for the read model: %s", exc)
+        self.outage = True
+        return False
+
+
 class _Subscriber:
     def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
                  batch_size: int = DEFAULT_BATCH) -> None:
@@ -116,27 +138,22 @@ class Subscription(_Subscriber):
         """The versions applied since the last poll, waiting up to ``timeout`` for one."""
         if self._buffer:
             return self._drain()
-        cursor = self._cursor
-        deadline = time.monotonic() + timeout
-        while not cursor.closed:
+        cursor, found = self._cursor, Found()
+
+        def ready() -> bool:
             try:
-                ceiling = cursor.model.checkpoint()
-                if ceiling > cursor.position:
-                    found = cursor.take(cursor.query(), ceiling)
-                    if found:
-                        return found
-                    continue
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                cursor.model.wait(cursor.position, min(left, _WAKE_EVERY))
+                return found.look(cursor, cursor.model.checkpoint(), cursor.query)
             except ReadModelUnavailableError as exc:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                _outage(exc)
-                time.sleep(min(left, _RETRY_EVERY))
-        return []
+                return found.out(exc)
+
+        def pause(delay: float) -> None:
+            if found.outage:
+                time.sleep(min(delay, _RETRY_EVERY))
+            else:
+                cursor.model.wait(cursor.position, delay)
+
+        wait_until(ready, timeout, pause, longest=_WAKE_EVERY)
+        return found.versions
 
     def __iter__(self) -> Subscription:
         return self
@@ -161,29 +178,29 @@ class AsyncSubscription(_Subscriber):
     in a worker thread, off the event loop."""
 
     async def poll(self, timeout: float = 0.0) -> list[MemoryVersion]:
+        """See :meth:`Subscription.poll`."""
         if self._buffer:
             return self._drain()
-        cursor = self._cursor
-        deadline = time.monotonic() + timeout
-        while not cursor.closed:
+        cursor, found = self._cursor, Found()
+
+        async def ready() -> bool:
             try:
                 ceiling = await cursor.model.checkpoint_async()
-                if ceiling > cursor.position:
-                    found = cursor.take(await asyncio.to_thread(cursor.query), ceiling)
-                    if found:
-                        return found
-                    continue
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                await cursor.model.wait_async(cursor.position, min(left, _WAKE_EVERY))
+                if ceiling <= cursor.position or cursor.closed:
+                    return found.look(cursor, ceiling, list)
+                events = await asyncio.to_thread(cursor.query)
+                return found.look(cursor, ceiling, lambda: events)
             except ReadModelUnavailableError as exc:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                _outage(exc)
-                await asyncio.sleep(min(left, _RETRY_EVERY))
-        return []
+                return found.out(exc)
+
+        async def pause(delay: float) -> None:
+            if found.outage:
+                await asyncio.sleep(min(delay, _RETRY_EVERY))
+            else:
+                await cursor.model.wait_async(cursor.position, delay)
+
+        await wait_until_async(ready, timeout, pause, longest=_WAKE_EVERY)
+        return found.versions
 
     def __aiter__(self) -> AsyncSubscription:
         return self

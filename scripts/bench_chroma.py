@@ -12,9 +12,12 @@ import hashlib
 import statistics
 import tempfile
 import time
+from collections.abc import Sequence
 
 import chromadb
 import numpy as np
+from benchtable import Cell, print_table
+from benchtime import percentile, timed
 
 from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import InProcessLog
@@ -27,7 +30,7 @@ from projections.projector import Projector
 MODEL = "bench-precomputed"
 
 
-def refuse(texts: object) -> object:
+def refuse(texts: Sequence[str]) -> list[list[float]]:
     raise AssertionError("every vector should come from the cache")
 
 
@@ -42,10 +45,8 @@ def main() -> None:
              for i in range(args.embed)]
     embedder = MiniLMEmbedding()
     embedder(texts[:32])  # warm up
-    start = time.perf_counter()
-    embedder(texts)
-    embed_rate = args.embed / (time.perf_counter() - start)
-    rows = []
+    embed_rate = args.embed / timed(lambda: embedder(texts))
+    rows: list[list[Cell]] = []
     rng = np.random.default_rng(5)
     for count in args.memories:
         with tempfile.TemporaryDirectory() as tmp:
@@ -64,12 +65,10 @@ def main() -> None:
             client = chromadb.PersistentClient(
                 f"{tmp}/chroma", settings=chromadb.Settings(anonymized_telemetry=False))
             model = ChromaReadModel(client, CachedEmbedder(refuse, MODEL, cache), "bench")
-            start = time.perf_counter()
-            Projector(log, model, batch_size=1000).catch_up()
-            projected = count / (time.perf_counter() - start)
+            projected = count / timed(Projector(log, model, batch_size=1000).catch_up)
 
             peer = client.create_collection("peer", metadata={"hnsw:space": "cosine"})
-            metadatas = [_metadata(e) for e in entries]
+            metadatas: list[chromadb.Metadata] = [_metadata(e) for e in entries]
             start = time.perf_counter()
             for i in range(0, count, 1000):
                 peer.add(ids=[e.memory_id for e in entries[i:i + 1000]],
@@ -87,17 +86,13 @@ def main() -> None:
                 hits = model.search(query, Scope(agent_id=f"agent-{i % 100}"), k=10)
                 samples.append((time.perf_counter() - start) * 1000)
                 assert all(h.entry.agent_id == f"agent-{i % 100}" for h in hits)
-            samples.sort()
-            rows.append((count, projected, ceiling, statistics.median(samples),
-                         samples[int(0.99 * (len(samples) - 1))]))
+            rows.append([count, projected, ceiling, projected / ceiling,
+                         statistics.median(samples), percentile(samples, 99)])
 
-    print(f"\nembedding (all-MiniLM-L6-v2 int8, onnxruntime): {embed_rate:,.0f} texts/s\n")
-    print(f"{'memories':>10}{'projected ev/s':>16}{'chroma add/s':>14}{'ratio':>8}"
-          f"{'search p50 ms':>15}{'p99 ms':>9}")
-    print("-" * 72)
-    for count, projected, ceiling, p50, p99 in rows:
-        print(f"{count:>10,}{projected:>16,.0f}{ceiling:>14,.0f}{projected / ceiling:>8.2f}"
-              f"{p50:>15.2f}{p99:>9.2f}")
+    print_table(f"Chroma read model; embedding (all-MiniLM-L6-v2 int8, onnxruntime): "
+                f"{embed_rate:,.0f} texts/s",
+                ["memories", "projected ev/s", "chroma add/s", "ratio", "search p50 ms",
+                 "p99 ms"], rows, decimals=[0, 0, 0, 2, 2, 2])
 
 
 if __name__ == "__main__":

@@ -13,24 +13,20 @@ import argparse
 import os
 import sys
 import tempfile
-import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench_log import new_events  # noqa: E402 - the same workload as the log bench
+from bench_log import append_all, new_events, one_at_a_time  # noqa: E402 - same workload
+from benchtable import Cell, print_table, ratio  # noqa: E402
+from benchtime import timed  # noqa: E402
 
 from memswarm_es.log import EventLog, SQLEventLog  # noqa: E402
 from memswarm_es.log.gcs import GCSEventLog  # noqa: E402
 from tests.servers_gcs import GCSServer, emulator_client  # noqa: E402
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def main() -> None:
@@ -47,7 +43,7 @@ def main() -> None:
         client._http.hooks["response"].append(lambda *a, **k: requests.__setitem__(
             "n", requests["n"] + 1))
         client.create_bucket("bench")
-        rows = []
+        rows: list[tuple[str, str, float, float]] = []
         with tempfile.TemporaryDirectory() as tmp:
             logs: dict[str, Callable[[str], EventLog]] = {
                 "GCS (fake-gcs-server)": lambda name: GCSEventLog("bench", f"{name}/", client),
@@ -60,30 +56,29 @@ def main() -> None:
             for kind, make in logs.items():
                 log = make("single")
                 requests["n"] = 0
-                seconds = timed(lambda log=log: [log.append([e]) for e in singles])
+                seconds = timed(partial(append_all, log, one_at_a_time(singles)))
                 rows.append((kind, "append one at a time", args.single / seconds,
                              requests["n"] * 1000 / args.single))
                 log = make("batched")
                 requests["n"] = 0
-                seconds = timed(lambda log=log: [log.append(c) for c in chunks])
+                seconds = timed(partial(append_all, log, chunks))
                 rows.append((kind, f"append, batches of {args.batch}", args.events / seconds,
                              requests["n"] * 1000 / args.events))
                 reader = make("batched")
                 requests["n"] = 0
-                seconds = timed(lambda reader=reader: list(reader.iter_events(0, 1000)))
+                seconds = timed(partial(list, reader.iter_events(0, 1000)))
                 rows.append((kind, "read the whole log (a new reader)",
                              args.events / seconds, requests["n"] * 1000 / args.events))
     finally:
         server.close()
 
-    print(f"\n{'log':<24}{'measure':<36}{'events/s':>12}{'requests/1k':>14}")
-    print("-" * 86)
-    for kind, measure, rate, per_k in rows:
-        shown = f"{per_k:.1f}" if kind.startswith("GCS") else "-"
-        print(f"{kind:<24}{measure:<36}{rate:>12,.0f}{shown:>14}")
-    print("-" * 86)
-    for i in range(3):
-        print(f"GCS / SQLite, {rows[i][1]}: {rows[i][2] / rows[i + 3][2]:.2f}x")
+    sqlite = {measure: rate for kind, measure, rate, _ in rows if kind.startswith("SQLite")}
+    shown: list[list[Cell]] = [[kind, measure, rate, per_k if kind.startswith("GCS") else "-"]
+                               for kind, measure, rate, per_k in rows]  # requests: GCS only
+    print_table("GCS log on fake-gcs-server beside the SQLite log",
+                ["log", "measure", "events/s", "requests/1k"], shown, decimals=[0, 0, 0, 1],
+                notes=[ratio(f"GCS / SQLite, {measure}", rate / sqlite[measure])
+                       for kind, measure, rate, _ in rows if kind.startswith("GCS")])
 
 
 if __name__ == "__main__":

@@ -12,15 +12,17 @@ from __future__ import annotations
 import argparse
 import os
 import sqlite3
-import statistics
 import tempfile
 import threading
-import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from functools import partial
+
+from benchtable import print_table, ratio
+from benchtime import latencies, percentile, timed
 
 from memswarm_es import SQLiteSharedMemory
 from memswarm_es.events import EventType, NewEvent
-from memswarm_es.log import SQLEventLog
+from memswarm_es.log import EventLog, SQLEventLog
 from memswarm_es.log.sql import _row
 from memswarm_es.scopes import Scope
 from projections.in_memory import InMemoryReadModel
@@ -42,10 +44,22 @@ def new_events(count: int) -> list[NewEvent]:
     return out
 
 
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+def append_all(log: EventLog, batches: Sequence[Sequence[NewEvent]]) -> None:
+    """Append each of ``batches`` to ``log`` in its own transaction."""
+    for batch in batches:
+        log.append(batch)
+
+
+def one_at_a_time(events: Sequence[NewEvent]) -> list[list[NewEvent]]:
+    """``events`` as batches of one."""
+    return [[e] for e in events]
+
+
+def run_all(threads: Sequence[threading.Thread]) -> None:
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
 
 
 def raw_sqlite(path: str, rows: list[dict[str, object]]) -> float:
@@ -75,10 +89,6 @@ def raw_sqlite(path: str, rows: list[dict[str, object]]) -> float:
     return seconds
 
 
-def percentile(samples: list[float], q: float) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[int(q) - 1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000, help="events for batched/replay")
@@ -96,7 +106,7 @@ def main() -> None:
 
         log = SQLEventLog(f"sqlite:///{os.path.join(tmp, 'batched.db')}")
         chunks = [events[i:i + args.batch] for i in range(0, len(events), args.batch)]
-        seconds = timed(lambda: [log.append(c) for c in chunks])
+        seconds = timed(partial(append_all, log, chunks))
         rows_out.append((f"append, batches of {args.batch}", args.events,
                          args.events / seconds, "events/s"))
         recorded = log.read()
@@ -106,7 +116,7 @@ def main() -> None:
         batched_ratio = raw_seconds / seconds
 
         model = InMemoryReadModel()
-        seconds = timed(lambda: Projector(log, model, batch_size=5000).catch_up())
+        seconds = timed(Projector(log, model, batch_size=5000).catch_up)
         rows_out.append(("replay into in-memory model", args.events, args.events / seconds,
                          "events/s"))
         replay_rate = args.events / seconds
@@ -115,7 +125,7 @@ def main() -> None:
         for sync in ("FULL", "NORMAL"):
             one = SQLEventLog(f"sqlite:///{os.path.join(tmp, f'single-{sync}.db')}",
                               synchronous=sync)
-            seconds = timed(lambda one=one: [one.append([e]) for e in events[:args.single]])
+            seconds = timed(partial(append_all, one, one_at_a_time(events[:args.single])))
             single[sync] = args.single / seconds
             rows_out.append((f"append one at a time, synchronous={sync}", args.single,
                              single[sync], "events/s"))
@@ -123,9 +133,9 @@ def main() -> None:
         shared = SQLEventLog(f"sqlite:///{os.path.join(tmp, 'threads.db')}")
         per_thread = args.single // args.threads
         work = [events[i * per_thread:(i + 1) * per_thread] for i in range(args.threads)]
-        threads = [threading.Thread(target=lambda mine: [shared.append([e]) for e in mine],
-                                    args=(mine,)) for mine in work]
-        seconds = timed(lambda: ([t.start() for t in threads], [t.join() for t in threads]))
+        threads = [threading.Thread(target=append_all, args=(shared, one_at_a_time(mine)))
+                   for mine in work]
+        seconds = timed(partial(run_all, threads))
         grouped = per_thread * args.threads / seconds
         rows_out.append((f"append one at a time, {args.threads} threads, FULL", per_thread *
                          args.threads, grouped, "events/s"))
@@ -133,30 +143,23 @@ def main() -> None:
         log.close()
 
         mem = SQLiteSharedMemory(os.path.join(tmp, "batched.db"))
-        samples = []
-        for _ in range(args.reads):
-            start = time.perf_counter()
-            found = mem.read_scope(agent_id="hot")
-            samples.append((time.perf_counter() - start) * 1000)
-        assert len(found) == HOT_AGENT_MEMORIES
+        assert len(mem.read_scope(agent_id="hot")) == HOT_AGENT_MEMORIES
+        samples = latencies(lambda: mem.read_scope(agent_id="hot"), args.reads)
         rows_out.append(("read_scope(agent_id) of 1k memories, p50", args.reads,
                          percentile(samples, 50), "ms"))
         rows_out.append(("read_scope(agent_id) of 1k memories, p99", args.reads,
                          percentile(samples, 99), "ms"))
         mem.close()
 
-    print(f"\nMemSwarm SQLite log, {args.events:,} events (WAL, synchronous=FULL unless said)\n")
-    print(f"{'measure':<44}{'n':>10}{'rate / time':>16}  unit")
-    print("-" * 78)
-    for name, n, value, unit in rows_out:
-        print(f"{name:<44}{n:>10,}{value:>16,.2f}  {unit}")
-    print("-" * 78)
-    print(f"batched append / raw sqlite3 executemany: {batched_ratio:.2f}x the peer's rate")
-    print(f"replay into the in-memory model / raw executemany: "
-          f"{replay_rate * raw_seconds / args.events:.2f}x")
-    print(f"single appends, synchronous=NORMAL / FULL: {single['NORMAL'] / single['FULL']:.2f}x")
-    print(f"single appends, {args.threads} threads (group commit) / 1 thread, FULL: "
-          f"{grouped / single['FULL']:.2f}x")
+    print_table(
+        f"MemSwarm SQLite log, {args.events:,} events (WAL, synchronous=FULL unless said)",
+        ["measure", "n", "rate / time", "unit"], rows_out, notes=[
+            ratio("batched append / raw sqlite3 executemany", batched_ratio),
+            ratio("replay into the in-memory model / raw executemany",
+                  replay_rate * raw_seconds / args.events),
+            ratio("single appends, synchronous=NORMAL / FULL", single["NORMAL"] / single["FULL"]),
+            ratio(f"single appends, {args.threads} threads (group commit) / 1 thread, FULL",
+                  grouped / single["FULL"])])
 
 
 if __name__ == "__main__":

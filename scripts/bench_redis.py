@@ -15,41 +15,29 @@ import asyncio
 import csv
 import io
 import shutil
-import socket
-import statistics
 import subprocess
-import tempfile
+import sys
 import time
-from collections.abc import Callable
+from functools import partial
+from pathlib import Path
 
 import redis
-from bench_log import HOT_AGENT_MEMORIES, new_events  # same workload as the log bench
 
-from memswarm_es.log import InProcessLog
-from memswarm_es.scopes import Scope
-from projections.in_memory import InMemoryReadModel
-from projections.projector import Projector
-from projections.redis import RedisReadModel
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench_log import HOT_AGENT_MEMORIES, new_events  # noqa: E402 - same workload
+from benchtable import print_table, ratio  # noqa: E402
+from benchtime import latencies, percentile, timed  # noqa: E402
+
+from memswarm_es.log import InProcessLog  # noqa: E402
+from memswarm_es.scopes import Scope  # noqa: E402
+from projections.in_memory import InMemoryReadModel  # noqa: E402
+from projections.projector import Projector  # noqa: E402
+from projections.redis import RedisReadModel  # noqa: E402
+from tests.servers_redis import RedisServer  # noqa: E402
 
 WRITES_PER_EVENT = 8  # HSET entry, ZADD all, and ZADD + SADD for each of the three scopes
-
-
-def start_redis(directory: str) -> tuple[subprocess.Popen[bytes], int]:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", directory], stdout=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
-    for _ in range(500):
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            time.sleep(0.01)
-    client.close()
-    return server, port
 
 
 def set_ceiling(port: int, requests: int) -> float:
@@ -67,25 +55,6 @@ def script_usec(client: redis.Redis) -> int:
     """Microseconds the server has spent running scripts (EVALSHA) so far."""
     stats = client.info("commandstats")
     return sum(stats.get(f"cmdstat_{c}", {}).get("usec", 0) for c in ("evalsha", "eval"))
-
-
-def timed(fn: Callable[[], object]) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def latencies(fn: Callable[[], object], reads: int) -> list[float]:
-    samples = []
-    for _ in range(reads):
-        start = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - start) * 1000)
-    return samples
-
-
-def percentile(samples: list[float], q: int) -> float:
-    return statistics.quantiles(samples, n=100, method="inclusive")[q - 1]
 
 
 def main() -> None:
@@ -107,76 +76,69 @@ def main() -> None:
         log.append(events[start:start + 10_000])
 
     rows: list[tuple[str, int, float, str]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        server, port = start_redis(tmp)
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            ceiling = set_ceiling(port, args.set_requests)
-            rows.append(("redis-benchmark SET, -P 16 (ceiling)", args.set_requests, ceiling,
-                         "SET/s"))
+    server = RedisServer()
+    try:
+        ceiling = set_ceiling(server.port, args.set_requests)
+        rows.append(("redis-benchmark SET, -P 16 (ceiling)", args.set_requests, ceiling,
+                     "SET/s"))
 
-            model = RedisReadModel(url, prefix="bench")
-            before = script_usec(model.client)
-            seconds = timed(lambda: Projector(log, model, args.batch).catch_up())
-            busy = (script_usec(model.client) - before) / 1e6 / seconds
-            projected = args.memories / seconds
-            rows.append((f"project into Redis, batches of {args.batch}", args.memories,
-                         projected, "events/s"))
-            rows.append(("  = Redis writes inside the projection", args.memories *
-                         WRITES_PER_EVENT, projected * WRITES_PER_EVENT, "writes/s"))
-            reference = InMemoryReadModel()
-            seconds = timed(lambda: Projector(log, reference, args.batch).catch_up())
-            rows.append(("project into the in-memory model (peer)", args.memories,
-                         args.memories / seconds, "events/s"))
+        model = RedisReadModel(server.url, prefix="bench")
+        before = script_usec(model.client)
+        seconds = timed(lambda: Projector(log, model, args.batch).catch_up())
+        busy = (script_usec(model.client) - before) / 1e6 / seconds
+        projected = args.memories / seconds
+        rows.append((f"project into Redis, batches of {args.batch}", args.memories,
+                     projected, "events/s"))
+        rows.append(("  = Redis writes inside the projection", args.memories *
+                     WRITES_PER_EVENT, projected * WRITES_PER_EVENT, "writes/s"))
+        reference = InMemoryReadModel()
+        seconds = timed(lambda: Projector(log, reference, args.batch).catch_up())
+        rows.append(("project into the in-memory model (peer)", args.memories,
+                     args.memories / seconds, "events/s"))
 
-            scopes = [("agent_id (1k memories)", Scope("hot")),
-                      ("group_id + context_id", Scope(None, "group-3", "ctx-5")),
-                      ("context_id", Scope(context_id="ctx-5"))]
-            for name, scope in scopes:
-                size = len(model.read_scope(scope))
-                assert model.read_scope(scope) == reference.read_scope(scope)
-                samples = latencies(lambda s=scope: model.read_scope(s), args.reads)
-                rows.append((f"read_scope {name}: {size}, p50", args.reads,
-                             percentile(samples, 50), "ms"))
-                rows.append((f"read_scope {name}: {size}, p99", args.reads,
-                             percentile(samples, 99), "ms"))
-            hot = Scope("hot")
-            samples = latencies(lambda: reference.read_scope(hot), args.reads)
-            rows.append(("in-memory read_scope agent_id (peer), p50", args.reads,
+        scopes = [("agent_id (1k memories)", Scope("hot")),
+                  ("group_id + context_id", Scope(None, "group-3", "ctx-5")),
+                  ("context_id", Scope(context_id="ctx-5"))]
+        for name, scope in scopes:
+            size = len(model.read_scope(scope))
+            assert model.read_scope(scope) == reference.read_scope(scope)
+            samples = latencies(partial(model.read_scope, scope), args.reads)
+            rows.append((f"read_scope {name}: {size}, p50", args.reads,
                          percentile(samples, 50), "ms"))
-
-            async def async_reads() -> list[float]:
-                out = []
-                for _ in range(args.reads):
-                    start = time.perf_counter()
-                    await model.read_scope_async(hot)
-                    out.append((time.perf_counter() - start) * 1000)
-                await model.aclose()
-                return out
-
-            samples = asyncio.run(async_reads())
-            rows.append(("read_scope_async agent_id (1k), p50", args.reads,
-                         percentile(samples, 50), "ms"))
-            rows.append(("read_scope_async agent_id (1k), p99", args.reads,
+            rows.append((f"read_scope {name}: {size}, p99", args.reads,
                          percentile(samples, 99), "ms"))
-            memory = redis.Redis(port=port).info("memory")["used_memory_human"]
-            model.close()
-        finally:
-            server.kill()
-            server.wait()
+        hot = Scope("hot")
+        samples = latencies(lambda: reference.read_scope(hot), args.reads)
+        rows.append(("in-memory read_scope agent_id (peer), p50", args.reads,
+                     percentile(samples, 50), "ms"))
 
-    print(f"\nMemSwarm Redis read model, {args.memories:,} memories "
-          f"(own redis-server on loopback, {memory} used)\n")
-    print(f"{'measure':<54}{'n':>11}{'rate / time':>16}  unit")
-    print("-" * 90)
-    for name, n, value, unit in rows:
-        print(f"{name:<54}{n:>11,}{value:>16,.2f}  {unit}")
-    print("-" * 90)
-    print(f"projected events/s / redis-benchmark SET/s: {projected / ceiling:.3f}x")
-    print(f"Redis writes/s while projecting / redis-benchmark SET/s: "
-          f"{projected * WRITES_PER_EVENT / ceiling:.2f}x")
-    print(f"Redis busy running the projection's scripts: {busy:.0%} of its time "
-          f"(the rest: reading the log and folding in Python)")
+        async def async_reads() -> list[float]:
+            out = []
+            for _ in range(args.reads):
+                start = time.perf_counter()
+                await model.read_scope_async(hot)
+                out.append((time.perf_counter() - start) * 1000)
+            await model.aclose()
+            return out
+
+        samples = asyncio.run(async_reads())
+        rows.append(("read_scope_async agent_id (1k), p50", args.reads,
+                     percentile(samples, 50), "ms"))
+        rows.append(("read_scope_async agent_id (1k), p99", args.reads,
+                     percentile(samples, 99), "ms"))
+        memory = redis.Redis(port=server.port).info("memory")["used_memory_human"]
+        model.close()
+    finally:
+        server.close()
+
+    print_table(f"MemSwarm Redis read model, {args.memories:,} memories "
+                f"(own redis-server on loopback, {memory} used)",
+                ["measure", "n", "rate / time", "unit"], rows, notes=[
+                    ratio("projected events/s / redis-benchmark SET/s", projected / ceiling, 3),
+                    ratio("Redis writes/s while projecting / redis-benchmark SET/s",
+                          projected * WRITES_PER_EVENT / ceiling),
+                    f"Redis busy running the projection's scripts: {busy:.0%} of its time "
+                    "(the rest: reading the log and folding in Python)"])
 
 
 if __name__ == "__main__":

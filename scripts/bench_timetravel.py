@@ -15,7 +15,10 @@ import os
 import random
 import statistics
 import tempfile
-import time
+from functools import partial
+
+from benchtable import Cell, print_table
+from benchtime import percentile, timed
 
 from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import SQLEventLog
@@ -59,12 +62,6 @@ def build(log: SQLEventLog, events: int, memories: int, batch: int = 2000) -> No
         log.append(pending)
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -85,32 +82,26 @@ def main() -> None:
         rng = random.Random(11)
         positions = [rng.randrange(head // 2, head + 1) for _ in range(args.queries)]
         store = snapshot_store_for(log)
-        rows = []
-
         store.delete_from(0)
-        baseline = [timed(lambda p=p: TimeMachine(log, store, every=head + 1).at(p))
+        baseline = [timed(partial(TimeMachine(log, store, every=head + 1).at, p)) * 1000
                     for p in positions[:args.baseline_queries]]
         base_p50 = statistics.median(baseline)
-        rows.append(("fold from position 0 (peer)", "-", "-", base_p50, max(baseline)))
-
+        rows: list[list[Cell]] = [["fold from position 0 (peer)", "-", "-", base_p50,
+                                   max(baseline), 1.0]]
         for every in args.every:
             store.delete_from(0)
             machine = TimeMachine(log, store, every=every)
-            first = timed(lambda m=machine: m.at(head))  # walks the log, saving snapshots
-            samples = sorted(timed(lambda p=p, m=machine: m.at(p)) for p in positions)
-            p99 = samples[min(len(samples) - 1, int(0.99 * len(samples)))]
-            rows.append((f"snapshots every {every:,}", f"{first:.1f} s",
-                         f"{head // every}", statistics.median(samples), p99))
+            first = timed(partial(machine.at, head))  # walks the log, saving snapshots
+            samples = [timed(partial(machine.at, p)) * 1000 for p in positions]
+            p50 = statistics.median(samples)
+            rows.append([f"snapshots every {every:,}", f"{first:.1f} s", head // every, p50,
+                         percentile(samples, 99), base_p50 / p50])
         log.close()
 
-    print(f"\nas_of on a SQLite log of {head:,} events ({args.memories:,} live memories; "
-          f"built in {build_seconds:.0f} s)\n")
-    print(f"{'method':<30}{'first walk':>12}{'snapshots':>11}{'p50 ms':>12}{'max/p99 ms':>12}"
-          f"{'speed-up':>10}")
-    print("-" * 87)
-    for name, first_walk, count, p50, p99 in rows:
-        print(f"{name:<30}{first_walk:>12}{count:>11}{p50 * 1000:>12.1f}{p99 * 1000:>12.1f}"
-              f"{base_p50 / p50:>9.0f}x")
+    print_table(f"as_of on a SQLite log of {head:,} events ({args.memories:,} live memories; "
+                f"built in {build_seconds:.0f} s)",
+                ["method", "first walk", "snapshots", "p50 ms", "max/p99 ms", "speed-up x"],
+                rows, decimals=[0, 0, 0, 1, 1, 0])
 
 
 if __name__ == "__main__":

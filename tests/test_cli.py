@@ -1,4 +1,4 @@
-"""The ``memswarm`` command: the demo, and the audit commands on a real SQLite log."""
+"""The ``memswarm`` command: the demo, and the audit commands on a real SQLite log and on GCS."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from google.cloud import storage
 
 from memswarm_es import SQLiteSharedMemory
 from memswarm_es.cli import main
@@ -78,3 +79,27 @@ def test_verify_forget_and_tampering(swarm: tuple[str, str], tmp_path: Path,
 
     assert main(["history", "no-such-memory", "--log", url]) == 2
     assert "no memory" in capsys.readouterr().err
+
+
+def test_every_log_command_takes_a_gcs_url(swarm: tuple[str, str], gcs_bucket: str,
+                                           gcs_prefix: str, gcs_client: storage.Client,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """Logs are opened by URL everywhere, so ``gs://`` works beyond ``copy``; reading a prefix
+    that holds no log fails with exit 2 and creates nothing there."""
+    url, m = swarm
+    gcs = f"gs://{gcs_bucket}/{gcs_prefix}"
+    assert main(["copy", "--from", url, "--to", gcs]) == 0
+    capsys.readouterr()
+    assert main(["history", m, "--log", gcs]) == 0
+    assert "bridge closed; detour" in capsys.readouterr().out
+    assert main(["audit", "--log", gcs, "--actor", "analyst"]) == 0
+    assert "memory.updated" in capsys.readouterr().out
+    assert main(["as-of", "--log", gcs, "--position", "2", "--group-id", "research"]) == 0
+    assert "bridge closed" in capsys.readouterr().out
+    assert main(["verify", "--log", gcs]) == 0
+    assert "ok: 3 events verified" in capsys.readouterr().out
+
+    missing = f"gs://{gcs_bucket}/{gcs_prefix}nothing/"
+    assert main(["verify", "--log", missing]) == 2
+    assert "LogNotFoundError" in capsys.readouterr().err
+    assert not list(gcs_client.list_blobs(gcs_bucket, prefix=f"{gcs_prefix}nothing/"))

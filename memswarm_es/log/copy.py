@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 
 from ..errors import ChainBrokenError
 from ..events import Event, EventType
-from . import open_log as open_log  # callers that import it from here keep working
 from .base import EventFilter, EventLog
 
 
