@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from memswarm_es.errors import CheckpointConflictError, LogMismatchError
-from memswarm_es.events import decode, encode
+from memswarm_es.events import Event, decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
@@ -44,7 +44,8 @@ class InMemoryReadModel(ReadModel):
             return {m: self._detached(self._entries[m]) for m in memory_ids
                     if m in self._entries}
 
-    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
+    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
+               events: Sequence[Event] = ()) -> None:
         with self._lock:
             if self._checkpoint != expected_checkpoint:
                 raise CheckpointConflictError(expected_checkpoint, self._checkpoint)

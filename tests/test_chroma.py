@@ -23,12 +23,12 @@ from hypothesis.stateful import run_state_machine_as_test
 from memswarm_es import ChromaSharedMemory, HybridMemory, SQLiteSharedMemory
 from memswarm_es.errors import InvalidInputError, InvalidValueError, NotSupportedError
 from memswarm_es.memory import InMemorySharedMemory, SharedMemory
+from memswarm_es.reembed import reembed
 from memswarm_es.scopes import Scope
 from projections.chroma import ChromaReadModel, text_of
 from projections.embedding import CachedEmbedder, EmbeddingCache
 from projections.fold import fold, select
 from projections.projector import Projector
-from projections.reembed import reembed
 
 from .test_properties import SETTINGS, MemoryMachine
 

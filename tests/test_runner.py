@@ -23,6 +23,7 @@ import redis
 from memswarm_es import SharedMemory
 from memswarm_es.cli import main
 from memswarm_es.errors import CheckpointConflictError, ReadModelBehindError
+from memswarm_es.events import Event
 from memswarm_es.log import InProcessLog, SQLEventLog
 from projections.fold import Change
 from projections.projector import Projector
@@ -107,9 +108,9 @@ class RecordingModel(RedisReadModel):
         self.refused = refused
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int,
-               checkpoint: int) -> None:
+               checkpoint: int, events: Sequence[Event] = ()) -> None:
         try:
-            super().commit(changes, expected_checkpoint, checkpoint)
+            super().commit(changes, expected_checkpoint, checkpoint, events)
         except CheckpointConflictError:
             self.refused.append(expected_checkpoint)
             raise
