@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from memswarm_es.errors import CheckpointConflictError, LogMismatchError
+from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
@@ -130,3 +131,10 @@ class InMemoryReadModel(ReadModel):
         return MemoryEntry(e.memory_id, value, metadata, e.agent_id, e.group_id, e.context_id,
                            e.version, e.position, e.last_position, e.created_at_us,
                            e.updated_at_us, e.created_by, e.updated_by, e.damaged)
+
+
+def open_url(url: str, **options: Any) -> InMemoryReadModel:
+    """``memory://``: a new, empty in-memory read model (it takes no options)."""
+    if url != "memory://":
+        raise InvalidInputError(f"{url}: an in-memory read model is named memory://")
+    return InMemoryReadModel(**options)

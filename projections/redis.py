@@ -45,6 +45,7 @@ import threading
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -52,6 +53,7 @@ import redis.asyncio
 from memswarm_es.errors import (
     CheckpointConflictError,
     ForeignStoreError,
+    InvalidInputError,
     LogMismatchError,
     ReadModelBehindError,
     ReadModelUnavailableError,
@@ -716,6 +718,21 @@ class RedisReadModel(ReadModel, LeaseProvider):
     def lease(self, ttl: float = 10.0) -> RedisLease:
         """A lease in Redis that lets one projector at a time apply to this read model."""
         return RedisLease(self, ttl)
+
+
+def open_url(url: str, **options: Any) -> RedisReadModel:
+    """``redis://host:port/db?prefix=P`` (or ``rediss://``): the view under the prefix ``P``
+    (default ``memswarm``). Other query parameters are the client's (as redis-py reads them);
+    ``options`` are :class:`RedisReadModel`'s (e.g. ``expire_after``)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for key, value in query if key == "prefix"]
+    if prefixes:
+        if "prefix" in options:
+            raise InvalidInputError(f"{url}: the prefix is given in the URL and as an option")
+        options["prefix"] = prefixes[-1]
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return RedisReadModel(urlunsplit(parts._replace(query=rest)), **options)
 
 
 class RedisLease:
