@@ -88,7 +88,7 @@ def test_scoped_search_never_leaves_its_scope_and_ranks_like_brute_force(
     for agent in IDS:
         for scope in (Scope(agent_id=agent), Scope(agent_id=agent, group_id="a"),
                       Scope(context_id=agent), Scope(group_id=agent)):
-            hits = mem.search("road river", **{n: v for n, v in scope.parts()}, k=4)
+            hits = mem.search("road river", scope.agent_id, scope.group_id, scope.context_id, k=4)
             inside = mem.read_scope(**dict(scope.parts()))
             assert all(scope.matches(h.entry.scope) for h in hits)
             (q,) = embedder(["road river"])
