@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -128,9 +129,7 @@ class InMemoryReadModel(ReadModel):
         """A copy whose value and metadata a caller may change without touching the model."""
         content = self._content.get(e.memory_id)
         value, metadata = (e.value, {}) if content is None else decode(content)
-        return MemoryEntry(e.memory_id, value, metadata, e.agent_id, e.group_id, e.context_id,
-                           e.version, e.position, e.last_position, e.created_at_us,
-                           e.updated_at_us, e.created_by, e.updated_by, e.damaged)
+        return dataclasses.replace(e, value=value, metadata=metadata)
 
 
 def open_url(url: str, **options: Any) -> InMemoryReadModel:
