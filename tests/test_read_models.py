@@ -120,11 +120,12 @@ def test_a_model_records_its_log_and_refuses_another(model: ReadModel) -> None:
 
 def test_the_same_url_opens_the_same_view(opener: Opener, model: ReadModel,
                                           request: pytest.FixtureRequest) -> None:
-    if "memory" in request.node.callspec.id:
-        pytest.skip("every memory:// model is a new one")
     log = filled_log()
     Projector(log, model).catch_up()
     again = opener()
+    if "memory" in request.node.callspec.id:  # a view in this object alone: a new one is empty
+        assert (again.checkpoint(), again.followed_log()) == (0, None)
+        return
     assert again.followed_log() == log.identity()
     assert_is_fold(again, log)
 
