@@ -1,21 +1,32 @@
-"""The :class:`ReadModel` interface: where projected memories live and are queried."""
+"""The :class:`ReadModel` interface: where projected memories live and are queried.
+
+Capabilities beyond it are typed, never looked up by name: a model that searches by meaning is
+a :class:`SearchableReadModel`; one that can hold the projectors' lease itself (in its server)
+is a :class:`LeaseProvider`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from memswarm_es.errors import CheckpointConflictError
 from memswarm_es.events import Event, EventType
 from memswarm_es.scopes import Scope
+from memswarm_es.waiting import wait_until, wait_until_async
 
 from .fold import Change, MemoryEntry, changes
 from .signal import Signal
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
+
+#: Longest pause between two looks at the checkpoint while waiting, by default.
+POLL_INTERVAL = 0.05
 
 
 class ReadModel(ABC):
@@ -29,9 +40,11 @@ class ReadModel(ABC):
     the queries are shared too; a backend with a native async client overrides the twins.
     """
 
-    #: Longest pause between two looks at the checkpoint while waiting (commits made through
-    #: this object wake waiters at once; commits made elsewhere are seen by looking).
-    poll_interval = 0.05
+    @property
+    def poll_interval(self) -> float:
+        """Longest pause between two looks at the checkpoint while waiting (commits made
+        through this object wake waiters at once; commits made elsewhere are seen by looking)."""
+        return POLL_INTERVAL
 
     @abstractmethod
     def checkpoint(self) -> int:
@@ -42,9 +55,14 @@ class ReadModel(ABC):
         """The live entries among ``memory_ids``."""
 
     @abstractmethod
-    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
+    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
+               events: Sequence[Event] = ()) -> None:
         """Apply ``changes`` and set the checkpoint atomically, if it is still ``expected``,
         recording :attr:`log_id` (when set) as the log the model follows.
+
+        ``events`` are the events the changes were folded from, for a model that keeps more
+        than the net change (Chroma takes the vectors that writes carry, and erases what the
+        batch forgets); :meth:`apply` passes them.
 
         Raises :class:`CheckpointConflictError` (and changes nothing) if the checkpoint moved,
         and :class:`LogMismatchError` (changing nothing) if the model records another log.
@@ -53,6 +71,11 @@ class ReadModel(ABC):
     @abstractmethod
     def clear(self) -> None:
         """Drop every entry, the recorded log identity, and reset the checkpoint to 0."""
+
+    def drop(self) -> None:
+        """Delete everything the model holds, its bookkeeping included; the default (a model
+        that keeps nothing beside its view) clears it."""
+        self.clear()
 
     # --- which log this is the view of ----------------------------------------------------------
 
@@ -119,25 +142,33 @@ class ReadModel(ABC):
         """Apply the events after the checkpoint (they must follow it without a gap).
 
         Returns the new checkpoint. Events at or before the checkpoint are skipped, so applying
-        a batch twice has the effect of applying it once.
+        a batch twice has the effect of applying it once. The whole step (checkpoint, fold,
+        commit) runs inside :meth:`applying`.
         """
-        start = self.checkpoint()
-        fresh = [e for e in events if e.position > start]
-        if not fresh:
-            return start
-        if fresh[0].position != start + 1:
-            # The checkpoint moved back (the model was cleared or lost its data) or ahead of
-            # the caller's batch: the caller must look at the checkpoint again.
-            raise CheckpointConflictError(fresh[0].position - 1, start)
-        batch = changes(self.current(_existing(fresh)), fresh)
-        for change in batch:
-            if change.after is not None and change.after.damaged:
-                log.warning("event at position %d cannot be read (%s); memory %r reads as "
-                            "damaged", change.after.last_position, change.after.damaged,
-                            change.memory_id)
-        self.commit(batch, start, fresh[-1].position)
+        with self.applying():
+            start = self.checkpoint()
+            fresh = [e for e in events if e.position > start]
+            if not fresh:
+                return start
+            if fresh[0].position != start + 1:
+                # The checkpoint moved back (the model was cleared or lost its data) or ahead
+                # of the caller's batch: the caller must look at the checkpoint again.
+                raise CheckpointConflictError(fresh[0].position - 1, start)
+            batch = changes(self.current(_existing(fresh)), fresh)
+            for change in batch:
+                if change.after is not None and change.after.damaged:
+                    logger.warning("event at position %d cannot be read (%s); memory %r reads "
+                                   "as damaged", change.after.last_position,
+                                   change.after.damaged, change.memory_id)
+            self.commit(batch, start, fresh[-1].position, fresh)
         self.changed.notify()
         return fresh[-1].position
+
+    def applying(self) -> contextlib.AbstractContextManager[object]:
+        """What :meth:`apply` holds while it reads the checkpoint, folds and commits; nothing
+        by default (the commit checks the checkpoint). A model without compare-and-set makes
+        its projectors take turns here."""
+        return contextlib.nullcontext()
 
     # --- waiting -------------------------------------------------------------------------------
 
@@ -150,32 +181,32 @@ class ReadModel(ABC):
         return signal
 
     def wait(self, after: int, timeout: float) -> bool:
-        """Block until the checkpoint is past ``after`` or ``timeout`` passes; True if it is."""
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            seen = self.changed.count
-            if self.checkpoint() > after:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.changed.wait(seen, min(delay, left))
-            delay = min(delay * 2, self.poll_interval)
+        """Block until the checkpoint is past ``after`` or ``timeout`` passes; True if it is.
+        A pause ends early when :attr:`changed` moves on after the look before it."""
+        signal = self.changed
+        seen = signal.count
+
+        def ready() -> bool:
+            nonlocal seen
+            seen = signal.count  # before looking, so no change after the look is missed
+            return self.checkpoint() > after
+
+        return wait_until(ready, timeout, lambda delay: signal.wait(seen, delay),
+                          longest=self.poll_interval)
 
     async def wait_async(self, after: int, timeout: float) -> bool:
         """Like :meth:`wait`, without blocking the event loop."""
-        deadline = time.monotonic() + timeout
-        delay = 0.002
-        while True:
-            seen = self.changed.count
-            if await self.checkpoint_async() > after:
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            await self.changed.wait_async(seen, min(delay, left))
-            delay = min(delay * 2, self.poll_interval)
+        signal = self.changed
+        seen = signal.count
+
+        async def ready() -> bool:
+            nonlocal seen
+            seen = signal.count
+            return await self.checkpoint_async() > after
+
+        return await wait_until_async(ready, timeout,
+                                      lambda delay: signal.wait_async(seen, delay),
+                                      longest=self.poll_interval)
 
     # --- async twins of the queries (in a worker thread unless a backend has better) -------
 
@@ -193,6 +224,49 @@ class ReadModel(ABC):
 
     def close(self) -> None:
         """Release resources; the default holds none."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """A memory found by search, with its distance to the query (smaller is closer)."""
+
+    entry: MemoryEntry
+    distance: float
+
+
+class SearchableReadModel(ReadModel):
+    """A read model that also finds memories by meaning."""
+
+    @abstractmethod
+    def search(self, query: str, scope: Scope, k: int = 10,
+               where: Mapping[str, Any] | None = None) -> list[SearchHit]:
+        """The ``k`` live memories inside ``scope`` (and matching ``where`` on their metadata)
+        closest to ``query``, closest first. Raises :class:`InvalidInputError` for an empty
+        query, a ``k`` below 1 or a filter it cannot read."""
+
+
+class Lease(Protocol):
+    """Who may apply to a read model; held by one owner at a time for ``ttl`` seconds."""
+
+    ttl: float
+
+    def acquire(self, owner: str) -> bool:
+        """Take the lease if free, or extend it if ``owner`` holds it; True if held."""
+
+    def release(self, owner: str) -> None:
+        """Give the lease up if ``owner`` holds it."""
+
+    def holder(self) -> str | None:
+        """Who holds the lease now (``None``: nobody)."""
+
+
+@runtime_checkable
+class LeaseProvider(Protocol):
+    """A read model that holds its projectors' lease itself (e.g. in its server), so that
+    runners in several processes take turns."""
+
+    def lease(self, ttl: float = 10.0) -> Lease:
+        """A lease on this model that expires ``ttl`` seconds after its last renewal."""
 
 
 def _existing(events: Sequence[Event]) -> list[str]:

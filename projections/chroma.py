@@ -19,12 +19,12 @@ name given by a user may not contain ``._``, so no user collection can be one of
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from numbers import Real
 from typing import Any, TypeVar
 
@@ -40,12 +40,12 @@ from memswarm_es.errors import (
 from memswarm_es.events import Event, EventType, decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
-from .base import ReadModel
+from .base import SearchableReadModel, SearchHit
 from .chroma_guard import guard_for, place_of, purge_content, residue
 from .embedding import CachedEmbedder
 from .fold import Change, MemoryEntry, entry_from_row, entry_row
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 _OPERATORS = {"$eq", "$ne", "$gt", "$gte", "$lt", "$lte", "$in", "$nin"}
 _CHECKPOINT_ID = "checkpoint"
@@ -73,14 +73,6 @@ def pointer_name(base: str) -> str:
     return f"{check_name(base)}{_RESERVED}pointer"
 
 
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    """A memory found by search, with its cosine distance to the query (smaller is closer)."""
-
-    entry: MemoryEntry
-    distance: float
-
-
 def text_of(value: Any) -> str:
     """The text a memory's value is embedded as."""
     if isinstance(value, str):
@@ -88,16 +80,14 @@ def text_of(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=repr)
 
 
-class ChromaReadModel(ReadModel):
+class ChromaReadModel(SearchableReadModel):
     """Memories in the Chroma collection ``name`` of ``client`` (a ``PersistentClient`` or an
-    ``HttpClient``), embedded by ``embedder``."""
+    ``HttpClient``), embedded by ``embedder``; search distances are cosine distances."""
 
     def __init__(self, client: Any, embedder: CachedEmbedder, name: str = "memswarm") -> None:
         self.client = client
         self.embedder = embedder
         self.name = name
-        self._given: dict[str, Any] = {}  # vectors the batch being applied carries
-        self._forgotten: list[str] = []  # memories the batch being applied forgets
         self._dimensions: int | None = None
         self._meta = client.get_or_create_collection(meta_name(name))
         self._place = place_of(client)
@@ -107,7 +97,7 @@ class ChromaReadModel(ReadModel):
             if not self._record() and self._docs.count():
                 # Documents without a checkpoint (bookkeeping lost, or kept under an older
                 # name): they cannot be trusted to be any position's view.
-                log.warning("collection %r has documents but no checkpoint; rebuilding it",
+                logger.warning("collection %r has documents but no checkpoint; rebuilding it",
                             name)
                 self.clear()
 
@@ -117,19 +107,9 @@ class ChromaReadModel(ReadModel):
 
     # --- ReadModel -----------------------------------------------------------------------------
 
-    def apply(self, events: Sequence[Event]) -> int:
-        """As every read model, one projector at a time; note first the vectors that writes
-        carry themselves and the memories the batch forgets."""
-        with self._guard:
-            self._given = {e.memory_id: vector for e in events
-                           if e.memory_id is not None and e.type in _CONTENT_EVENTS
-                           and (vector := _carried_vector(e)) is not None}
-            self._forgotten = [e.memory_id for e in events if e.memory_id is not None
-                               and e.type == EventType.MEMORY_FORGOTTEN]
-            try:
-                return super().apply(events)
-            finally:
-                self._given, self._forgotten = {}, []
+    def applying(self) -> contextlib.AbstractContextManager[object]:
+        """One projector at a time reads the checkpoint, folds and commits."""
+        return self._guard
 
     def _record(self) -> dict[str, Any]:
         found = _patient(lambda: self._meta.get(ids=[_CHECKPOINT_ID], include=["metadatas"]))
@@ -164,9 +144,11 @@ class ChromaReadModel(ReadModel):
         found = _patient(lambda: self._docs.get(ids=ids, include=["metadatas"]))
         return {i: _entry(m) for i, m in zip(found["ids"], found["metadatas"], strict=True)}
 
-    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
-        """As every read model; a memory the batch forgets also loses its texts' cached vectors
-        and the copies Chroma keeps of its content (see :func:`purge_content`)."""
+    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
+               events: Sequence[Event] = ()) -> None:
+        """As every read model; a memory written with a vector of its own (in ``events``)
+        keeps it, and one that ``events`` forget also loses its texts' cached vectors and the
+        copies Chroma keeps of its content (see :func:`purge_content`)."""
         with self._guard:
             record = self._record()
             actual = int(record.get("position", 0))
@@ -178,23 +160,25 @@ class ChromaReadModel(ReadModel):
             puts = [c.after for c in changes if c.after is not None]
             gone = [c.memory_id for c in changes if c.after is None]
             if puts:
-                self._put(puts)
+                self._put(puts, _carried_vectors(events))
             if gone:
                 self._docs.delete(ids=gone)
-            if self._forgotten:
-                self.embedder.cache.forget(self._forgotten)
-                purge_content(self._place, self._docs, self._forgotten)
+            forgotten = [e.memory_id for e in events if e.memory_id is not None
+                         and e.type == EventType.MEMORY_FORGOTTEN]
+            if forgotten:
+                self.embedder.cache.forget(forgotten)
+                purge_content(self._place, self._docs, forgotten)
             self._set_checkpoint(checkpoint, self.log_id or followed)
 
-    def _put(self, entries: list[MemoryEntry]) -> None:
-        """Upsert ``entries``, each with the vector its event carried if that is usable, else
-        its text embedded by the model."""
+    def _put(self, entries: list[MemoryEntry], carried: Mapping[str, Any]) -> None:
+        """Upsert ``entries``, each with the vector its event carried (``carried``, by memory
+        id) if that is usable, else its text embedded by the model."""
         texts = [text_of(e.value) for e in entries]
         given: dict[str, Any] = {}
-        for memory_id, vector in self._given.items():
+        for memory_id, vector in carried.items():
             problem = _vector_problem(vector, self.dimensions())
             if problem:
-                log.warning("memory %s carries an embedding that %s; embedding its text "
+                logger.warning("memory %s carries an embedding that %s; embedding its text "
                             "instead", memory_id, problem)
             else:
                 given[memory_id] = vector
@@ -266,6 +250,14 @@ def _patient(read: Callable[[], _T], attempts: int = 8) -> _T:
         except chromadb.errors.InternalError:
             time.sleep(0.02 * 2 ** attempt)
     return read()
+
+
+def _carried_vectors(events: Sequence[Event]) -> dict[str, Any]:
+    """The vectors that the writes and updates among ``events`` carry, by memory id (the last
+    one of each memory)."""
+    return {e.memory_id: vector for e in events
+            if e.memory_id is not None and e.type in _CONTENT_EVENTS
+            and (vector := _carried_vector(e)) is not None}
 
 
 def _carried_vector(event: Event) -> Any:

@@ -33,8 +33,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from memswarm_es.errors import StorageError
+from memswarm_es.waiting import wait_until
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 #: What :func:`purge_content` cannot reach on a Chroma server, for operators.
 SERVER_RESIDUE = (
@@ -136,20 +137,19 @@ class LeaseGuard:
         self._depth += 1
 
     def _acquire(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        pause = 0.01
-        while True:
-            owner, expires = self._holder()
-            if not owner or owner == self._owner or expires < time.time():
-                self._write(self._owner, time.time() + self.ttl)
-                time.sleep(self.settle)
-                if self._holder()[0] == self._owner:
-                    return
-            if time.monotonic() > deadline:
-                raise StorageError(f"the projectors' lease is held by {owner!r}; gave up "
-                                   f"after {self.timeout:g} s")
-            time.sleep(pause)
-            pause = min(pause * 2, 0.5)
+        if not wait_until(self._take, self.timeout, time.sleep, first=0.01, longest=0.5):
+            raise StorageError(f"the projectors' lease is held by {self._holder()[0]!r}; gave "
+                               f"up after {self.timeout:g} s")
+
+    def _take(self) -> bool:
+        """Write the lease if it is free (or ours, or expired), then read it back after the
+        settling pause; True if this guard holds it."""
+        owner, expires = self._holder()
+        if owner and owner != self._owner and expires >= time.time():
+            return False
+        self._write(self._owner, time.time() + self.ttl)
+        time.sleep(self.settle)
+        return self._holder()[0] == self._owner
 
     def __exit__(self, *_exc: object) -> None:
         self._depth -= 1
@@ -197,7 +197,7 @@ def purge_content(place: Place, docs: Any, memory_ids: Sequence[str]) -> None:
     :data:`SERVER_RESIDUE`.
     """
     if place.kind == "server":  # its files are out of reach
-        log.warning("forgotten memories %s: %s", list(memory_ids), SERVER_RESIDUE)
+        logger.warning("forgotten memories %s: %s", list(memory_ids), SERVER_RESIDUE)
     if place.directory is None:
         return
     path = os.path.join(place.directory, "chroma.sqlite3")

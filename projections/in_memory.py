@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Iterable, Sequence
+from typing import Any
 
-from memswarm_es.errors import CheckpointConflictError, LogMismatchError
-from memswarm_es.events import decode, encode
+from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
+from memswarm_es.events import Event, decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
@@ -44,7 +46,8 @@ class InMemoryReadModel(ReadModel):
             return {m: self._detached(self._entries[m]) for m in memory_ids
                     if m in self._entries}
 
-    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
+    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
+               events: Sequence[Event] = ()) -> None:
         with self._lock:
             if self._checkpoint != expected_checkpoint:
                 raise CheckpointConflictError(expected_checkpoint, self._checkpoint)
@@ -126,6 +129,11 @@ class InMemoryReadModel(ReadModel):
         """A copy whose value and metadata a caller may change without touching the model."""
         content = self._content.get(e.memory_id)
         value, metadata = (e.value, {}) if content is None else decode(content)
-        return MemoryEntry(e.memory_id, value, metadata, e.agent_id, e.group_id, e.context_id,
-                           e.version, e.position, e.last_position, e.created_at_us,
-                           e.updated_at_us, e.created_by, e.updated_by, e.damaged)
+        return dataclasses.replace(e, value=value, metadata=metadata)
+
+
+def open_url(url: str, **options: Any) -> InMemoryReadModel:
+    """``memory://``: a new, empty in-memory read model (it takes no options)."""
+    if url != "memory://":
+        raise InvalidInputError(f"{url}: an in-memory read model is named memory://")
+    return InMemoryReadModel(**options)

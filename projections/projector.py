@@ -11,7 +11,7 @@ from memswarm_es.log.base import EventLog
 
 from .base import ReadModel
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int], None]  # (applied position, head)
 
@@ -61,11 +61,11 @@ class Projector:
                     self._mark(until)
                 reached = self._follow(position, until, progress)
             except CheckpointConflictError as exc:
-                log.debug("%s; going on from the checkpoint found", exc)
+                logger.debug("%s; going on from the checkpoint found", exc)
                 continue
             if reached is not None:
                 return reached
-            log.warning("%s is at position %d, ahead of the log (head %d); rebuilding it "
+            logger.warning("%s is at position %d, ahead of the log (head %d); rebuilding it "
                         "from the log", type(self.read_model).__name__, position,
                         self.log.head())
             return self._rebuild(progress, force=True)
@@ -107,7 +107,7 @@ class Projector:
         with self._lock:
             if not take_over:
                 self.check_log()
-            log.info("replaying log into %s", type(self.read_model).__name__)
+            logger.info("replaying log into %s", type(self.read_model).__name__)
             return self._rebuild(progress, force=take_over)
 
     def rebuild(self, progress: Progress | None = None) -> int:

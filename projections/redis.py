@@ -40,11 +40,12 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import threading
-import time
 import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
 import redis.asyncio
@@ -52,17 +53,19 @@ import redis.asyncio
 from memswarm_es.errors import (
     CheckpointConflictError,
     ForeignStoreError,
+    InvalidInputError,
     LogMismatchError,
     ReadModelBehindError,
     ReadModelUnavailableError,
 )
-from memswarm_es.events import decode, encode
+from memswarm_es.events import Event, decode, encode
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
+from memswarm_es.waiting import wait_until, wait_until_async
 
-from .base import ReadModel
+from .base import LeaseProvider, ReadModel
 from .fold import Change, MemoryEntry, entry_from_row, entry_row
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 FORMAT = "memswarm-redis-1"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
@@ -328,6 +331,11 @@ def _answering(url: str) -> Iterator[None]:
         raise ReadModelUnavailableError(f"{url}: {exc}") from exc
 
 
+def _text(raw: bytes | str) -> str:
+    """A reply as text (the clients here return bytes: no ``decode_responses``)."""
+    return raw if isinstance(raw, str) else raw.decode()
+
+
 def _pack(e: MemoryEntry) -> bytes:
     return encode(entry_row(e))
 
@@ -374,7 +382,7 @@ def _commit_args(changes: Sequence[Change]) -> list[Any]:
     return args
 
 
-class RedisReadModel(ReadModel):
+class RedisReadModel(ReadModel, LeaseProvider):
     """Memories of one log in Redis, under ``prefix``; see the module docstring for the layout.
 
     Safe to share between threads; many processes may read it, and many projectors may commit
@@ -442,16 +450,16 @@ class RedisReadModel(ReadModel):
             checkpoint, found = self._client.hmget(self.meta_key, ["checkpoint", "format"])
         return self._checked(checkpoint, found)
 
-    def _checked(self, checkpoint: bytes | None, found: bytes | None) -> int:
-        if found is not None and found.decode() != FORMAT:
+    def _checked(self, checkpoint: bytes | str | None, found: bytes | str | None) -> int:
+        if found is not None and _text(found) != FORMAT:
             raise ForeignStoreError(
-                f"{self.url}: {self.meta_key} holds format {found.decode()!r}, not {FORMAT!r}")
+                f"{self.url}: {self.meta_key} holds format {_text(found)!r}, not {FORMAT!r}")
         return int(checkpoint or 0)
 
     def followed_log(self) -> str | None:
         with _answering(self.url):
             found = self._client.hget(self.meta_key, "log_id")
-        return None if found is None else found.decode()
+        return None if found is None else _text(found)
 
     def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
         return self._get_many(list(memory_ids), "get")
@@ -465,7 +473,8 @@ class RedisReadModel(ReadModel):
         blobs = self._read_complete([self.meta_key, self._gen_base, mode, *ids])
         return {m: _unpack(b) for m, b in zip(ids, blobs, strict=True) if b is not None}
 
-    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int) -> None:
+    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
+               events: Sequence[Event] = ()) -> None:
         stage_ttl = int(self.stage_ttl * 1000) if self._stage_gen is not None else 0
         expire = int(self.expire_after * 1000) if self.expire_after is not None else 0
         args = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
@@ -493,7 +502,7 @@ class RedisReadModel(ReadModel):
         with _answering(self.url):
             gen = self._clear(keys=[self.meta_key, self.garbage_key],
                               args=[FORMAT, self.channel])
-        log.info("%s: read model %r now at generation %s", self.url, self.prefix, gen)
+        logger.info("%s: read model %r now at generation %s", self.url, self.prefix, gen)
         self.changed.notify()
         self.collect_garbage()
 
@@ -532,7 +541,7 @@ class RedisReadModel(ReadModel):
             raise staged._expired()
         if found[0] == 0:
             return False
-        log.info("%s: read model %r switched to generation %s at position %s", self.url,
+        logger.info("%s: read model %r switched to generation %s at position %s", self.url,
                  self.prefix, staged._stage_gen, found[1])
         self.changed.notify()
         self.collect_garbage()
@@ -547,7 +556,7 @@ class RedisReadModel(ReadModel):
                               self._stage_base)
             for raw in self._client.smembers(self.garbage_key):
                 while self._collect(keys=[self.meta_key, self.garbage_key],
-                                    args=[raw.decode(), self._gen_base, _GC_CHUNK]):
+                                    args=[_text(raw), self._gen_base, _GC_CHUNK]):
                     pass
 
     def read_scope(self, scope: Scope) -> list[MemoryEntry]:
@@ -559,16 +568,24 @@ class RedisReadModel(ReadModel):
 
     def _read_complete(self, args: list[Any]) -> list[Any]:
         """Run the read script; while the view is being built from nothing, wait for it."""
-        deadline = time.monotonic() + self.rebuild_timeout
-        while True:
+        answer: list[Any] = []
+
+        def ready() -> bool:
+            nonlocal answer
             with _answering(self.url):
-                status, *found = self._read(args=args)
-            if not status:
-                return found
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ReadModelBehindError(status, found[0], self.rebuild_timeout)
-            self.wait(status - 1, min(left, _REBUILD_LOOK))
+                answer = self._read(args=args)
+            return not answer[0]
+
+        if not wait_until(ready, self.rebuild_timeout,
+                          lambda delay: self.wait(answer[0] - 1, delay),
+                          first=_REBUILD_LOOK, longest=_REBUILD_LOOK):
+            raise self._behind(answer)
+        return answer[1:]
+
+    def _behind(self, answer: list[Any]) -> ReadModelBehindError:
+        """The error of a read that waited out ``rebuild_timeout`` for a build: ``answer`` is
+        the read script's (the position waited for, the checkpoint reached)."""
+        return ReadModelBehindError(answer[0], answer[1], self.rebuild_timeout)
 
     def drop(self) -> None:
         """Delete every key of this read model (its data, checkpoint, lease)."""
@@ -595,7 +612,7 @@ class RedisReadModel(ReadModel):
                     self._client.eval(_RENEW, 2, self.meta_key, self.garbage_key,
                                       self._gen_base, int(self.expire_after * 1000))
             except ReadModelUnavailableError as exc:
-                log.warning("could not renew the keys of %r: %s", self.prefix, exc)
+                logger.warning("could not renew the keys of %r: %s", self.prefix, exc)
 
     # --- async twins (native: redis.asyncio, one client per event loop) ---------------------
 
@@ -627,16 +644,19 @@ class RedisReadModel(ReadModel):
 
     async def _read_complete_async(self, args: list[Any]) -> list[Any]:
         _, read = self._async_client()
-        deadline = time.monotonic() + self.rebuild_timeout
-        while True:
+        answer: list[Any] = []
+
+        async def ready() -> bool:
+            nonlocal answer
             with _answering(self.url):
-                status, *found = await read(args=args)
-            if not status:
-                return found
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ReadModelBehindError(status, found[0], self.rebuild_timeout)
-            await self.wait_async(status - 1, min(left, _REBUILD_LOOK))
+                answer = await read(args=args)
+            return not answer[0]
+
+        if not await wait_until_async(ready, self.rebuild_timeout,
+                                      lambda delay: self.wait_async(answer[0] - 1, delay),
+                                      first=_REBUILD_LOOK, longest=_REBUILD_LOOK):
+            raise self._behind(answer)
+        return answer[1:]
 
     async def aclose(self) -> None:
         found = self._async.pop(asyncio.get_running_loop(), None)
@@ -646,7 +666,7 @@ class RedisReadModel(ReadModel):
     # --- hearing of commits made by other processes ------------------------------------------
 
     @property
-    def poll_interval(self) -> float:  # type: ignore[override]
+    def poll_interval(self) -> float:
         """Look at the checkpoint rarely while pub/sub works, often while it does not."""
         return 0.5 if self._listening else 0.05
 
@@ -669,33 +689,50 @@ class RedisReadModel(ReadModel):
                 self._listener.start()
 
     def _run_listener(self) -> None:
-        backoff = 0.05
-        while not self._closed.is_set():
-            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
-            try:
-                pubsub.subscribe(self.channel)
-                self._listening = True
-                self.changed.notify()  # messages may have been lost while disconnected
-                backoff = 0.05
-                while not self._closed.is_set():
-                    if pubsub.get_message(timeout=0.2) is not None:
-                        self.changed.notify()
-            except redis.exceptions.RedisError as exc:
-                if self._listening:
-                    log.warning("%s: pub/sub lost (%s); polling until it is back", self.url, exc)
-                self._listening = False
-                self._closed.wait(backoff)
-                backoff = min(backoff * 2, 1.0)
-            finally:
-                self._listening = False
-                with contextlib.suppress(redis.exceptions.RedisError):
-                    pubsub.close()
+        """Listen until :meth:`close`; after a failure, try again after a pause that doubles
+        up to a second (waiters poll meanwhile)."""
+        wait_until(self._listen_once, math.inf, self._closed.wait, first=0.05, longest=1.0)
+
+    def _listen_once(self) -> bool:
+        """Subscribe and turn messages into wake-ups until :meth:`close` (then True) or until
+        the connection fails (then False)."""
+        pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        try:
+            pubsub.subscribe(self.channel)
+            self._listening = True
+            self.changed.notify()  # messages may have been lost while disconnected
+            while not self._closed.is_set():
+                if pubsub.get_message(timeout=0.2) is not None:
+                    self.changed.notify()
+        except redis.exceptions.RedisError as exc:
+            if self._listening:
+                logger.warning("%s: pub/sub lost (%s); polling until it is back", self.url, exc)
+        finally:
+            self._listening = False
+            with contextlib.suppress(redis.exceptions.RedisError):
+                pubsub.close()
+        return self._closed.is_set()
 
     # --- the projector lease -------------------------------------------------------------------
 
     def lease(self, ttl: float = 10.0) -> RedisLease:
         """A lease in Redis that lets one projector at a time apply to this read model."""
         return RedisLease(self, ttl)
+
+
+def open_url(url: str, **options: Any) -> RedisReadModel:
+    """``redis://host:port/db?prefix=P`` (or ``rediss://``): the view under the prefix ``P``
+    (default ``memswarm``). Other query parameters are the client's (as redis-py reads them);
+    ``options`` are :class:`RedisReadModel`'s (e.g. ``expire_after``)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for key, value in query if key == "prefix"]
+    if prefixes:
+        if "prefix" in options:
+            raise InvalidInputError(f"{url}: the prefix is given in the URL and as an option")
+        options["prefix"] = prefixes[-1]
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return RedisReadModel(urlunsplit(parts._replace(query=rest)), **options)
 
 
 class RedisLease:
@@ -723,4 +760,4 @@ class RedisLease:
     def holder(self) -> str | None:
         with _answering(self._model.url):
             found = self._model.client.get(self._model.lease_key)
-        return None if found is None else found.decode()
+        return None if found is None else _text(found)

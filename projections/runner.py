@@ -18,13 +18,12 @@ the failure instead of a runner that quietly does nothing.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
-import time
 import uuid
 from dataclasses import dataclass
-from typing import Protocol
 
 from memswarm_es.errors import (
     CorruptLogError,
@@ -33,23 +32,15 @@ from memswarm_es.errors import (
     StorageError,
 )
 from memswarm_es.log.base import EventLog
+from memswarm_es.waiting import wait_until
 
-from .base import ReadModel
+from .base import Lease, LeaseProvider, ReadModel
 from .projector import Progress, Projector
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
-
-class Lease(Protocol):
-    """Who may apply to a read model; held by one owner at a time for ``ttl`` seconds."""
-
-    ttl: float
-
-    def acquire(self, owner: str) -> bool:
-        """Take the lease if free, or extend it if ``owner`` holds it; True if held."""
-
-    def release(self, owner: str) -> None:
-        """Give the lease up if ``owner`` holds it."""
+#: The first and the longest pause before trying again after an outage.
+FIRST_RETRY, LONGEST_RETRY = 0.05, 2.0
 
 
 class LocalLease:
@@ -71,6 +62,9 @@ class LocalLease:
         with self._lock:
             if self._holder == owner:
                 self._holder = None
+
+    def holder(self) -> str | None:
+        return self._holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,8 +94,8 @@ class ProjectorRunner:
     """Runs a :class:`Projector` for ``read_model`` until stopped: :meth:`run` in the calling
     thread, or :meth:`start` in a thread of its own.
 
-    ``lease`` defaults to the read model's own (``read_model.lease(lease_ttl)``, e.g. in Redis)
-    or a lease within this process. ``progress`` is called with ``(position, head)`` after
+    ``lease`` defaults to the read model's own if it is a :class:`LeaseProvider` (e.g.
+    Redis), else a lease within this process. ``progress`` is called with ``(position, head)`` after
     each batch applied.
     """
 
@@ -109,9 +103,9 @@ class ProjectorRunner:
                  lease: Lease | None = None, lease_ttl: float = 10.0, batch_size: int = 1000,
                  owner: str | None = None, progress: Progress | None = None) -> None:
         if lease is None:
-            make = getattr(read_model, "lease", None)
-            lease = make(lease_ttl) if make is not None else LocalLease(lease_ttl)
-        self.lease = lease
+            lease = (read_model.lease(lease_ttl) if isinstance(read_model, LeaseProvider)
+                     else LocalLease(lease_ttl))
+        self.lease: Lease = lease
         self.log = event_log
         self.read_model = read_model
         self.projector = Projector(event_log, read_model, batch_size)
@@ -148,7 +142,8 @@ class ProjectorRunner:
                 self._check_not_lost(checkpoint)
                 checkpoint = self.projector.catch_up(progress=self._applied)
         except _LeaseLost:
-            log.warning("%s: lost the lease to %s; standing by", self.owner, self._holder())
+            logger.warning("%s: lost the lease to %s; standing by", self.owner,
+                           self.lease.holder())
             self.holding = False
             return None
         self._last_checkpoint = checkpoint
@@ -156,7 +151,7 @@ class ProjectorRunner:
 
     def _rebuilding(self, why: str) -> None:
         self.rebuilds += 1
-        log.warning("%s: rebuilding the read model from the log: %s", self.owner, why)
+        logger.warning("%s: rebuilding the read model from the log: %s", self.owner, why)
 
     def _check_not_lost(self, checkpoint: int) -> None:
         """A checkpoint below the last one seen means the read model lost data (FLUSHDB, a
@@ -172,10 +167,6 @@ class ProjectorRunner:
             self.progress(position, head)
         if not self.lease.acquire(self.owner):  # renew between batches
             raise _LeaseLost
-
-    def _holder(self) -> str | None:
-        holder = getattr(self.lease, "holder", None)
-        return holder() if holder is not None else None
 
     def status(self) -> RunnerStatus:
         """The read model's checkpoint and the log's head now (lag = head - checkpoint)."""
@@ -195,45 +186,53 @@ class ProjectorRunner:
             self._run()
         except BaseException as exc:
             self.error = exc
-            log.error("%s: projector stopped: %s: %s", self.owner, type(exc).__name__, exc)
+            logger.error("%s: projector stopped: %s: %s", self.owner, type(exc).__name__, exc)
             raise
 
     def _run(self) -> None:
-        backoff = 0.05
-        renew_every = self.lease.ttl / 3
-        look_every = min(renew_every, 0.5)  # how soon a lost or cleared read model is noticed
         try:
-            while not self._stop.is_set():
-                try:
-                    checkpoint = self.step()
-                except FATAL:
-                    raise
-                except StorageError as exc:
-                    log.warning("%s: %s; retrying in %.2f s", self.owner, exc, backoff)
-                    self.holding = False
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, 2.0)
-                    continue
-                backoff = 0.05
-                if checkpoint is None:
-                    self._stop.wait(renew_every)
-                else:
-                    self._wait_for_events(checkpoint, look_every)
+            while not self._stop.is_set():  # each outage waited out with a backoff of its own
+                wait_until(self._round, math.inf, self._stop.wait, first=FIRST_RETRY,
+                           longest=LONGEST_RETRY)
         finally:
             self._release()
 
+    def _round(self) -> bool:
+        """One :meth:`step`, then the wait for more to do; False after an outage of the log or
+        the read model (the caller pauses, then tries again), True otherwise or once stopped."""
+        try:
+            checkpoint = self.step()
+        except FATAL:
+            raise
+        except StorageError as exc:
+            logger.warning("%s: %s; retrying", self.owner, exc)
+            self.holding = False
+            return self._stop.is_set()
+        renew_every = self.lease.ttl / 3
+        if checkpoint is None:
+            self._stop.wait(renew_every)
+        else:  # look again soon: a lost or cleared read model is noticed by looking
+            self._wait_for_events(checkpoint, min(renew_every, 0.5))
+        return True
+
     def _wait_for_events(self, after: int, timeout: float) -> None:
         """Wait for events after ``after``, in short slices so that :meth:`stop` is prompt."""
-        deadline = time.monotonic() + timeout
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            if self.log.wait(after, min(0.05, timeout)):
-                return
+        arrived = False
+
+        def ready() -> bool:
+            return arrived or self._stop.is_set()
+
+        def pause(delay: float) -> None:
+            nonlocal arrived
+            arrived = self.log.wait(after, delay)
+
+        wait_until(ready, timeout, pause, first=0.05, longest=0.05)
 
     def _release(self) -> None:
         try:
             self.lease.release(self.owner)
         except StorageError as exc:
-            log.warning("%s: could not release the lease: %s", self.owner, exc)
+            logger.warning("%s: could not release the lease: %s", self.owner, exc)
         self.holding = False
 
     def start(self) -> threading.Thread:

@@ -23,12 +23,12 @@ from hypothesis.stateful import run_state_machine_as_test
 from memswarm_es import ChromaSharedMemory, HybridMemory, SQLiteSharedMemory
 from memswarm_es.errors import InvalidInputError, InvalidValueError, NotSupportedError
 from memswarm_es.memory import InMemorySharedMemory, SharedMemory
+from memswarm_es.reembed import reembed
 from memswarm_es.scopes import Scope
 from projections.chroma import ChromaReadModel, text_of
 from projections.embedding import CachedEmbedder, EmbeddingCache
 from projections.fold import fold, select
 from projections.projector import Projector
-from projections.reembed import reembed
 
 from .test_properties import SETTINGS, MemoryMachine
 
@@ -88,7 +88,7 @@ def test_scoped_search_never_leaves_its_scope_and_ranks_like_brute_force(
     for agent in IDS:
         for scope in (Scope(agent_id=agent), Scope(agent_id=agent, group_id="a"),
                       Scope(context_id=agent), Scope(group_id=agent)):
-            hits = mem.search("road river", **{n: v for n, v in scope.parts()}, k=4)
+            hits = mem.search("road river", scope.agent_id, scope.group_id, scope.context_id, k=4)
             inside = mem.read_scope(**dict(scope.parts()))
             assert all(scope.matches(h.entry.scope) for h in hits)
             (q,) = embedder(["road river"])

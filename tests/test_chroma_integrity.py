@@ -116,7 +116,7 @@ def traces(marker: str) -> list[bytes]:
 
 
 def files_holding(root: Path, needles: list[bytes]) -> list[str]:
-    out = []
+    out: list[str] = []
     for dirpath, _dirs, files in os.walk(root):
         for name in files:
             data = (Path(dirpath) / name).read_bytes()

@@ -16,7 +16,7 @@ from memswarm_es.errors import LogMismatchError
 from memswarm_es.log import InProcessLog, SQLEventLog
 from memswarm_es.scopes import Scope
 from projections.base import ReadModel
-from projections.fold import changes
+from projections.fold import MemoryEntry, changes
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.redis import RedisReadModel
@@ -32,7 +32,7 @@ def model(request: pytest.FixtureRequest, redis_url: str, redis_prefix: str) -> 
     return RedisReadModel(redis_url, prefix=redis_prefix)
 
 
-def snapshot(model: ReadModel) -> tuple[int, str | None, list[object]]:
+def snapshot(model: ReadModel) -> tuple[int, str | None, list[MemoryEntry]]:
     return model.checkpoint(), model.followed_log(), model.read_scope(Scope())
 
 

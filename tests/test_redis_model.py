@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +33,7 @@ from tests.test_runner import ROOT, eventually
 
 
 @pytest.fixture
-def model(redis_url: str, redis_prefix: str) -> RedisReadModel:
+def model(redis_url: str, redis_prefix: str) -> Iterator[RedisReadModel]:
     found = RedisReadModel(redis_url, prefix=redis_prefix)
     yield found
     found.close()

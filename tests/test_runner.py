@@ -23,6 +23,7 @@ import redis
 from memswarm_es import SharedMemory
 from memswarm_es.cli import main
 from memswarm_es.errors import CheckpointConflictError, ReadModelBehindError
+from memswarm_es.events import Event
 from memswarm_es.log import InProcessLog, SQLEventLog
 from projections.fold import Change
 from projections.projector import Projector
@@ -107,9 +108,9 @@ class RecordingModel(RedisReadModel):
         self.refused = refused
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int,
-               checkpoint: int) -> None:
+               checkpoint: int, events: Sequence[Event] = ()) -> None:
         try:
-            super().commit(changes, expected_checkpoint, checkpoint)
+            super().commit(changes, expected_checkpoint, checkpoint, events)
         except CheckpointConflictError:
             self.refused.append(expected_checkpoint)
             raise
@@ -163,8 +164,10 @@ def test_projector_killed_mid_projection_resumes_exactly(redis_url: str, redis_p
         child = spawn_projector(log_url, redis_url, redis_prefix, "--batch-size", "100",
                                 "--lease-ttl", "1")
         target = round_ * head // 6
-        eventually(lambda t=target, c=child: model.checkpoint() >= t or c.poll() is not None,
-                   what=f"checkpoint {target}")
+        def reached(t: int = target, c: subprocess.Popen[str] = child) -> bool:
+            return model.checkpoint() >= t or c.poll() is not None
+
+        eventually(reached, what=f"checkpoint {target}")
         child.send_signal(signal.SIGKILL)
         child.wait()
         assert child.returncode == -signal.SIGKILL, child.stderr.read()  # type: ignore[union-attr]
@@ -266,7 +269,7 @@ def test_memswarm_project_once_and_replay(redis_url: str, redis_prefix: str, tmp
     assert main(["replay", *args]) == 0
     out = capsys.readouterr().out
     assert "replayed: 2500/2500 events (100%)" in out and "read model at position 2500" in out
-    assert int(model.client.hget(model.meta_key, "gen")) == 1
+    assert model.client.hget(model.meta_key, "gen") == b"1"
     assert_is_fold(model, log)
 
 

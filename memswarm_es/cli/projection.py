@@ -133,9 +133,9 @@ def _reembed(args: argparse.Namespace) -> int:
 
     from projections.chroma import ChromaReadModel, current_collection
     from projections.embedding import CachedEmbedder, EmbeddingCache
-    from projections.reembed import reembed
 
     from ..memory import SharedMemory
+    from ..reembed import reembed
 
     embedder, model_id = _load_embedder(args.model)
     client = chromadb.PersistentClient(args.path,

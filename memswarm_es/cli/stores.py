@@ -7,6 +7,7 @@ Commands that only read a log open it with ``create=False``, so a mistyped URL f
 
 from __future__ import annotations
 
+from projections import open_read_model
 from projections.base import ReadModel
 
 from ..log import open_log
@@ -16,7 +17,6 @@ __all__ = ["open_log", "open_view", "snapshot_store_for"]
 
 
 def open_view(url: str, prefix: str) -> ReadModel:
-    """The read model at ``url`` (``redis://host:port/db``), its keys under ``prefix``."""
-    from projections.redis import RedisReadModel
-
-    return RedisReadModel(url, prefix=prefix)
+    """The read model at ``url`` (``redis://host:port/db``, or any URL
+    :func:`projections.open_read_model` takes), its keys under ``prefix``."""
+    return open_read_model(url, prefix=prefix)

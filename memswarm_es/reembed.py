@@ -4,20 +4,32 @@ the new model while the old collection keeps serving, then switch and drop the o
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
-from memswarm_es.errors import NotSupportedError
-from memswarm_es.events import new_id
+from projections.base import ReadModel
+from projections.chroma import ChromaReadModel, point
+from projections.embedding import CachedEmbedder, Embedder
+from projections.projector import Progress, Projector
 
-from .chroma import ChromaReadModel, point
-from .embedding import CachedEmbedder
-from .projector import Progress, Projector
-
-if TYPE_CHECKING:
-    from memswarm_es.memory import SharedMemory
+from .errors import NotSupportedError
+from .events import new_id
+from .log.base import EventLog
 
 
-def reembed(memory: SharedMemory, embedder: Any, model_id: str,
+class Reembeddable(Protocol):
+    """What :func:`reembed` needs of a memory (a ``SharedMemory`` is one): its log, the read
+    model serving it, and a way to switch that read model."""
+
+    @property
+    def log(self) -> EventLog: ...
+
+    @property
+    def read_model(self) -> ReadModel: ...
+
+    def replace_read_model(self, new: ReadModel) -> ReadModel: ...
+
+
+def reembed(memory: Reembeddable, embedder: Embedder, model_id: str,
             progress: Progress | None = None) -> ChromaReadModel:
     """Re-embed ``memory``'s Chroma view with ``embedder`` (named ``model_id``); return the new
     read model, now serving. Vectors already cached for ``model_id`` are not computed again."""
