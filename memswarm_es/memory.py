@@ -5,13 +5,13 @@ names, which only choose the log and the read model.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from projections.base import ReadModel
+from projections import open_read_model
+from projections.base import ReadModel, SearchableReadModel, SearchHit
 from projections.fold import MemoryEntry
-from projections.in_memory import InMemoryReadModel
 from projections.projector import Progress, Projector
 
 from .audit import AuditPage, MemoryVersion, audit, history
@@ -28,8 +28,8 @@ from .errors import (
 from .events import ENDING_EVENT_TYPES, Event, EventType, NewEvent, encode_content, new_id
 from .forget import forget
 from .freshness import Freshness, InlineProjection, RunnerProjection, View
+from .log import open_log
 from .log.base import Digest, EventLog, Verification
-from .log.inprocess import InProcessLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
 from .snapshots import snapshot_store_for
@@ -58,6 +58,11 @@ class SharedMemory:
     far behind the log the read model is. Thread-safe.
     """
 
+    #: A memory built from a log and a read model catches the view up when made (inline); the
+    #: seed names wait for the first read, so that one composed into a HybridMemory (which
+    #: keeps only its log or its read model) has replayed nothing.
+    _catch_up_on_open = True
+
     def __init__(self, log: EventLog, read_model: ReadModel, *,
                  max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES, batch_size: int = 1000,
                  snapshot_every: int = DEFAULT_SNAPSHOT_EVERY, project_inline: bool = True,
@@ -70,7 +75,10 @@ class SharedMemory:
         policy = InlineProjection if project_inline else RunnerProjection
         self.freshness: Freshness = policy(self._view, wait_timeout)
         self.time_machine = TimeMachine(log, snapshot_store_for(log), snapshot_every)
-        self.freshness.before_read()  # inline: the view is caught up before the first read
+        if self._catch_up_on_open:
+            self.freshness.before_read()
+        else:  # refuse the view of another log now; the first read catches the view up
+            self.projector.check_log()
 
     @property
     def read_model(self) -> ReadModel:
@@ -229,17 +237,17 @@ class SharedMemory:
 
     def search(self, query: str, agent_id: str | None = None, group_id: str | None = None,
                context_id: str | None = None, k: int = 10,
-               where: Mapping[str, Any] | None = None) -> list[Any]:
+               where: Mapping[str, Any] | None = None) -> list[SearchHit]:
         """The ``k`` live memories inside the scopes given (and ``where`` on their metadata)
         closest in meaning to ``query``, closest first, each with its distance. Needs a read
         model that searches (Chroma)."""
-        search = getattr(self.read_model, "search", None)
-        if search is None:
+        model = self.read_model
+        if not isinstance(model, SearchableReadModel):
             raise NotSupportedError(
-                f"{type(self.read_model).__name__} does not search; use ChromaSharedMemory")
+                f"{type(model).__name__} does not search; use ChromaSharedMemory")
         scope = Scope(agent_id, group_id, context_id)
         self.freshness.before_read()
-        return search(query, scope, k, where)
+        return model.search(query, scope, k, where)
 
     def history(self, memory_id: str) -> list[MemoryVersion]:
         """Every version of one memory, oldest first, deletes and forgetting included."""
@@ -334,9 +342,10 @@ class SharedMemory:
         start = self.log.head() if after is None else after
         return Subscription(self.log, self.read_model, scope, start)
 
-    def lend_read_model(self) -> ReadModel:
-        """Give this memory's read model to a :class:`HybridMemory` (as its cache side); this
-        memory is not used afterwards."""
+    def shared_read_model(self) -> ReadModel:
+        """The read model this memory gives as the cache side of a :class:`HybridMemory`: its
+        own, or (for an ephemeral view of its own) the shared view it names; this memory is
+        not used afterwards."""
         return self.read_model
 
     def replace_read_model(self, new: ReadModel) -> ReadModel:
@@ -392,32 +401,71 @@ def _actor(actor: str | None) -> str | None:
 class InMemorySharedMemory(SharedMemory):
     """Everything in this process: an in-process log and the in-memory read model."""
 
+    _catch_up_on_open = False
+
     def __init__(self, **options: Any) -> None:
-        super().__init__(InProcessLog(), InMemoryReadModel(), **options)
+        super().__init__(open_log("memory://"), open_read_model("memory://"), **options)
 
 
 class SQLiteSharedMemory(SharedMemory):
     """A durable SQLite log (``db_path``) with the in-memory read model rebuilt from it."""
 
+    _catch_up_on_open = False
+
     def __init__(self, db_path: str = "memswarm.db", *, synchronous: str = "FULL",
                  **options: Any) -> None:
         self.db_path = db_path
         super().__init__(SQLEventLog(f"sqlite:///{db_path}", synchronous=synchronous),
-                         InMemoryReadModel(), **options)
+                         open_read_model("memory://"), **options)
 
 
 class GCSSharedMemory(SharedMemory):
     """A log in a Google Cloud Storage bucket (under ``prefix``) with the in-memory read model;
     as the persistent side of ``HybridMemory`` any read model projects from it."""
 
+    _catch_up_on_open = False
+
     def __init__(self, bucket: str, prefix: str = "memswarm/", client: Any = None,
                  **options: Any) -> None:
         from .log.gcs import GCSEventLog
 
-        super().__init__(GCSEventLog(bucket, prefix, client), InMemoryReadModel(), **options)
+        super().__init__(GCSEventLog(bucket, prefix, client), open_read_model("memory://"),
+                         **options)
 
 
-class ChromaSharedMemory(SharedMemory):
+class _Ephemeral(SharedMemory):
+    """A memory whose view, without a log, is a private one of its own (dropped on close),
+    and which names the shared view it gives to a :class:`HybridMemory`."""
+
+    _catch_up_on_open = False
+
+    def __init__(self, log: EventLog | str | None, view: ReadModel,
+                 shared: Callable[[], ReadModel], **options: Any) -> None:
+        self._private = log is None
+        self._shared = shared
+        super().__init__(_event_log(log), view, **options)
+
+    def shared_read_model(self) -> ReadModel:
+        if not self._private:
+            return self.read_model
+        self.read_model.drop()
+        self.read_model.close()
+        return self._shared()
+
+    def close(self) -> None:
+        if self._private:
+            self.read_model.drop()
+        super().close()
+
+
+def _event_log(log: EventLog | str | None) -> EventLog:
+    """An :class:`EventLog` given, or opened by URL; an in-process one for ``None``."""
+    if log is None:
+        return open_log("memory://")
+    return open_log(log) if isinstance(log, str) else log
+
+
+class ChromaSharedMemory(_Ephemeral):
     """Memories in a Chroma collection, searchable by meaning.
 
     ``client`` defaults to ``chromadb.PersistentClient(path)``; ``embedding_function`` to the
@@ -425,7 +473,7 @@ class ChromaSharedMemory(SharedMemory):
     for the vector cache in ``path``). With ``log`` (an :class:`EventLog` or a log URL) the
     collection is that log's view. Without it the memory is ephemeral: an in-process log and a
     private collection, dropped on close; as the cache side of
-    ``HybridMemory(ChromaSharedMemory(...), SQLiteSharedMemory(...))`` it lends the collection
+    ``HybridMemory(ChromaSharedMemory(...), SQLiteSharedMemory(...))`` it gives the collection
     named ``collection`` itself, kept in step with the persistent log.
     """
 
@@ -433,102 +481,56 @@ class ChromaSharedMemory(SharedMemory):
                  embedding_function: Any = None, model_id: str | None = None,
                  collection: str = "memswarm", log: EventLog | str | None = None,
                  **options: Any) -> None:
-        import os
+        from projections.chroma_open import open_chroma
 
-        import chromadb
+        view = open_chroma(path, client=client, embedding_function=embedding_function,
+                           model_id=model_id, collection=collection, private=log is None)
+        self.collection = collection
 
-        from projections.chroma import check_name, current_collection
-        from projections.embedding import CachedEmbedder, EmbeddingCache, MiniLMEmbedding
+        def shared() -> ReadModel:
+            return open_chroma(path, client=view.client, embedding_function=embedding_function,
+                               model_id=model_id, collection=collection)
 
-        check_name(collection)
-        os.makedirs(path, exist_ok=True)
-        if client is None:
-            client = chromadb.PersistentClient(
-                path, settings=chromadb.Settings(anonymized_telemetry=False))
-        embedder = embedding_function or MiniLMEmbedding()
-        name = model_id or getattr(embedder, "model_id", type(embedder).__name__)
-        serving, model = current_collection(client, collection)
-        if model is not None and model != name:
-            raise InvalidInputError(
-                f"collection {serving!r} was embedded by {model!r}, not {name!r}: pass that "
-                "embedder, or reembed")
-        self._client = client
-        self._embedder = CachedEmbedder(embedder, name,
-                                        EmbeddingCache(os.path.join(path, "vectors.db")))
-        self.collection = serving
-        self._private = log is None
-        if log is None:
-            event_log: EventLog = InProcessLog()
-            view = self._model(f"{collection}-local-{new_id()}")
-        else:
-            event_log = SQLEventLog(log) if isinstance(log, str) else log
-            view = self._model(serving)
-        super().__init__(event_log, view, **options)
-
-    def _model(self, name: str) -> ReadModel:
-        from projections.chroma import ChromaReadModel
-
-        return ChromaReadModel(self._client, self._embedder, name)
-
-    def lend_read_model(self) -> ReadModel:
-        if self._private:
-            self.read_model.drop()  # type: ignore[attr-defined]
-            return self._model(self.collection)
-        return self.read_model
-
-    def close(self) -> None:
-        if self._private:
-            self.read_model.drop()  # type: ignore[attr-defined]
-        super().close()
+        super().__init__(log, view, shared, **options)
 
 
-class HybridMemory(SharedMemory):
-    """The ``persistent`` memory's log with the ``cache`` memory's read model."""
-
-    def __init__(self, cache: SharedMemory, persistent: SharedMemory, **options: Any) -> None:
-        if cache.log is not persistent.log and cache.log.head() > 0:
-            cache.read_model.clear()  # it holds the cache's own log, not the persistent one
-        cache.log.close()
-        super().__init__(persistent.log, cache.lend_read_model(), **options)
-
-
-class RedisSharedMemory(SharedMemory):
+class RedisSharedMemory(_Ephemeral):
     """A view in Redis at ``url`` (keys under ``prefix``) of ``log``: an :class:`EventLog` or a
-    log URL (``sqlite:///swarm.db``, or any SQLAlchemy URL). Every process that names the same
-    log, URL and prefix shares one view.
+    log URL (``sqlite:///swarm.db``, ``gs://bucket/prefix``, any SQLAlchemy URL). Every process
+    that names the same log, URL and prefix shares one view.
 
     Without ``log`` the memory is ephemeral, like :class:`InMemorySharedMemory`: an in-process
-    log, and a view under a private prefix of its own that :meth:`close` deletes. As the cache
-    side of ``HybridMemory(RedisSharedMemory(url, prefix=...), SQLiteSharedMemory(...))`` it
-    lends a view under ``prefix`` itself, shared with every process using the same log.
+    log, and a view under a private prefix of its own that :meth:`close` deletes (and that
+    expires if the process dies). As the cache side of
+    ``HybridMemory(RedisSharedMemory(url, prefix=...), SQLiteSharedMemory(...))`` it gives the
+    view under ``prefix`` itself, shared with every process using the same log.
     """
 
     def __init__(self, url: str = "redis://127.0.0.1:6379/0", *, prefix: str = "memswarm",
                  log: EventLog | str | None = None, **options: Any) -> None:
-        from projections.redis import EPHEMERAL_TTL, RedisReadModel
+        from projections.redis import EPHEMERAL_TTL
 
         self.url = url
         self.prefix = check_id(prefix, "prefix")
-        self._private = log is None
         if log is None:
-            event_log: EventLog = InProcessLog()
-            view = RedisReadModel(url, prefix=f"{prefix}.local.{new_id()}",
-                                  expire_after=EPHEMERAL_TTL)
+            view = open_read_model(url, prefix=f"{prefix}.local.{new_id()}",
+                                   expire_after=EPHEMERAL_TTL)
         else:
-            event_log = SQLEventLog(log) if isinstance(log, str) else log
-            view = RedisReadModel(url, prefix=prefix)
-        super().__init__(event_log, view, **options)
+            view = open_read_model(url, prefix=prefix)
+        super().__init__(log, view, lambda: open_read_model(url, prefix=prefix), **options)
 
-    def lend_read_model(self) -> ReadModel:
-        from projections.redis import RedisReadModel
 
-        if self._private:
-            self.read_model.drop()  # type: ignore[attr-defined]
-            self.read_model.close()
-            return RedisReadModel(self.url, prefix=self.prefix)
-        return self.read_model
+class HybridMemory(SharedMemory):
+    """The ``persistent`` memory's log with the ``cache`` memory's read model. Neither has
+    replayed anything (a memory catches its view up on its first read), so nothing is read
+    twice; ``persistent``'s own view and ``cache``'s own log are closed."""
 
-    def close(self) -> None:
-        if self._private:
-            self.read_model.drop()  # type: ignore[attr-defined]
-        super().close()
+    def __init__(self, cache: SharedMemory, persistent: SharedMemory, **options: Any) -> None:
+        view = cache.shared_read_model()
+        if cache.log is not persistent.log:
+            if cache.log.head() > 0:
+                view.clear()  # it holds the cache's own log, not the persistent one
+            cache.log.close()
+        if persistent.read_model is not view:
+            persistent.read_model.close()
+        super().__init__(persistent.log, view, **options)
