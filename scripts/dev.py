@@ -2,7 +2,7 @@
 """Set up and run MemSwarm with nothing but python3: makes .venv, installs, then runs.
 
     python3 scripts/dev.py demo          # the multi-agent demo (SQLite + in-memory)
-    python3 scripts/dev.py test [ARGS]   # ruff, then the whole test suite (pytest ARGS)
+    python3 scripts/dev.py test [ARGS]   # ruff, mypy, then the whole test suite (pytest ARGS)
     python3 scripts/dev.py run CMD ...   # any command inside the environment
 """
 
@@ -51,9 +51,10 @@ def main(argv: list[str]) -> int:
     ensure_env("dev")
     if command == "run":
         return run(args)
-    lint = run([str(BIN / "ruff"), "check", "."])
-    if lint:
-        return lint
+    for check in ([str(BIN / "ruff"), "check", "."], [str(BIN / "mypy")]):
+        failed = run(check)
+        if failed:
+            return failed
     return run([str(BIN / "python"), "-m", "pytest", *args])
 
 
