@@ -147,10 +147,13 @@ class Subscription(_Subscriber):
                 return found.out(exc)
 
         def pause(delay: float) -> None:
-            if found.outage:
-                time.sleep(min(delay, _RETRY_EVERY))
-            else:
-                cursor.model.wait(cursor.position, delay)
+            if not found.outage:
+                try:
+                    cursor.model.wait(cursor.position, delay)
+                    return
+                except ReadModelUnavailableError as exc:
+                    found.out(exc)
+            time.sleep(min(delay, _RETRY_EVERY))
 
         wait_until(ready, timeout, pause, longest=_WAKE_EVERY)
         return found.versions
@@ -194,10 +197,13 @@ class AsyncSubscription(_Subscriber):
                 return found.out(exc)
 
         async def pause(delay: float) -> None:
-            if found.outage:
-                await asyncio.sleep(min(delay, _RETRY_EVERY))
-            else:
-                await cursor.model.wait_async(cursor.position, delay)
+            if not found.outage:
+                try:
+                    await cursor.model.wait_async(cursor.position, delay)
+                    return
+                except ReadModelUnavailableError as exc:
+                    found.out(exc)
+            await asyncio.sleep(min(delay, _RETRY_EVERY))
 
         await wait_until_async(ready, timeout, pause, longest=_WAKE_EVERY)
         return found.versions

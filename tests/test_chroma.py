@@ -107,7 +107,7 @@ def test_search_input_errors(tmp_path: Path) -> None:
     for bad in ({"query": ""}, {"query": "x", "k": 0}, {"query": "x", "where": {"$bad": 1}},
                 {"query": "x", "where": {"n": {"$regex": "x"}}}):
         with pytest.raises(InvalidInputError):
-            mem.search(**bad)  # type: ignore[arg-type]
+            mem.search(**bad)
     with pytest.raises(NotSupportedError):
         InMemorySharedMemory().search("x")
 

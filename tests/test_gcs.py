@@ -163,7 +163,7 @@ def test_a_writer_killed_mid_append_leaves_no_half_event(
     mem = GCSSharedMemory(gcs_bucket, gcs_prefix, gcs_client)
     events = mem.log.read()
     assert set(acknowledged) <= {e.event_id for e in events}
-    mine = [e.data["value"] for e in events if e.actor == "victim"]  # type: ignore[index]
+    mine = [e.data["value"] for e in events if e.actor == "victim"]
     assert mine == list(range(len(mine)))
     assert len(mem.read_scope(agent_id="survivor")) == 20
     assert mem.log.verify() == len(events)

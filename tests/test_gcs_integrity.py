@@ -226,7 +226,7 @@ def test_a_rewrite_between_download_and_upload_is_redone_on_the_new_copy(
     decode = gcs._decode_batch
     interleaved: list[int] = []
 
-    def decode_then_race(name: str, data: bytes) -> list:  # type: ignore[type-arg]
+    def decode_then_race(name: str, data: bytes) -> list:
         events = decode(name, data)
         if not interleaved:
             interleaved.append(-1)
@@ -253,7 +253,7 @@ def test_redaction_that_cannot_be_done_is_an_error_not_a_success(
     original = blob.download_as_bytes()
     decode = gcs._decode_batch
 
-    def decode_then_touch(name: str, data: bytes) -> list:  # type: ignore[type-arg]
+    def decode_then_touch(name: str, data: bytes) -> list:
         events = decode(name, data)
         blob.upload_from_string(original)  # same bytes, a new generation
         return events

@@ -39,11 +39,11 @@ def sealed_events(count: int = 2) -> list[Event]:
 
 
 def rows_of(events: list[Event]) -> list[list[Any]]:
-    return msgpack.unpackb(_encode_batch(events), raw=False)[1]  # type: ignore[no-any-return]
+    return msgpack.unpackb(_encode_batch(events), raw=False)[1]
 
 
 def pack(obj: Any) -> bytes:
-    return msgpack.packb(obj, use_bin_type=True)  # type: ignore[no-any-return]
+    return msgpack.packb(obj, use_bin_type=True)
 
 
 def check_decoded(name: str, data: bytes) -> None:

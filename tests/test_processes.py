@@ -76,7 +76,7 @@ def test_writer_killed_mid_append_loses_no_acknowledged_write(tmp_path: Path) ->
         assert mem.log.verify() == len(events)
         ids = {e.event_id for e in events}
         assert set(acknowledged) <= ids
-        mine = [e.data["value"] for e in events if e.actor == f"w{round_}"]  # type: ignore[index]
+        mine = [e.data["value"] for e in events if e.actor == f"w{round_}"]
         assert mine == list(range(len(mine)))  # a prefix: nothing half-written, no hole
         assert len(mem.read_scope(agent_id=f"w{round_}")) == len(mine)
         mem.write_scope("after the crash", metadata={"agent_id": "survivor"})

@@ -195,7 +195,7 @@ def test_redis_memory_on_its_own_is_ephemeral(redis_url: str) -> None:
     mem = RedisSharedMemory(redis_url)
     m = mem.write_scope("x", metadata={"agent_id": "a"})
     assert [e.memory_id for e in mem.read_scope(agent_id="a")] == [m]
-    prefix = mem.read_model.prefix  # type: ignore[attr-defined]
+    prefix = mem.read_model.prefix
     assert prefix.startswith("memswarm.local.")
     client = redis.Redis.from_url(redis_url)
     assert keys_of(client, prefix)
@@ -262,7 +262,7 @@ def test_a_live_ephemeral_memory_keeps_its_keys(redis_url: str, redis_prefix: st
     ids = [mem.write_scope(n, metadata={"agent_id": "a", "group_id": f"g{n % 2}"})
            for n in range(20)]
     client = redis.Redis.from_url(redis_url)
-    prefix = mem.read_model.prefix  # type: ignore[attr-defined]
+    prefix = mem.read_model.prefix
     before = keys_of(client, prefix)
     assert all(0 < client.pttl(k) <= 600 for k in before)
     time.sleep(2)  # several lifetimes: renewed all along

@@ -173,11 +173,11 @@ def test_a_start_that_is_not_a_position_of_the_log_is_a_typed_error(after: objec
         mem.write_scope(i, metadata={"agent_id": "a"})
     start = mem.log.head() + 1 if after == "head+1" else after
     with pytest.raises(InvalidInputError):
-        mem.subscribe(agent_id="a", after=start)  # type: ignore[arg-type]
+        mem.subscribe(agent_id="a", after=start)
 
     async def main() -> None:
         with pytest.raises(InvalidInputError):
-            await AsyncSharedMemory(mem).subscribe(agent_id="a", after=start)  # type: ignore
+            await AsyncSharedMemory(mem).subscribe(agent_id="a", after=start)
 
     asyncio.run(main())
     assert len(mem.subscribe(agent_id="a", after=mem.log.head() - 2).poll()) == 2

@@ -84,7 +84,7 @@ def test_stale_or_damaged_snapshots_are_rebuilt(tmp_path: Path) -> None:
     assert store.nearest(22) == (20, mem.log.read(19, 1)[0].hash)
     assert store.save(View({}, 20), b"\x00" * 32, store.epoch())  # does not match the log
     assert mem.as_of(22).read_scope() == expected
-    assert store.nearest(22)[1] == mem.log.read(19, 1)[0].hash  # type: ignore[index]
+    assert store.nearest(22)[1] == mem.log.read(19, 1)[0].hash
     mem.forget(ids[0], reason="test")
     assert store.nearest(22) is None  # every snapshot that held it is gone
     assert mem.as_of(22).get(ids[0]).value is None
