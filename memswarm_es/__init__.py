@@ -25,7 +25,9 @@ from .scopes import Scope
 
 _LAZY = {
     "EventLog": "memswarm_es.log",
+    "InMemoryEventLog": "memswarm_es.log",
     "InProcessLog": "memswarm_es.log",
+    "open_log": "memswarm_es.log",
     "SQLEventLog": "memswarm_es.log",
     "ChromaSharedMemory": "memswarm_es.memory",
     "GCSSharedMemory": "memswarm_es.memory",
