@@ -342,7 +342,7 @@ class SharedMemory:
         start = self.log.head() if after is None else after
         return Subscription(self.log, self.read_model, scope, start)
 
-    def shared_read_model(self) -> ReadModel:
+    def lend_read_model(self) -> ReadModel:
         """The read model this memory gives as the cache side of a :class:`HybridMemory`: its
         own, or (for an ephemeral view of its own) the shared view it names; this memory is
         not used afterwards."""
@@ -445,7 +445,7 @@ class _Ephemeral(SharedMemory):
         self._shared = shared
         super().__init__(_event_log(log), view, **options)
 
-    def shared_read_model(self) -> ReadModel:
+    def lend_read_model(self) -> ReadModel:
         if not self._private:
             return self.read_model
         self.read_model.drop()
@@ -526,7 +526,7 @@ class HybridMemory(SharedMemory):
     twice; ``persistent``'s own view and ``cache``'s own log are closed."""
 
     def __init__(self, cache: SharedMemory, persistent: SharedMemory, **options: Any) -> None:
-        view = cache.shared_read_model()
+        view = cache.lend_read_model()
         if cache.log is not persistent.log:
             if cache.log.head() > 0:
                 view.clear()  # it holds the cache's own log, not the persistent one
