@@ -4,6 +4,7 @@ names, which only choose the log and the read model.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
@@ -21,6 +22,7 @@ from .errors import (
     InvalidScopeError,
     InvalidValueError,
     MemoryNotFoundError,
+    MemSwarmError,
     NotSupportedError,
     ValueTooLargeError,
     VersionConflictError,
@@ -30,6 +32,7 @@ from .forget import forget
 from .freshness import Freshness, InlineProjection, RunnerProjection, View
 from .log import open_log
 from .log.base import Digest, EventLog, Verification
+from .log.inprocess import InMemoryEventLog
 from .log.sql import SQLEventLog
 from .scopes import SCOPE_NAMES, Scope, check_id
 from .snapshots import snapshot_store_for
@@ -295,9 +298,12 @@ class SharedMemory:
         try:
             position = forget(self.log, self.time_machine, memory_id, reason,
                               actor=_actor(actor))
-        finally:  # even when the redaction must be finished later, the views drop it now
-            self.sync()
+        except MemSwarmError:
+            with contextlib.suppress(MemSwarmError):  # the forget's own error is the one to
+                self.sync()  # report; even so the views drop the memory now if they can
+            raise
         self.freshness.wrote(position)
+        self.sync()
         return position
 
     # --- maintenance ---------------------------------------------------------------------------
@@ -527,9 +533,9 @@ class HybridMemory(SharedMemory):
 
     def __init__(self, cache: SharedMemory, persistent: SharedMemory, **options: Any) -> None:
         view = cache.lend_read_model()
+        if isinstance(cache.log, InMemoryEventLog) and view.followed_log() == cache.log.identity():
+            view.clear()  # a view of the cache's own in-process log: no one else reads it
         if cache.log is not persistent.log:
-            if cache.log.head() > 0:
-                view.clear()  # it holds the cache's own log, not the persistent one
             cache.log.close()
         if persistent.read_model is not view:
             persistent.read_model.close()

@@ -21,7 +21,7 @@ MAX_ID_LENGTH = 512
 # What no id may hold: control characters (NUL, newlines, tabs, DEL, C1), which some stores
 # cannot carry and which would forge lines in audit output, and lone surrogates, which are not
 # text (they cannot be encoded as UTF-8, so no store can carry them).
-_UNUSABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_UNUSABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def check_id(value: object, name: str) -> str:

@@ -43,7 +43,9 @@ class MemoryEntry:
 
     @property
     def scope(self) -> Scope:
-        return Scope(self.agent_id, self.group_id, self.context_id)
+        # Not checked again: an entry may come from a log written when ids could hold what
+        # they no longer may, and it must still read.
+        return Scope.stored(self.agent_id, self.group_id, self.context_id)
 
     @property
     def created_at(self) -> datetime:

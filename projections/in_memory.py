@@ -60,7 +60,9 @@ class InMemoryReadModel(ReadModel):
                     self._remove(change.memory_id)
                 else:
                     after = change.after
-                    if change.memory_id not in self._entries:
+                    before = self._entries.get(change.memory_id)
+                    if before is None or before.scope != after.scope:  # (a foreign log's
+                        self._remove(change.memory_id)  # second write of one id moves it)
                         self._add_to_index(after)
                     self._entries[change.memory_id] = after
                     if after.metadata or isinstance(after.value, (list, dict)):

@@ -35,7 +35,7 @@ from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 
 BAD_IDS = ["", "\udc80", "a\udcffb", "line\nbreak", "tab\t", "nul\x00", "del\x7f", "c1\x85",
-           "x" * 513, 7, None.__class__]
+           "ls\u2028", "ps\u2029", "x" * 513, 7, None.__class__]
 
 
 def nested(depth: int) -> Any:
@@ -463,3 +463,50 @@ def test_unreadable_events_project_into_every_read_model(
     assert len(view) == 1 + len(_raw_payloads())
     model.close()
     log.close()
+
+
+def test_a_log_written_when_ids_could_hold_control_characters_still_reads(tmp_path: Path) -> None:
+    """Ids the previous release accepted (tabs, newlines) are refused at the door now, but a
+    log that holds them reads, replays, travels in time and takes new writes."""
+    path = str(tmp_path / "old.db")
+    log = SQLEventLog(f"sqlite:///{path}")
+    new = NewEvent.create(EventType.MEMORY_WRITTEN, Scope("placeholder"), "old",
+                          {"value": "from before", "metadata": {}}, memory_id="old-1", version=1)
+    sealed = seal(new, 1, now_micros(), log.digest().hash)
+    sealed = dataclasses.replace(sealed, scope=Scope.stored("team\tred", "g\nx", None))
+    log.import_events([dataclasses.replace(sealed, hash=sealed.expected_hash(log.digest().hash))])
+    log.close()
+    mem = SQLiteSharedMemory(path)
+    assert [e.value for e in mem.read_scope()] == ["from before"]
+    assert mem.read_scope(agent_id="alice") == []
+    mem.write_scope("new", metadata={"agent_id": "alice"})
+    with pytest.raises(InvalidIdError):  # such an id cannot be asked for any more...
+        mem.read_scope(agent_id="team\tred")
+    assert mem.read_scope()[0].value == "from before"  # ...but its memory reads
+    assert len(mem.as_of(2).read_scope()) == 2
+    mem.replay()
+    assert len(mem.read_scope()) == 2 and mem.verify().ok
+    mem.close()
+
+
+@pytest.mark.parametrize("same_file", [True, False], ids=["same-log", "private-cache"])
+def test_composing_a_hybrid_never_clears_a_shared_view(
+        same_file: bool, redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    """A HybridMemory over a shared Redis view (the same log opened twice, or a private cache
+    that wrote to its own log) leaves the shared view as it is."""
+    from memswarm_es import HybridMemory, RedisSharedMemory
+
+    path = str(tmp_path / "h.db")
+    writer = RedisSharedMemory(redis_url, prefix=redis_prefix, log=f"sqlite:///{path}")
+    mids = [writer.write_scope(i, metadata={"agent_id": "a"}) for i in range(5)]
+    checkpoint = writer.read_model.checkpoint()
+    if same_file:
+        cache = RedisSharedMemory(redis_url, prefix=redis_prefix, log=f"sqlite:///{path}")
+    else:
+        cache = RedisSharedMemory(redis_url, prefix=redis_prefix)
+        cache.write_scope("scratch", metadata={"agent_id": "a"})
+    hybrid = HybridMemory(cache, SQLiteSharedMemory(path))
+    assert writer.read_model.checkpoint() == checkpoint  # never cleared, not even for a moment
+    assert [e.memory_id for e in hybrid.read_scope(agent_id="a")] == mids
+    hybrid.close()
+    writer.close()

@@ -15,7 +15,7 @@ from projections.projector import Progress
 WIDTH = 48  # characters of a value shown in a table cell
 
 # Control characters (and lone surrogates) in a cell would forge lines or break the terminal.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def say(text: str = "") -> None:
