@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -12,7 +11,7 @@ from memswarm_es.events import Event, decode, encode
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
-from .fold import Change, MemoryEntry
+from .fold import Change, MemoryEntry, with_content
 
 
 class InMemoryReadModel(ReadModel):
@@ -131,7 +130,7 @@ class InMemoryReadModel(ReadModel):
         """A copy whose value and metadata a caller may change without touching the model."""
         content = self._content.get(e.memory_id)
         value, metadata = (e.value, {}) if content is None else decode(content)
-        return dataclasses.replace(e, value=value, metadata=metadata)
+        return with_content(e, value, metadata)
 
 
 def open_url(url: str, **options: Any) -> InMemoryReadModel:
