@@ -30,6 +30,7 @@ class Projector:
         self.read_model = read_model
         self.batch_size = batch_size
         self._lock = threading.Lock()
+        self._log_checked = False
         read_model.follow(event_log.identity())
 
     def lag(self) -> int:
@@ -48,7 +49,9 @@ class Projector:
         rebuilding up to the head, so that its readers wait for it.
         """
         with self._lock:
-            self.check_log()
+            if not self._log_checked:  # once: after it, the model's commits refuse by themselves
+                self.check_log()
+                self._log_checked = True
             return self._catch_up(until, progress)
 
     def _catch_up(self, until: int | None, progress: Progress | None) -> int:
@@ -63,8 +66,9 @@ class Projector:
             except CheckpointConflictError as exc:
                 logger.debug("%s; going on from the checkpoint found", exc)
                 continue
-            if reached is not None:
+            if reached is not None:  # (a commit refuses another log's view by itself)
                 return reached
+            self.check_log()  # never rebuild the view of another log
             logger.warning("%s is at position %d, ahead of the log (head %d); rebuilding it "
                         "from the log", type(self.read_model).__name__, position,
                         self.log.head())
