@@ -67,6 +67,19 @@ class IdempotencyError(ConflictError):
     """An ``event_id`` was reused for a different event, or a batch was partly recorded."""
 
 
+# --- access ------------------------------------------------------------------------------------
+
+
+class PermissionDeniedError(MemSwarmError, PermissionError):
+    """An agent tried a change it is not allowed; nothing was written."""
+
+    def __init__(self, agent_id: str, what: str, target: str) -> None:
+        super().__init__(f"agent {agent_id!r} may not {what} {target}")
+        self.agent_id = agent_id
+        self.what = what
+        self.target = target
+
+
 # --- lookups -------------------------------------------------------------------------------------
 
 

@@ -49,6 +49,9 @@ class EventType:
     MEMORY_UPDATED = "memory.updated"
     MEMORY_DELETED = "memory.deleted"
     MEMORY_FORGOTTEN = "memory.forgotten"  # the payloads of every earlier version are redacted
+    # Memberships: scope (agent_id, group_id) says who and which group; no memory id.
+    GROUP_JOINED = "group.joined"  # payload {"admin": bool}: joins, or changes the admin flag
+    GROUP_LEFT = "group.left"
 
 
 MEMORY_EVENT_TYPES = frozenset({
@@ -56,6 +59,7 @@ MEMORY_EVENT_TYPES = frozenset({
     EventType.MEMORY_FORGOTTEN,
 })
 ENDING_EVENT_TYPES = frozenset({EventType.MEMORY_DELETED, EventType.MEMORY_FORGOTTEN})
+MEMBERSHIP_EVENT_TYPES = frozenset({EventType.GROUP_JOINED, EventType.GROUP_LEFT})
 
 
 def new_id() -> str:

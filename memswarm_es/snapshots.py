@@ -25,16 +25,20 @@ from .log.sql import SQLEventLog
 
 def encode_view(view: View) -> bytes:
     rows = [entry_row(e) for e in view.entries.values()]
-    return encode([view.position, rows])
+    return encode([view.position, rows, view.members])
 
 
 def decode_view(data: bytes) -> View:
-    position, rows = decode(data)
+    """Inverse of :func:`encode_view` (snapshots made before memberships existed hold none)."""
+    position, rows, *rest = decode(data)
     entries = {}
     for row in rows:
         entry = entry_from_row(row)
         entries[entry.memory_id] = entry
-    return View(entries, position)
+    members = rest[0] if rest else {}
+    if not isinstance(members, dict):
+        raise ValueError("a snapshot's memberships are not a map")
+    return View(entries, position, members)
 
 
 class SnapshotStore(ABC):

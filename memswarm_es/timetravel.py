@@ -145,7 +145,8 @@ class TimeMachine:
             saved = self.store.load(position)
         except (ValueError, TypeError, LookupError):
             return "cannot be read"
-        if saved.position != position or saved.entries != view.entries:
+        if (saved.position != position or saved.entries != view.entries
+                or saved.members != view.members):
             return "differs from the fold of the log"
         return None
 

@@ -20,7 +20,7 @@ from memswarm_es.events import Event, EventType
 from memswarm_es.scopes import Scope
 from memswarm_es.waiting import wait_until, wait_until_async
 
-from .fold import Change, MemoryEntry, changes
+from .fold import Change, MembershipChange, MemoryEntry, changes, membership_changes
 from .signal import Signal
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,12 @@ POLL_INTERVAL = 0.05
 
 class ReadModel(ABC):
     """Memories folded from a log, with the position of the last event applied (the checkpoint).
+
+    Every query takes a ``reader``: ``None`` for the operator, who sees every memory, or an
+    agent id, who sees only the memories whose ``readable_by`` names it, ``*`` or a group it
+    belongs to now. The model holds the memberships itself (folded from the log like the
+    memories) and filters inside its own storage, so an agent's read costs what its answer
+    costs, never a fetch of everything.
 
     A backend implements the storage half (``checkpoint``, ``get_many``, ``commit``, ``clear``
     and the queries); :meth:`apply` is the same for all: fold the batch with the pure fold and
@@ -51,14 +57,24 @@ class ReadModel(ABC):
         """Position of the last event applied (0 when empty)."""
 
     @abstractmethod
-    def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
-        """The live entries among ``memory_ids``."""
+    def get_many(self, memory_ids: Iterable[str],
+                 reader: str | None = None) -> dict[str, MemoryEntry]:
+        """The live entries among ``memory_ids`` that ``reader`` may read."""
+
+    @abstractmethod
+    def members(self, group_id: str) -> dict[str, bool]:
+        """The current members of ``group_id``, each with whether it is an admin there."""
+
+    @abstractmethod
+    def groups_of(self, agent_id: str) -> dict[str, bool]:
+        """The groups ``agent_id`` belongs to now, each with whether it is an admin there."""
 
     @abstractmethod
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
-               events: Sequence[Event] = ()) -> None:
-        """Apply ``changes`` and set the checkpoint atomically, if it is still ``expected``,
-        recording :attr:`log_id` (when set) as the log the model follows.
+               events: Sequence[Event] = (),
+               memberships: Sequence[MembershipChange] = ()) -> None:
+        """Apply ``changes`` and ``memberships`` and set the checkpoint atomically, if it is
+        still ``expected``, recording :attr:`log_id` (when set) as the log the model follows.
 
         ``events`` are the events the changes were folded from, for a model that keeps more
         than the net change (Chroma takes the vectors that writes carry, and erases what the
@@ -70,7 +86,8 @@ class ReadModel(ABC):
 
     @abstractmethod
     def clear(self) -> None:
-        """Drop every entry, the recorded log identity, and reset the checkpoint to 0."""
+        """Drop every entry and membership, the recorded log identity, and reset the
+        checkpoint to 0."""
 
     def drop(self) -> None:
         """Delete everything the model holds, its bookkeeping included; the default (a model
@@ -132,11 +149,11 @@ class ReadModel(ABC):
         readers all project inline, in one process, need not record it."""
 
     @abstractmethod
-    def read_scope(self, scope: Scope) -> list[MemoryEntry]:
-        """Live entries inside ``scope``, ordered by position."""
+    def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
+        """Live entries inside ``scope`` that ``reader`` may read, ordered by position."""
 
-    def get(self, memory_id: str) -> MemoryEntry | None:
-        return self.get_many([memory_id]).get(memory_id)
+    def get(self, memory_id: str, reader: str | None = None) -> MemoryEntry | None:
+        return self.get_many([memory_id], reader).get(memory_id)
 
     def apply(self, events: Sequence[Event]) -> int:
         """Apply the events after the checkpoint (they must follow it without a gap).
@@ -160,7 +177,7 @@ class ReadModel(ABC):
                     logger.warning("event at position %d cannot be read (%s); memory %r reads "
                                    "as damaged", change.after.last_position,
                                    change.after.damaged, change.memory_id)
-            self.commit(batch, start, fresh[-1].position, fresh)
+            self.commit(batch, start, fresh[-1].position, fresh, membership_changes(fresh))
         self.changed.notify()
         return fresh[-1].position
 
@@ -213,11 +230,16 @@ class ReadModel(ABC):
     async def checkpoint_async(self) -> int:
         return await asyncio.to_thread(self.checkpoint)
 
-    async def get_many_async(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
-        return await asyncio.to_thread(self.get_many, list(memory_ids))
+    async def get_many_async(self, memory_ids: Iterable[str],
+                             reader: str | None = None) -> dict[str, MemoryEntry]:
+        return await asyncio.to_thread(self.get_many, list(memory_ids), reader)
 
-    async def read_scope_async(self, scope: Scope) -> list[MemoryEntry]:
-        return await asyncio.to_thread(self.read_scope, scope)
+    async def read_scope_async(self, scope: Scope,
+                               reader: str | None = None) -> list[MemoryEntry]:
+        return await asyncio.to_thread(self.read_scope, scope, reader)
+
+    async def members_async(self, group_id: str) -> dict[str, bool]:
+        return await asyncio.to_thread(self.members, group_id)
 
     async def aclose(self) -> None:
         """Release resources bound to the running event loop; the default holds none."""
@@ -239,9 +261,11 @@ class SearchableReadModel(ReadModel):
 
     @abstractmethod
     def search(self, query: str, scope: Scope, k: int = 10,
-               where: Mapping[str, Any] | None = None) -> list[SearchHit]:
+               where: Mapping[str, Any] | None = None,
+               reader: str | None = None) -> list[SearchHit]:
         """The ``k`` live memories inside ``scope`` (and matching ``where`` on their metadata)
-        closest to ``query``, closest first. Raises :class:`InvalidInputError` for an empty
+        that ``reader`` may read, closest to ``query``, closest first: the true top ``k`` among
+        those, never fewer when ``k`` exist. Raises :class:`InvalidInputError` for an empty
         query, a ``k`` below 1 or a filter it cannot read."""
 
 

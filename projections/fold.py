@@ -1,9 +1,10 @@
 """The pure fold of events into memories: shared by every read model, replay and time travel.
 
 No I/O here. ``evolve`` turns one memory's previous state and one event into its next state;
-``changes`` folds a batch into the net change per memory; ``fold`` builds a whole view; ``select``
-answers a scoped read from a view. Every read model computes with these, so every backend sees
-the same memories by construction.
+``changes`` folds a batch into the net change per memory (``membership_changes`` into the net
+change per group member); ``fold`` builds a whole view; ``select`` answers a scoped read from a
+view, for the operator or for one agent. Every read model computes with these, so every backend
+sees the same memories, permissions and memberships by construction.
 """
 
 from __future__ import annotations
@@ -13,7 +14,20 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
-from memswarm_es.events import ENDING_EVENT_TYPES, Event, EventType, from_micros
+from memswarm_es.events import (
+    ENDING_EVENT_TYPES,
+    MEMBERSHIP_EVENT_TYPES,
+    Event,
+    EventType,
+    from_micros,
+)
+from memswarm_es.principals import (
+    allows,
+    default_readers,
+    default_writers,
+    principals_of,
+    stored_principals,
+)
 from memswarm_es.scopes import Scope
 
 
@@ -24,6 +38,8 @@ class MemoryEntry:
     ``position`` is where the memory was first written (reads are ordered by it);
     ``last_position`` is where its current version was recorded. ``damaged`` is ``None``, or
     why the event behind the current version could not be read (its value is then ``None``).
+    ``readable_by`` and ``writable_by`` are the principals allowed (see
+    :mod:`memswarm_es.principals`), the defaults spelled out.
     """
 
     memory_id: str
@@ -40,6 +56,8 @@ class MemoryEntry:
     created_by: str
     updated_by: str
     damaged: str | None = None
+    readable_by: tuple[str, ...] = ()
+    writable_by: tuple[str, ...] = ()
 
     @property
     def scope(self) -> Scope:
@@ -87,15 +105,32 @@ def with_content(entry: MemoryEntry, value: Any, metadata: dict[str, Any]) -> Me
     return MemoryEntry(entry.memory_id, value, metadata, entry.agent_id, entry.group_id,
                        entry.context_id, entry.version, entry.position, entry.last_position,
                        entry.created_at_us, entry.updated_at_us, entry.created_by,
-                       entry.updated_by, entry.damaged)
+                       entry.updated_by, entry.damaged, entry.readable_by, entry.writable_by)
 
 
 def entry_from_row(row: Sequence[Any]) -> MemoryEntry:
-    """Inverse of :func:`entry_row`; rows written before optional fields were added still load.
-    Raises ``ValueError`` for a row of another shape."""
+    """Inverse of :func:`entry_row`; rows written before optional fields were added still load
+    (a row without permissions gets the default ones). Raises ``ValueError`` for a row of
+    another shape."""
     if not _REQUIRED_FIELDS <= len(row) <= len(ENTRY_FIELDS):
         raise ValueError(f"an entry row has {len(row)} fields, not {len(ENTRY_FIELDS)}")
-    return MemoryEntry(*row)
+    if len(row) == len(ENTRY_FIELDS):
+        *rest, readers, writers = row
+        return MemoryEntry(*rest, stored_principals(readers) or (),  # type: ignore[misc]
+                           stored_principals(writers) or ())
+    entry = MemoryEntry(*row)
+    return with_permissions(entry, default_readers(entry.agent_id, entry.group_id),
+                            default_writers(entry.agent_id))
+
+
+def with_permissions(entry: MemoryEntry, readable_by: tuple[str, ...],
+                     writable_by: tuple[str, ...]) -> MemoryEntry:
+    """``entry`` with other permissions."""
+    return MemoryEntry(entry.memory_id, entry.value, entry.metadata, entry.agent_id,
+                       entry.group_id, entry.context_id, entry.version, entry.position,
+                       entry.last_position, entry.created_at_us, entry.updated_at_us,
+                       entry.created_by, entry.updated_by, entry.damaged, readable_by,
+                       writable_by)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +151,7 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
     """
     if event.type == EventType.MEMORY_WRITTEN:
         data, problem = _content(event)
+        readers, writers = permissions_after(None, event)
         return MemoryEntry(
             memory_id=event.memory_id or "", value=data.get("value"),
             metadata=data.get("metadata") or {}, agent_id=event.scope.agent_id,
@@ -123,12 +159,13 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             version=event.version or 1, position=event.position,
             last_position=event.position, created_at_us=event.recorded_at_us,
             updated_at_us=event.recorded_at_us, created_by=event.actor, updated_by=event.actor,
-            damaged=problem,
+            damaged=problem, readable_by=readers, writable_by=writers,
         )
     if entry is None:
         return None
     if event.type == EventType.MEMORY_UPDATED:
         data, problem = _content(event)
+        readers, writers = permissions_after((entry.readable_by, entry.writable_by), event)
         if event.payload is None or problem:
             data = {"value": None, "metadata": {}}
         return MemoryEntry(
@@ -140,10 +177,49 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             updated_at_us=event.recorded_at_us, created_by=entry.created_by,
             updated_by=event.actor,
             damaged=problem or (entry.damaged if "value" not in data else None),
+            readable_by=readers, writable_by=writers,
         )
     if event.type in ENDING_EVENT_TYPES:
         return None
     return entry
+
+
+Permissions = tuple[tuple[str, ...], tuple[str, ...]]
+
+
+def permissions_after(before: Permissions | None, event: Event) -> Permissions:
+    """Who may read and who may change a memory after ``event`` (one of its events; ``before``
+    is what held before it, ``None`` before its write).
+
+    A write starts from the defaults of its scope; any event may set either list
+    (``readable_by``, ``writable_by`` in its payload; a forget records the last ones, since it
+    erases the payloads before it). A list that cannot be read as principals fails closed: it
+    allows no agent.
+    """
+    if before is None or event.type == EventType.MEMORY_WRITTEN:
+        scope = event.scope
+        before = default_readers(scope.agent_id, scope.group_id), default_writers(scope.agent_id)
+    data, _ = event.content()
+    if not data:
+        if event.payload is not None and data is None:  # unreadable: fail closed
+            return (), ()
+        return before
+    readers, writers = before
+    if "readable_by" in data:
+        readers = stored_principals(data["readable_by"]) or ()
+    if "writable_by" in data:
+        writers = stored_principals(data["writable_by"]) or ()
+    return readers, writers
+
+
+def last_permissions(events: Iterable[Event]) -> Permissions | None:
+    """The permissions of a memory as its latest event left them (deleted and forgotten
+    memories included), from its events in log order; ``None`` if it has none."""
+    found: Permissions | None = None
+    for event in events:
+        if event.memory_id is not None:
+            found = permissions_after(found, event)
+    return found
 
 
 def _content(event: Event) -> tuple[dict[str, Any], str | None]:
@@ -168,18 +244,83 @@ def changes(prior: Mapping[str, MemoryEntry], events: Iterable[Event]) -> list[C
     return [Change(m, before[m], after[m]) for m in after if before[m] != after[m]]
 
 
+# --- memberships ---------------------------------------------------------------------------------
+
+#: Group id -> member agent id -> whether that member is an admin of the group.
+Memberships = dict[str, dict[str, bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChange:
+    """The net effect of a batch on one agent's membership of one group: ``admin`` is ``None``
+    when it is no member after the batch."""
+
+    agent_id: str
+    group_id: str
+    admin: bool | None
+
+
+def membership_of(event: Event) -> MembershipChange | None:
+    """What a membership event says (``None`` for any other event). An admin flag that cannot
+    be read as ``True`` grants nothing."""
+    if event.type not in MEMBERSHIP_EVENT_TYPES:
+        return None
+    agent_id, group_id = event.scope.agent_id, event.scope.group_id
+    if not isinstance(agent_id, str) or not isinstance(group_id, str):
+        return None  # a foreign event that names nobody: it changes nobody
+    if event.type == EventType.GROUP_LEFT:
+        return MembershipChange(agent_id, group_id, None)
+    data, _ = event.content()
+    return MembershipChange(agent_id, group_id, (data or {}).get("admin") is True)
+
+
+def membership_changes(events: Iterable[Event]) -> list[MembershipChange]:
+    """The net membership change per (agent, group) that ``events`` make, in first-touched
+    order."""
+    net: dict[tuple[str, str], MembershipChange] = {}
+    for event in events:
+        change = membership_of(event)
+        if change is not None:
+            net[change.agent_id, change.group_id] = change
+    return list(net.values())
+
+
+def apply_memberships(members: Memberships, batch: Iterable[MembershipChange]) -> None:
+    """Apply membership changes to ``members`` in place."""
+    for change in batch:
+        group = members.setdefault(change.group_id, {})
+        if change.admin is None:
+            group.pop(change.agent_id, None)
+            if not group:
+                del members[change.group_id]
+        else:
+            group[change.agent_id] = change.admin
+
+
+def groups_of(members: Memberships, agent_id: str) -> dict[str, bool]:
+    """The groups ``agent_id`` belongs to, each with whether it is an admin there."""
+    return {g: agents[agent_id] for g, agents in members.items() if agent_id in agents}
+
+
+# --- whole views ---------------------------------------------------------------------------------
+
+
 @dataclass
 class View:
-    """Live memories keyed by id, plus the position they were folded up to."""
+    """Live memories keyed by id and the memberships of every group, plus the position they
+    were folded up to."""
 
     entries: dict[str, MemoryEntry] = field(default_factory=dict)
     position: int = 0
+    members: Memberships = field(default_factory=dict)
 
 
 def fold(events: Iterable[Event], view: View | None = None) -> View:
     """A new view: ``view`` (empty by default) with ``events`` applied; ``view`` is not changed."""
-    out = View(dict(view.entries), view.position) if view else View()
-    return fold_into(out, events)
+    if view is None:
+        return fold_into(View(), events)
+    members = {g: dict(agents) for g, agents in view.members.items()}
+    return fold_into(View(dict(view.entries), view.position, members), events)
 
 
 def fold_into(view: View, events: Iterable[Event]) -> View:
@@ -192,10 +333,32 @@ def fold_into(view: View, events: Iterable[Event]) -> View:
                 entries.pop(event.memory_id, None)
             else:
                 entries[event.memory_id] = entry
+        elif event.type in MEMBERSHIP_EVENT_TYPES:
+            change = membership_of(event)
+            if change is not None:
+                apply_memberships(view.members, [change])
         view.position = event.position
     return view
 
 
-def select(entries: Iterable[MemoryEntry], scope: Scope) -> list[MemoryEntry]:
-    """The entries inside ``scope`` (AND of the parts set), ordered by position."""
-    return sorted((e for e in entries if scope.matches(e.scope)), key=lambda e: e.position)
+def may_read(entry: MemoryEntry, principals: frozenset[str] | None) -> bool:
+    """True if an agent named by ``principals`` may read ``entry`` (``None``: the operator)."""
+    return principals is None or allows(entry.readable_by, principals)
+
+
+def may_write(entry: MemoryEntry, principals: frozenset[str] | None) -> bool:
+    """True if an agent named by ``principals`` may change ``entry`` (``None``: the operator)."""
+    return principals is None or allows(entry.writable_by, principals)
+
+
+def reader_principals(members: Memberships, reader: str | None) -> frozenset[str] | None:
+    """The principals of agent ``reader`` under ``members`` (``None`` for the operator)."""
+    return None if reader is None else principals_of(reader, groups_of(members, reader))
+
+
+def select(entries: Iterable[MemoryEntry], scope: Scope,
+           principals: frozenset[str] | None = None) -> list[MemoryEntry]:
+    """The entries inside ``scope`` (AND of the parts set) that an agent named by
+    ``principals`` may read (all of them for ``None``, the operator), ordered by position."""
+    return sorted((e for e in entries if scope.matches(e.scope) and may_read(e, principals)),
+                  key=lambda e: e.position)

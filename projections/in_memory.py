@@ -1,4 +1,5 @@
-"""The in-memory read model: dictionaries, one index per scope, guarded by one lock."""
+"""The in-memory read model: dictionaries, one index per scope and per reader principal, and
+the memberships, guarded by one lock."""
 
 from __future__ import annotations
 
@@ -8,17 +9,28 @@ from typing import Any
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, decode, encode
+from memswarm_es.principals import principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
-from .fold import Change, MemoryEntry, with_content
+from .fold import (
+    Change,
+    MembershipChange,
+    Memberships,
+    MemoryEntry,
+    apply_memberships,
+    may_read,
+    with_content,
+)
 
 
 class InMemoryReadModel(ReadModel):
-    """Entries by id, and per scope part an insertion-ordered set of ids.
+    """Entries by id; per scope part an insertion-ordered set of ids; per reader principal
+    the set of ids it may read; and the members of every group.
 
-    Memories are created in log order and a memory's scope never changes, so each index keeps
-    its ids in position order without sorting.
+    Memories are created in log order and a memory's scope never changes, so each scope index
+    keeps its ids in position order without sorting. An agent's read walks the smaller of its
+    scope's index and its principals' sets, so it costs what its answer costs.
     """
 
     def __init__(self) -> None:
@@ -29,6 +41,8 @@ class InMemoryReadModel(ReadModel):
         # fresh copy, so callers can change what they get without touching the model.
         self._content: dict[str, bytes] = {}
         self._index: dict[str, dict[str, dict[str, None]]] = {n: {} for n in SCOPE_NAMES}
+        self._readers: dict[str, dict[str, None]] = {}  # principal -> ids it may read
+        self._members: Memberships = {}
         self._followed: str | None = None
 
     def followed_log(self) -> str | None:
@@ -40,13 +54,29 @@ class InMemoryReadModel(ReadModel):
     async def checkpoint_async(self) -> int:
         return self._checkpoint  # a field: no need for a worker thread
 
-    def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+    def get_many(self, memory_ids: Iterable[str],
+                 reader: str | None = None) -> dict[str, MemoryEntry]:
         with self._lock:
-            return {m: self._detached(self._entries[m]) for m in memory_ids
-                    if m in self._entries}
+            principals = self._principals(reader)
+            found = (self._entries.get(m) for m in memory_ids)
+            return {e.memory_id: self._detached(e) for e in found
+                    if e is not None and may_read(e, principals)}
+
+    def members(self, group_id: str) -> dict[str, bool]:
+        with self._lock:
+            return dict(self._members.get(group_id, {}))
+
+    def groups_of(self, agent_id: str) -> dict[str, bool]:
+        with self._lock:
+            return {g: agents[agent_id] for g, agents in self._members.items()
+                    if agent_id in agents}
+
+    def _principals(self, reader: str | None) -> frozenset[str] | None:
+        return None if reader is None else principals_of(reader, self.groups_of(reader))
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
-               events: Sequence[Event] = ()) -> None:
+               events: Sequence[Event] = (),
+               memberships: Sequence[MembershipChange] = ()) -> None:
         with self._lock:
             if self._checkpoint != expected_checkpoint:
                 raise CheckpointConflictError(expected_checkpoint, self._checkpoint)
@@ -63,16 +93,32 @@ class InMemoryReadModel(ReadModel):
                     if before is None or before.scope != after.scope:  # (a foreign log's
                         self._remove(change.memory_id)  # second write of one id moves it)
                         self._add_to_index(after)
+                    elif before.readable_by != after.readable_by:
+                        self._unindex_readers(before)
+                        self._index_readers(after)
                     self._entries[change.memory_id] = after
                     if after.metadata or isinstance(after.value, (list, dict)):
                         self._content[change.memory_id] = encode([after.value, after.metadata])
                     else:
                         self._content.pop(change.memory_id, None)
+            apply_memberships(self._members, memberships)
             self._checkpoint = checkpoint
 
     def _add_to_index(self, entry: MemoryEntry) -> None:
         for name, value in entry.scope.parts():
             self._index[name].setdefault(value, {})[entry.memory_id] = None
+        self._index_readers(entry)
+
+    def _index_readers(self, entry: MemoryEntry) -> None:
+        for principal in entry.readable_by:
+            self._readers.setdefault(principal, {})[entry.memory_id] = None
+
+    def _unindex_readers(self, entry: MemoryEntry) -> None:
+        for principal in entry.readable_by:
+            ids = self._readers[principal]
+            del ids[entry.memory_id]
+            if not ids:
+                del self._readers[principal]
 
     def _remove(self, memory_id: str) -> None:
         entry = self._entries.pop(memory_id, None)
@@ -84,6 +130,7 @@ class InMemoryReadModel(ReadModel):
             del ids[memory_id]
             if not ids:
                 del self._index[name][value]
+        self._unindex_readers(entry)
 
     def clear(self) -> None:
         with self._lock:
@@ -91,6 +138,8 @@ class InMemoryReadModel(ReadModel):
             self._content.clear()
             for index in self._index.values():
                 index.clear()
+            self._readers.clear()
+            self._members.clear()
             self._checkpoint = 0
             self._followed = None
 
@@ -108,22 +157,33 @@ class InMemoryReadModel(ReadModel):
                     return False
             self._entries, self._content, self._index = (staged._entries, staged._content,
                                                          staged._index)
+            self._readers, self._members = staged._readers, staged._members
             self._checkpoint, self._followed = staged._checkpoint, staged._followed
             staged._entries, staged._content, staged._index = {}, {}, {n: {} for n in SCOPE_NAMES}
+            staged._readers, staged._members = {}, {}
             staged._checkpoint, staged._followed = 0, None
         self.changed.notify()
         return True
 
-    def read_scope(self, scope: Scope) -> list[MemoryEntry]:
+    def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
         with self._lock:
-            parts = scope.parts()
-            if not parts:
-                found = sorted(self._entries.values(), key=lambda e: e.position)
-            else:
-                id_sets = [self._index[name].get(value, {}) for name, value in parts]
+            principals = self._principals(reader)
+            id_sets = [self._index[name].get(value, {}) for name, value in scope.parts()]
+            readable = None if principals is None else \
+                [self._readers[p] for p in principals if p in self._readers]
+            if id_sets and (readable is None
+                            or min(map(len, id_sets)) <= sum(map(len, readable))):
+                # walk the scope's smallest index (in position order), probing the others
                 smallest = min(id_sets, key=len)
                 others = [s for s in id_sets if s is not smallest]
-                found = [self._entries[m] for m in smallest if all(m in s for s in others)]
+                found = [e for m in smallest if all(m in s for s in others)
+                         if may_read(e := self._entries[m], principals)]
+            elif readable is None:
+                found = sorted(self._entries.values(), key=lambda e: e.position)
+            else:  # walk what the reader may read: fewer than the scope holds
+                ids = dict.fromkeys(m for s in readable for m in s)
+                found = sorted((e for m in ids if scope.matches((e := self._entries[m]).scope)),
+                               key=lambda e: e.position)
             return [self._detached(e) for e in found]
 
     def _detached(self, e: MemoryEntry) -> MemoryEntry:

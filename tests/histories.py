@@ -1,5 +1,6 @@
-"""Memory histories made in bulk (writes, updates and deletes over many scopes), appended to a
-log in large batches, and the comparisons the projection tests make."""
+"""Memory histories made in bulk (writes, updates and deletes over many scopes, permissions
+set and changed, agents joining and leaving groups), appended to a log in large batches, and
+the comparisons the projection tests make."""
 
 from __future__ import annotations
 
@@ -10,20 +11,43 @@ from memswarm_es.events import EventType, NewEvent, new_id
 from memswarm_es.log.base import EventLog
 from memswarm_es.scopes import Scope
 from projections.base import ReadModel
-from projections.fold import fold, select
+from projections.fold import fold, reader_principals, select
 
 AGENTS = ["a", "b", "a:b", "ä", "%"]
 GROUPS = [None, "g1", "g2"]
 CONTEXTS = [None, "c1", "c2"]
+# Group ids that are also agent ids: a principal must never read as the other kind.
+MEMBER_GROUPS = ["g1", "g2", "a", "a:b"]
+PRINCIPALS = ["*", *(f"agent:{a}" for a in AGENTS), *(f"group:{g}" for g in MEMBER_GROUPS)]
+
+
+def _principals(rng: random.Random) -> list[str]:
+    return rng.sample(PRINCIPALS, rng.randint(0, 3))
 
 
 def memory_events(count: int, seed: int = 0) -> Iterator[NewEvent]:
-    """``count`` memory events: mostly writes, some updates and deletes of live memories."""
+    """``count`` events: mostly writes (some with permissions of their own), some updates
+    (some changing permissions), deletes, and agents joining and leaving groups."""
     rng = random.Random(seed)
     live: dict[str, tuple[Scope, int]] = {}
     for i in range(count):
         roll = rng.random()
-        if live and roll < 0.25:
+        if roll > 0.9:
+            agent, group = rng.choice(AGENTS), rng.choice(MEMBER_GROUPS)
+            if rng.random() < 0.3:
+                yield NewEvent.create(EventType.GROUP_LEFT, Scope(agent, group), "operator", {})
+            else:
+                yield NewEvent.create(EventType.GROUP_JOINED, Scope(agent, group), "operator",
+                                      {"admin": rng.random() < 0.3})
+        elif live and roll < 0.1:
+            memory_id = rng.choice(list(live))
+            scope, version = live[memory_id]
+            live[memory_id] = (scope, version + 1)
+            yield NewEvent.create(EventType.MEMORY_UPDATED, scope, "operator",
+                                  {"readable_by": _principals(rng),
+                                   "writable_by": _principals(rng)},
+                                  memory_id=memory_id, version=version + 1)
+        elif live and roll < 0.25:
             memory_id = rng.choice(list(live))
             scope, version = live[memory_id]
             live[memory_id] = (scope, version + 1)
@@ -38,9 +62,11 @@ def memory_events(count: int, seed: int = 0) -> Iterator[NewEvent]:
             scope = Scope(rng.choice(AGENTS), rng.choice(GROUPS), rng.choice(CONTEXTS))
             memory_id = new_id()
             live[memory_id] = (scope, 1)
+            data = {"value": i, "metadata": {"n": i}}
+            if rng.random() < 0.3:
+                data["readable_by"] = _principals(rng)
             yield NewEvent.create(EventType.MEMORY_WRITTEN, scope, scope.agent_id or "x",
-                                  {"value": i, "metadata": {"n": i}}, memory_id=memory_id,
-                                  version=1, event_id=memory_id)
+                                  data, memory_id=memory_id, version=1, event_id=memory_id)
 
 
 def fill(log: EventLog, count: int, seed: int = 0, batch: int = 1000) -> None:
@@ -57,9 +83,21 @@ def query_scopes() -> list[Scope]:
 
 def assert_is_fold(model: ReadModel, log: EventLog, upto: int | None = None) -> None:
     """``model`` holds exactly the fold of the log up to ``upto`` (default: its checkpoint),
-    for every scope combination."""
+    for every scope combination, read by the operator and by every agent; and the same
+    memberships."""
     upto = model.checkpoint() if upto is None else upto
     assert model.checkpoint() == upto
     view = fold(log.read(0, upto))
-    for scope in query_scopes():
-        assert model.read_scope(scope) == select(view.entries.values(), scope), scope
+    ids = [*view.entries, "nothing"]
+    for reader in [None, *AGENTS]:
+        principals = reader_principals(view.members, reader)
+        for scope in query_scopes():
+            assert model.read_scope(scope, reader) == select(view.entries.values(), scope,
+                                                             principals), (scope, reader)
+        allowed = {e.memory_id: e for e in select(view.entries.values(), Scope(), principals)}
+        assert model.get_many(ids, reader) == allowed, reader
+    for group in MEMBER_GROUPS:
+        assert model.members(group) == view.members.get(group, {}), group
+    for agent in AGENTS:
+        assert model.groups_of(agent) == {g: m[agent] for g, m in view.members.items()
+                                          if agent in m}, agent
