@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
+from projections.fold import last_permissions
+
 from .commands import append_change
 from .errors import InvalidValueError, MemoryNotFoundError
 from .events import Event, EventType, NewEvent
@@ -11,7 +15,8 @@ from .timetravel import TimeMachine
 
 
 def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reason: str, *,
-           actor: str | None = None) -> int:
+           actor: str | None = None,
+           allowed: Callable[[Sequence[Event]], None] | None = None) -> int:
     """Forget a memory, live or deleted; return the position of its ``memory.forgotten`` event.
 
     The event (who and why) is appended first, so that every read model drops the memory when
@@ -22,6 +27,10 @@ def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reaso
     Raises :class:`RedactionIncompleteError` (the forget is recorded and the read models drop
     the memory) when the log cannot promise that the bytes left its files yet, naming where
     they may remain; the log finishes the redaction at its next open or forget.
+
+    ``allowed``, if given, sees the memory's events and raises to refuse the forget (an agent
+    without write permission). The event records the memory's last permissions, which decide
+    who may still see its history once the payloads that set them are gone.
     """
     check_id(memory_id, "memory_id")
     if not isinstance(reason, str) or not reason.strip():
@@ -32,10 +41,15 @@ def forget(event_log: EventLog, time_machine: TimeMachine, memory_id: str, reaso
         if last is None:
             raise MemoryNotFoundError(memory_id)
         events[:] = event_log.query(EventFilter(memory_id=memory_id))
+        if allowed is not None:
+            allowed(events)
         if last.type == EventType.MEMORY_FORGOTTEN:
             return last  # forgotten already: finish its redaction below
+        readers, writers = last_permissions(events) or ((), ())
         return NewEvent.create(EventType.MEMORY_FORGOTTEN, last.scope,
-                               actor or last.scope.agent_id or last.actor, {"reason": reason},
+                               actor or last.scope.agent_id or last.actor,
+                               {"reason": reason, "readable_by": list(readers),
+                                "writable_by": list(writers)},
                                memory_id=memory_id, version=(last.version or 0) + 1)
 
     forgotten = append_change(event_log, memory_id, decide)

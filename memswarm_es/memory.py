@@ -15,6 +15,7 @@ from projections.base import ReadModel, SearchableReadModel, SearchHit
 from projections.fold import MemoryEntry
 from projections.projector import Progress, Projector
 
+from .access import Gate, audit_seen_by
 from .audit import AuditPage, MemoryVersion, audit, history
 from .commands import append_change, recorded_retry
 from .errors import (
@@ -24,6 +25,7 @@ from .errors import (
     MemoryNotFoundError,
     MemSwarmError,
     NotSupportedError,
+    PermissionDeniedError,
     ValueTooLargeError,
     VersionConflictError,
 )
@@ -31,20 +33,23 @@ from .events import ENDING_EVENT_TYPES, Event, EventType, NewEvent, encode_conte
 from .forget import forget
 from .freshness import Freshness, InlineProjection, RunnerProjection, View
 from .log import open_log
-from .log.base import Digest, EventLog, Verification
+from .log.base import Digest, EventFilter, EventLog, Verification
 from .log.inprocess import InMemoryEventLog
 from .log.sql import SQLEventLog
+from .principals import OPERATOR, PERMISSION_FIELDS, check_principals
 from .scopes import SCOPE_NAMES, Scope, check_id
 from .snapshots import snapshot_store_for
 from .timetravel import DEFAULT_SNAPSHOT_EVERY, PastMemory, TimeMachine, verify_log
 
 if TYPE_CHECKING:
+    from .agent import AgentMemory
     from .subscribe import Subscription
 
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 DEFAULT_WAIT_TIMEOUT = 10.0
 MAX_REASON_LENGTH = 1000
-_UNSET: Any = object()
+#: The default of ``update(value=...)``: no new value (``None`` is a value).
+UNSET: Any = object()
 
 
 class SharedMemory:
@@ -100,72 +105,147 @@ class SharedMemory:
     def wait_timeout(self) -> float:
         return self.freshness.wait_timeout
 
+    # --- acting as an agent ---------------------------------------------------------------------
+
+    def agent(self, agent_id: str) -> AgentMemory:
+        """A handle through which ``agent_id`` acts as itself: its writes are its own, and it
+        reads, changes and sees only what the permissions and its groups allow (see the
+        README's table). This unbound memory is the operator, who may do anything."""
+        from .agent import AgentMemory
+
+        return AgentMemory(self, agent_id)
+
+    def _gate(self, agent: str | None) -> Gate | None:
+        """The access decisions for ``agent`` (``None`` for the operator), with the read model
+        caught up first, so that its memberships and permissions are current."""
+        if agent is None:
+            return None
+        self.freshness.before_read()
+        return Gate(self.log, self.read_model, agent)
+
     # --- writing -------------------------------------------------------------------------------
 
     def write_scope(self, value: Any, metadata: Mapping[str, Any] | None = None,
                     context_id: str | None = None, *, actor: str | None = None,
-                    event_id: str | None = None,
-                    embedding: Sequence[float] | None = None) -> str:
+                    event_id: str | None = None, embedding: Sequence[float] | None = None,
+                    readable_by: Iterable[str] | None = None,
+                    writable_by: Iterable[str] | None = None) -> str:
         """Write a new memory and return its ``memory_id``.
 
-        ``metadata`` may carry the scopes ``agent_id`` and ``group_id`` (and ``context_id``);
-        the rest is kept as the memory's metadata. ``actor`` (who writes) defaults to the
-        ``agent_id``. Giving the same ``event_id`` again returns the first write's memory id
-        and writes nothing. ``embedding``, if given, is the memory's vector for a searching
-        read model (kept in the event, so a replay uses it too, instead of the embedder).
+        ``metadata`` may carry the scopes ``agent_id`` and ``group_id`` (and ``context_id``),
+        and the permissions ``readable_by`` and ``writable_by`` (lists of principals:
+        ``"agent:<id>"``, ``"group:<id>"``, ``"*"``; also accepted as arguments); the rest is
+        kept as the memory's metadata. Without permissions, the memory is readable by its agent
+        and the members of its group, and writable by its agent. ``actor`` (who writes)
+        defaults to ``"operator"``. Giving the same ``event_id`` again returns the first
+        write's memory id and writes nothing. ``embedding``, if given, is the memory's vector
+        for a searching read model (kept in the event, so a replay uses it too).
         """
-        scope_ids, extra = _split_metadata(metadata)
+        return self._write(None, _actor(actor) or OPERATOR, value, metadata, context_id,
+                           event_id, embedding, readable_by, writable_by)
+
+    def _write(self, agent: str | None, actor: str, value: Any,
+               metadata: Mapping[str, Any] | None, context_id: str | None,
+               event_id: str | None, embedding: Sequence[float] | None,
+               readable_by: Iterable[str] | None, writable_by: Iterable[str] | None) -> str:
+        scope_ids, extra, permissions = _split_metadata(metadata)
+        permissions = _permissions(permissions, readable_by, writable_by)
         if context_id is not None:
             if scope_ids.get("context_id", context_id) != context_id:
                 raise InvalidScopeError("context_id given twice with different values")
             scope_ids["context_id"] = context_id
+        if agent is not None and scope_ids.setdefault("agent_id", agent) != agent:
+            raise PermissionDeniedError(agent, "write as", f"agent {scope_ids['agent_id']!r}")
         scope = Scope(**scope_ids)
+        gate = self._gate(agent)
+        if gate is not None and scope.group_id is not None \
+                and scope.group_id not in gate.groups():
+            raise PermissionDeniedError(gate.agent_id, "write into", f"group {scope.group_id!r}")
         # A memory's id is the event_id of its write, so a retried write finds the same memory.
         memory_id = check_id(event_id, "event_id") if event_id is not None else new_id()
         new = self._new_event(
-            EventType.MEMORY_WRITTEN, scope, _actor(actor) or scope.agent_id or "anonymous",
-            {"value": value, "metadata": extra, **self._vector(embedding)},
+            EventType.MEMORY_WRITTEN, scope, actor,
+            {"value": value, "metadata": extra, **permissions, **self._vector(embedding)},
             memory_id=memory_id, version=1, event_id=memory_id,
         )
         self._append(new)
         return memory_id
 
-    def update(self, memory_id: str, value: Any = _UNSET,
+    def update(self, memory_id: str, value: Any = UNSET,
                metadata: Mapping[str, Any] | None = None, *, expected_version: int | None = None,
                actor: str | None = None, event_id: str | None = None,
-               embedding: Sequence[float] | None = None) -> int:
-        """Replace a memory's value and/or metadata; return the new version.
+               embedding: Sequence[float] | None = None,
+               readable_by: Iterable[str] | None = None,
+               writable_by: Iterable[str] | None = None) -> int:
+        """Replace a memory's value, metadata and/or permissions; return the new version.
 
         With ``expected_version``, raise :class:`VersionConflictError` unless the memory is still
         at that version. Without it, the update applies to whatever version is current.
+        ``actor`` defaults to ``"operator"``.
         """
+        return self._update(None, _actor(actor) or OPERATOR, memory_id, value, metadata,
+                            expected_version, event_id, embedding, readable_by, writable_by)
+
+    def _update(self, agent: str | None, actor: str, memory_id: str, value: Any,
+                metadata: Mapping[str, Any] | None, expected_version: int | None,
+                event_id: str | None, embedding: Sequence[float] | None,
+                readable_by: Iterable[str] | None, writable_by: Iterable[str] | None) -> int:
         data: dict[str, Any] = self._vector(embedding)
-        if value is not _UNSET:
+        if value is not UNSET:
             data["value"] = value
+        permissions: dict[str, Any] = {}
         if metadata is not None:
-            scope_ids, data["metadata"] = _split_metadata(metadata)
+            scope_ids, data["metadata"], permissions = _split_metadata(metadata)
             if scope_ids:
                 raise InvalidScopeError(
                     f"the scopes of a memory cannot change (got {sorted(scope_ids)})")
-        return self._change(EventType.MEMORY_UPDATED, memory_id, data, expected_version,
-                            actor, event_id)
+        data.update(_permissions(permissions, readable_by, writable_by))
+        return self._change(agent, actor, EventType.MEMORY_UPDATED, memory_id, data,
+                            expected_version, event_id)
+
+    def set_permissions(self, memory_id: str, readable_by: Iterable[str] | None = None,
+                        writable_by: Iterable[str] | None = None, *,
+                        expected_version: int | None = None, actor: str | None = None,
+                        event_id: str | None = None) -> int:
+        """Set who may read and/or who may change a memory (a new version recording only that);
+        return the new version."""
+        return self._set_permissions(None, _actor(actor) or OPERATOR, memory_id, readable_by,
+                                     writable_by, expected_version, event_id)
+
+    def _set_permissions(self, agent: str | None, actor: str, memory_id: str,
+                         readable_by: Iterable[str] | None, writable_by: Iterable[str] | None,
+                         expected_version: int | None, event_id: str | None) -> int:
+        data = _permissions({}, readable_by, writable_by)
+        if not data:
+            raise InvalidInputError("give readable_by, writable_by or both")
+        return self._change(agent, actor, EventType.MEMORY_UPDATED, memory_id, data,
+                            expected_version, event_id, "change the permissions of")
 
     def delete(self, memory_id: str, *, expected_version: int | None = None,
                actor: str | None = None, event_id: str | None = None) -> int:
         """Delete a memory (a tombstone: the log keeps every version); return its last version."""
-        return self._change(EventType.MEMORY_DELETED, memory_id, {}, expected_version,
-                            actor, event_id)
+        return self._change(None, _actor(actor) or OPERATOR, EventType.MEMORY_DELETED,
+                            memory_id, {}, expected_version, event_id)
 
-    def _change(self, type: str, memory_id: str, data: dict[str, Any],
-                expected_version: int | None, actor: str | None, event_id: str | None) -> int:
+    def _change(self, agent: str | None, actor: str, type: str, memory_id: str,
+                data: dict[str, Any], expected_version: int | None, event_id: str | None,
+                what: str | None = None) -> int:
         check_id(memory_id, "memory_id")
-        actor = _actor(actor)
         if expected_version is not None and (
                 not _is_int(expected_version) or expected_version < 1):
             raise InvalidValueError("expected_version must be a positive int")
+        what = what or ("delete" if type == EventType.MEMORY_DELETED else "update")
         payload = encode_content(data)
         self._check_size(payload)
+        gate = self._gate(agent)
+
+        def allowed() -> None:
+            if gate is not None:
+                gate.check_change(memory_id, self.log.query(EventFilter(memory_id=memory_id)),
+                                  what)
+
         if event_id is not None:
+            allowed()  # before a retry's answer could tell anything of the memory
             done = recorded_retry(self.log, memory_id, check_id(event_id, "event_id"), type,
                                   payload)
             if done is not None:  # a retry of a change that was recorded: the same answer
@@ -174,11 +254,11 @@ class SharedMemory:
         def decide(last: Event | None) -> NewEvent:
             if last is None or last.type in ENDING_EVENT_TYPES:
                 raise MemoryNotFoundError(memory_id)
+            allowed()
             version = last.version or 0
             if expected_version is not None and expected_version != version:
                 raise VersionConflictError(memory_id, expected_version, version)
-            return NewEvent(type=type, scope=last.scope,
-                            actor=actor or last.scope.agent_id or last.actor, payload=payload,
+            return NewEvent(type=type, scope=last.scope, actor=actor, payload=payload,
                             memory_id=memory_id, version=version + 1,
                             event_id=new_id() if event_id is None else event_id)
 
@@ -218,22 +298,62 @@ class SharedMemory:
         self.freshness.wrote(recorded.position)
         return recorded
 
+    # --- groups ----------------------------------------------------------------------------------
+
+    def join_group(self, agent_id: str, group_id: str, admin: bool = False, *,
+                   by: str | None = None) -> int:
+        """Make ``agent_id`` a member of ``group_id`` (an admin of it if ``admin``), or change
+        its admin flag; return the position of the event. ``by`` is the admin agent doing it
+        (``None``: the operator, who makes a group's first admin)."""
+        return self._membership(by, agent_id, group_id, admin)
+
+    def leave_group(self, agent_id: str, group_id: str, *, by: str | None = None) -> int:
+        """Take ``agent_id`` out of ``group_id``; return the position of the event. ``by`` is
+        the agent doing it: the agent itself, or an admin of the group (``None``: the
+        operator). It loses at once every memory it could read only through the group."""
+        return self._membership(by, agent_id, group_id, None)
+
+    def _membership(self, by: str | None, agent_id: str, group_id: str,
+                    admin: bool | None) -> int:
+        check_id(agent_id, "agent_id")
+        check_id(group_id, "group_id")
+        if admin is not None and not isinstance(admin, bool):
+            raise InvalidValueError(f"admin must be True or False, not {admin!r}")
+        if by is not None:
+            gate = self._gate(check_id(by, "by"))
+            assert gate is not None
+            if not (admin is None and by == agent_id) and not gate.groups().get(group_id):
+                raise PermissionDeniedError(by, "change the members of", f"group {group_id!r}")
+        new = NewEvent.create(EventType.GROUP_LEFT if admin is None else EventType.GROUP_JOINED,
+                              Scope(agent_id, group_id), by or OPERATOR,
+                              {} if admin is None else {"admin": admin})
+        return self._append(new).position
+
+    def members(self, group_id: str) -> dict[str, bool]:
+        """The current members of ``group_id``, each with whether it is an admin."""
+        check_id(group_id, "group_id")
+        self.freshness.before_read()
+        return self.read_model.members(group_id)
+
     # --- reading -------------------------------------------------------------------------------
 
     def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
                    context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
         """Live memories inside every scope given (AND), ordered by position."""
-        if unknown:
-            Scope.from_kwargs(unknown)  # raises InvalidScopeError naming them
-        scope = Scope(agent_id, group_id, context_id)
+        return self._read_scope(None, Scope.from_query(agent_id, group_id, context_id, unknown))
+
+    def _read_scope(self, reader: str | None, scope: Scope) -> list[MemoryEntry]:
         self.freshness.before_read()
-        return self.read_model.read_scope(scope)
+        return self.read_model.read_scope(scope, reader)
 
     def get(self, memory_id: str) -> MemoryEntry:
         """One live memory, or :class:`MemoryNotFoundError`."""
+        return self._get(None, memory_id)
+
+    def _get(self, reader: str | None, memory_id: str) -> MemoryEntry:
         check_id(memory_id, "memory_id")
         self.freshness.before_read()
-        entry = self.read_model.get(memory_id)
+        entry = self.read_model.get(memory_id, reader)
         if entry is None:
             raise MemoryNotFoundError(memory_id)
         return entry
@@ -244,16 +364,26 @@ class SharedMemory:
         """The ``k`` live memories inside the scopes given (and ``where`` on their metadata)
         closest in meaning to ``query``, closest first, each with its distance. Needs a read
         model that searches (Chroma)."""
+        return self._search(None, query, Scope(agent_id, group_id, context_id), k, where)
+
+    def _search(self, reader: str | None, query: str, scope: Scope, k: int,
+                where: Mapping[str, Any] | None) -> list[SearchHit]:
         model = self.read_model
         if not isinstance(model, SearchableReadModel):
             raise NotSupportedError(
                 f"{type(model).__name__} does not search; use ChromaSharedMemory")
-        scope = Scope(agent_id, group_id, context_id)
         self.freshness.before_read()
-        return model.search(query, scope, k, where)
+        return model.search(query, scope, k, where, reader)
 
     def history(self, memory_id: str) -> list[MemoryVersion]:
         """Every version of one memory, oldest first, deletes and forgetting included."""
+        return self._history(None, memory_id)
+
+    def _history(self, agent: str | None, memory_id: str) -> list[MemoryVersion]:
+        check_id(memory_id, "memory_id")
+        gate = self._gate(agent)
+        if gate is not None and not gate.readable([memory_id]):
+            raise MemoryNotFoundError(memory_id)
         return history(self.log, memory_id)
 
     # --- audit, time travel, tamper evidence, forgetting ---------------------------------------
@@ -265,6 +395,12 @@ class SharedMemory:
         """The events that match every filter given (who wrote what, when), a page at a time."""
         return audit(self.log, actor=actor, scope=Scope(agent_id, group_id, context_id),
                      since=since, until=until, after=after, limit=limit)
+
+    def _audit(self, agent: str | None, **filters: Any) -> AuditPage:
+        gate = self._gate(agent)
+        if gate is None:
+            return self.audit(**filters)
+        return audit_seen_by(gate, self.audit, **filters)
 
     def as_of(self, position: int | None = None, *, time: datetime | None = None,
               progress: Progress | None = None) -> PastMemory:
@@ -292,12 +428,21 @@ class SharedMemory:
         """Erase the content of every version of a memory, live or deleted; return the position
         of the forget event (see :func:`memswarm_es.forget.forget`). The read model drops the
         memory before this returns."""
+        return self._forget(None, _actor(actor) or OPERATOR, memory_id, reason)
+
+    def _forget(self, agent: str | None, actor: str, memory_id: str, reason: str) -> int:
         if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_LENGTH:
             raise InvalidValueError(
                 f"a reason for forgetting is required: text of 1 to {MAX_REASON_LENGTH} characters")
+        gate = self._gate(agent)
+
+        def allowed(events: Sequence[Event]) -> None:
+            if gate is not None:
+                gate.check_change(memory_id, events, "forget")
+
         try:
-            position = forget(self.log, self.time_machine, memory_id, reason,
-                              actor=_actor(actor))
+            position = forget(self.log, self.time_machine, memory_id, reason, actor=actor,
+                              allowed=allowed)
         except MemSwarmError:
             with contextlib.suppress(MemSwarmError):  # the forget's own error is the one to
                 self.sync()  # report; even so the views drop the memory now if they can
@@ -340,13 +485,15 @@ class SharedMemory:
         Starts after the log's current head, or after ``after`` (pass a subscription's
         ``position`` to resume where it stopped: the gap is read from the log).
         """
+        return self._subscribe(None, Scope.from_query(agent_id, group_id, context_id, unknown),
+                               after)
+
+    def _subscribe(self, agent: str | None, scope: Scope, after: int | None) -> Subscription:
         from .subscribe import Subscription
 
-        if unknown:
-            Scope.from_kwargs(unknown)
-        scope = Scope(agent_id, group_id, context_id)
+        gate = None if agent is None else Gate(self.log, self.read_model, agent)
         start = self.log.head() if after is None else after
-        return Subscription(self.log, self.read_model, scope, start)
+        return Subscription(self.log, self.read_model, scope, start, gate=gate)
 
     def lend_read_model(self) -> ReadModel:
         """The read model this memory gives as the cache side of a :class:`HybridMemory`: its
@@ -375,23 +522,43 @@ class SharedMemory:
         self.close()
 
 
-def _split_metadata(metadata: Mapping[str, Any] | None) -> tuple[dict[str, str], dict[str, Any]]:
-    """Separate the scope ids from the rest of the metadata, checking both."""
+def _split_metadata(metadata: Mapping[str, Any] | None
+                    ) -> tuple[dict[str, str], dict[str, Any], dict[str, Any]]:
+    """Separate the scope ids and the permissions from the rest of the metadata, checking
+    the scope ids."""
     if metadata is None:
-        return {}, {}
+        return {}, {}, {}
     if not isinstance(metadata, Mapping):
         raise InvalidValueError(f"metadata must be a mapping, not {type(metadata).__name__}")
     scope_ids: dict[str, str] = {}
     extra: dict[str, Any] = {}
+    permissions: dict[str, Any] = {}
     for key, item in metadata.items():
         if not isinstance(key, str):
             raise InvalidValueError(f"metadata keys must be strings, not {type(key).__name__}")
         if key in SCOPE_NAMES:
             if item is not None:
                 scope_ids[key] = check_id(item, key)
+        elif key in PERMISSION_FIELDS:
+            if item is not None:
+                permissions[key] = item
         else:
             extra[key] = item
-    return scope_ids, extra
+    return scope_ids, extra, permissions
+
+
+def _permissions(from_metadata: Mapping[str, Any], readable_by: Iterable[str] | None,
+                 writable_by: Iterable[str] | None) -> dict[str, list[str]]:
+    """The payload fields of the permissions given (as arguments or as metadata keys, not
+    both), each checked."""
+    out: dict[str, list[str]] = {}
+    for name, given in zip(PERMISSION_FIELDS, (readable_by, writable_by), strict=True):
+        if given is not None and name in from_metadata:
+            raise InvalidInputError(f"{name} given both as an argument and in metadata")
+        found = from_metadata.get(name, given)
+        if found is not None:
+            out[name] = list(check_principals(found, name))
+    return out
 
 
 def _is_int(value: object) -> bool:

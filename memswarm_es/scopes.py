@@ -79,6 +79,15 @@ class Scope:
             )
         return cls(**kwargs)
 
+    @classmethod
+    def from_query(cls, agent_id: str | None, group_id: str | None, context_id: str | None,
+                   unknown: Mapping[str, Any]) -> Scope:
+        """The scope a query names: its three parts, refusing any other keyword (``unknown``,
+        a query's leftover keyword arguments) by name."""
+        if unknown:
+            cls.from_kwargs(unknown)  # raises InvalidScopeError naming them
+        return cls(agent_id, group_id, context_id)
+
     def parts(self) -> tuple[tuple[str, str], ...]:
         """The (name, id) pairs that are set, in a fixed order."""
         return tuple((n, v) for n in SCOPE_NAMES if (v := getattr(self, n)) is not None)

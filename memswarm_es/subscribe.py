@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from projections.base import ReadModel
 
+from .access import Gate
 from .audit import MemoryVersion, version_of
 from .errors import InvalidInputError, ReadModelUnavailableError
 from .events import MEMORY_EVENT_TYPES, Event
@@ -49,11 +50,16 @@ def check_after(log: EventLog, after: object) -> int:
     return after
 
 
+Seen = list[tuple[Event, bool]]  # events read from the log, each with whether it is shown
+
+
 class _Cursor:
-    """Where a subscriber is in the log, and the pure step that moves it on."""
+    """Where a subscriber is in the log, and the pure step that moves it on. With an agent's
+    ``gate``, only the versions of memories the agent may read when they are delivered are
+    shown."""
 
     def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
-                 batch_size: int) -> None:
+                 batch_size: int, gate: Gate | None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.log = log
@@ -61,19 +67,26 @@ class _Cursor:
         self.scope = scope
         self.position = after
         self.batch_size = batch_size
+        self.gate = gate
         self.closed = False
 
-    def query(self) -> list[Event]:
-        return self.log.query(EventFilter(scope=self.scope), after=self.position,
-                              limit=self.batch_size)
+    def query(self) -> Seen:
+        """The next events of the scope, each with whether the subscriber may see it (this
+        reads the log and the read model: blocking)."""
+        events = self.log.query(EventFilter(scope=self.scope), after=self.position,
+                                limit=self.batch_size)
+        memory_events = [e for e in events if e.type in MEMORY_EVENT_TYPES]
+        shown = memory_events if self.gate is None else self.gate.shown(memory_events)
+        positions = {e.position for e in shown}
+        return [(e, e.position in positions) for e in events]
 
-    def take(self, events: list[Event], ceiling: int) -> list[MemoryVersion]:
-        """Keep the memory events of ``events`` (a query result) up to ``ceiling`` (the
+    def take(self, seen: Seen, ceiling: int) -> list[MemoryVersion]:
+        """Keep the shown events of ``seen`` (a query result) up to ``ceiling`` (the
         checkpoint) and move the position past everything seen."""
-        kept = [e for e in events if e.position <= ceiling]
-        full = len(events) == self.batch_size and len(kept) == len(events)
-        self.position = kept[-1].position if full else max(self.position, ceiling)
-        return [version_of(e) for e in kept if e.type in MEMORY_EVENT_TYPES]
+        kept = [(e, shown) for e, shown in seen if e.position <= ceiling]
+        full = len(seen) == self.batch_size and len(kept) == len(seen)
+        self.position = kept[-1][0].position if full else max(self.position, ceiling)
+        return [version_of(e) for e, shown in kept if shown]
 
 
 class Found:
@@ -84,7 +97,7 @@ class Found:
         self.versions: list[MemoryVersion] = []
         self.outage = False
 
-    def look(self, cursor: _Cursor, ceiling: int, query: Callable[[], list[Event]]) -> bool:
+    def look(self, cursor: _Cursor, ceiling: int, query: Callable[[], Seen]) -> bool:
         """True when the poll is over: versions found (read with ``query`` from the log up to
         the checkpoint ``ceiling``), or the subscription closed."""
         self.outage = False
@@ -102,8 +115,8 @@ class Found:
 
 class _Subscriber:
     def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
-                 batch_size: int = DEFAULT_BATCH) -> None:
-        self._cursor = _Cursor(log, model, scope, after, batch_size)
+                 batch_size: int = DEFAULT_BATCH, gate: Gate | None = None) -> None:
+        self._cursor = _Cursor(log, model, scope, after, batch_size, gate)
         self._buffer: deque[MemoryVersion] = deque()
 
     @property
@@ -131,8 +144,8 @@ class Subscription(_Subscriber):
     of the log (:func:`check_after`)."""
 
     def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
-                 batch_size: int = DEFAULT_BATCH) -> None:
-        super().__init__(log, model, scope, check_after(log, after), batch_size)
+                 batch_size: int = DEFAULT_BATCH, gate: Gate | None = None) -> None:
+        super().__init__(log, model, scope, check_after(log, after), batch_size, gate)
 
     def poll(self, timeout: float = 0.0) -> list[MemoryVersion]:
         """The versions applied since the last poll, waiting up to ``timeout`` for one."""

@@ -9,7 +9,8 @@ from datetime import datetime
 
 from projections.fold import MemoryEntry, View, fold_into, select
 
-from .errors import InvalidInputError, MemoryNotFoundError
+from .access import Gate
+from .errors import InvalidInputError, MemoryNotFoundError, PermissionDeniedError
 from .events import to_micros
 from .log.base import EventLog, Verification
 from .scopes import Scope, check_id
@@ -21,26 +22,48 @@ DEFAULT_SNAPSHOT_EVERY = 10_000
 
 
 class PastMemory:
-    """A read-only view of the memory as it stood after the event at ``position``."""
+    """A read-only view of the memory as it stood after the event at ``position``.
 
-    def __init__(self, view: View, recorded_at: datetime | None) -> None:
+    Seen by an agent (:meth:`seen_by`), it holds only the memories the agent may read *now*:
+    access is decided by today's permissions and memberships, also in the past.
+    """
+
+    def __init__(self, view: View, recorded_at: datetime | None,
+                 agent: Gate | None = None) -> None:
         self._view = view
+        self._agent = agent
         self.position = view.position
         self.recorded_at = recorded_at  # when the event at ``position`` was recorded
+
+    def seen_by(self, agent: Gate) -> PastMemory:
+        """The same past, as ``agent`` may see it now."""
+        return PastMemory(self._view, self.recorded_at, agent)
 
     def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
                    context_id: str | None = None, **unknown: object) -> list[MemoryEntry]:
         """The memories inside every scope given (AND), ordered by position, as they were."""
-        if unknown:
-            Scope.from_kwargs(unknown)
-        return select(self._view.entries.values(), Scope(agent_id, group_id, context_id))
+        found = select(self._view.entries.values(),
+                       Scope.from_query(agent_id, group_id, context_id, unknown))
+        if self._agent is None:
+            return found
+        allowed = self._agent.readable(e.memory_id for e in found)
+        return [e for e in found if e.memory_id in allowed]
 
     def get(self, memory_id: str) -> MemoryEntry:
         check_id(memory_id, "memory_id")
         entry = self._view.entries.get(memory_id)
-        if entry is None:
+        if entry is None or (self._agent is not None and not self._agent.readable([memory_id])):
             raise MemoryNotFoundError(memory_id)
         return entry
+
+    def members(self, group_id: str) -> dict[str, bool]:
+        """The members of ``group_id`` as they were (each with whether it was an admin). An
+        agent sees those of the groups it belongs to now."""
+        check_id(group_id, "group_id")
+        if self._agent is not None and group_id not in self._agent.groups():
+            raise PermissionDeniedError(self._agent.agent_id, "see the members of",
+                                        f"group {group_id!r}")
+        return dict(self._view.members.get(group_id, {}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -115,9 +115,10 @@ def entry_from_row(row: Sequence[Any]) -> MemoryEntry:
     if not _REQUIRED_FIELDS <= len(row) <= len(ENTRY_FIELDS):
         raise ValueError(f"an entry row has {len(row)} fields, not {len(ENTRY_FIELDS)}")
     if len(row) == len(ENTRY_FIELDS):
-        *rest, readers, writers = row
-        return MemoryEntry(*rest, stored_principals(readers) or (),  # type: ignore[misc]
-                           stored_principals(writers) or ())
+        fields = list(row)  # stored as lists: back to tuples, and unreadable ones allow nobody
+        fields[-2] = stored_principals(fields[-2]) or ()
+        fields[-1] = stored_principals(fields[-1]) or ()
+        return MemoryEntry(*fields)
     entry = MemoryEntry(*row)
     return with_permissions(entry, default_readers(entry.agent_id, entry.group_id),
                             default_writers(entry.agent_id))

@@ -1,10 +1,11 @@
 """The house reads one way: every import points down the floors, and no module-level cycle.
 
 Floors, lowest first (a module may import its own floor and the floors below it):
-1. values and write side: ``memswarm_es.errors``, ``scopes``, ``events``, ``waiting``,
-   ``commands`` (the decide-and-append loop), ``log``
+1. values and write side: ``memswarm_es.errors``, ``scopes``, ``principals``, ``events``,
+   ``waiting``, ``commands`` (the decide-and-append loop), ``log``
 2. read side: ``projections``
-3. history: ``memswarm_es.audit``, ``timetravel``, ``snapshots``, ``forget``, ``reembed``
+3. history and access: ``memswarm_es.audit``, ``timetravel``, ``snapshots``, ``forget``,
+   ``reembed``, ``access``
 4. facade: ``memswarm_es.memory`` and the modules it is made of, ``aio``, ``subscribe``
 5. command line: ``memswarm_es.cli``
 """
@@ -20,11 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("memswarm_es", "projections")
 
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
-    (1, ("memswarm_es.errors", "memswarm_es.scopes", "memswarm_es.events", "memswarm_es.waiting",
-         "memswarm_es.commands", "memswarm_es.log")),
+    (1, ("memswarm_es.errors", "memswarm_es.scopes", "memswarm_es.principals",
+         "memswarm_es.events", "memswarm_es.waiting", "memswarm_es.commands", "memswarm_es.log")),
     (2, ("projections",)),
     (3, ("memswarm_es.audit", "memswarm_es.timetravel", "memswarm_es.snapshots",
-         "memswarm_es.forget", "memswarm_es.reembed")),
+         "memswarm_es.forget", "memswarm_es.reembed", "memswarm_es.access")),
     (5, ("memswarm_es.cli",)),
     (4, ("memswarm_es",)),  # everything else in memswarm_es: the facade and its parts
 ]

@@ -17,6 +17,8 @@ from memswarm_es import (
     SharedMemory,
     SQLiteSharedMemory,
 )
+from memswarm_es.agent import AgentMemory
+from memswarm_es.aio import AsyncAgentMemory
 from memswarm_es.errors import ReadModelBehindError
 from memswarm_es.log import InProcessLog, SQLEventLog
 from memswarm_es.scopes import Scope
@@ -24,15 +26,22 @@ from projections.fold import fold, select
 from projections.redis import RedisReadModel
 from projections.runner import ProjectorRunner
 
-# Every public method of the facade is an operation, but for handing its read model over.
+# Every public method of the facade is an operation, but for handing its read model over and
+# making an agent's handle (whose own operations are checked below).
 OPERATIONS = [name for name, member in vars(SharedMemory).items()
-              if callable(member) and not name.startswith("_") and name != "lend_read_model"]
+              if callable(member) and not name.startswith("_")
+              and name not in ("lend_read_model", "agent")]
+AGENT_OPERATIONS = [name for name, member in vars(AgentMemory).items()
+                    if callable(member) and not name.startswith("_")]
 
 
 def test_every_facade_operation_has_an_awaitable_twin() -> None:
     assert {"write_scope", "read_scope", "forget", "as_of", "audit"} <= set(OPERATIONS)
     for name in OPERATIONS:
         assert inspect.iscoroutinefunction(getattr(AsyncSharedMemory, name)), name
+    assert {"write_scope", "read_scope", "set_permissions", "join_group"} <= set(AGENT_OPERATIONS)
+    for name in AGENT_OPERATIONS:
+        assert inspect.iscoroutinefunction(getattr(AsyncAgentMemory, name)), name
 
 
 def test_audit_time_travel_and_forget_awaited() -> None:

@@ -49,7 +49,7 @@ def test_write_and_read_by_any_combination_of_scopes(mem: SharedMemory) -> None:
     assert (entry.agent_id, entry.group_id, entry.context_id) == ("a", "g1", "c1")
     assert entry["id"] == a and entry["value"] == "a1"
     assert entry.position == 1 and entry.created_at == entry.updated_at
-    assert entry.created_by == "a"
+    assert entry.created_by == "operator"  # the unbound memory is the operator
 
 
 def test_update_and_delete_keep_every_version(mem: SharedMemory) -> None:
@@ -58,7 +58,8 @@ def test_update_and_delete_keep_every_version(mem: SharedMemory) -> None:
     assert mem.update(m, metadata={"note": "x"}) == 3
     entry = mem.get(m)
     assert (entry.value, entry.metadata, entry.version) == ({"plan": [3]}, {"note": "x"}, 3)
-    assert (entry.position, entry.last_position, entry.updated_by) == (1, 3, "a")
+    # an update without actor= is the caller's (the operator's), never the owner's
+    assert (entry.position, entry.last_position, entry.updated_by) == (1, 3, "operator")
     assert mem.delete(m, expected_version=3) == 4
     assert mem.read_scope(agent_id="a") == []
     with pytest.raises(MemoryNotFoundError):

@@ -1,0 +1,168 @@
+"""An agent acting as itself: ``swarm.agent("Agent1")``.
+
+Every event written through a handle records the agent as its actor, and every answer holds only
+what the agent may see: the memories whose latest ``readable_by`` names it, ``*`` or a group it
+belongs to now, in live reads, search, history, audit, time travel and subscriptions. A memory
+it may not read does not exist for it (:class:`MemoryNotFoundError`); a change it may not make
+raises :class:`PermissionDeniedError` and writes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from projections.base import SearchHit
+from projections.fold import MemoryEntry
+from projections.projector import Progress
+
+from .audit import AuditPage, MemoryVersion
+from .errors import InvalidIdError, PermissionDeniedError
+from .events import EventType
+from .memory import UNSET
+from .principals import OPERATOR
+from .scopes import Scope, check_id
+from .timetravel import PastMemory
+
+if TYPE_CHECKING:
+    from .memory import SharedMemory
+    from .subscribe import Subscription
+
+class AgentMemory:
+    """``memory`` as seen and changed by agent ``agent_id``; made by
+    :meth:`SharedMemory.agent`. The same operations, without ``actor=``: the actor is the
+    agent."""
+
+    def __init__(self, memory: SharedMemory, agent_id: str) -> None:
+        if check_id(agent_id, "agent_id") == OPERATOR:
+            raise InvalidIdError(f"{OPERATOR!r} names the unbound memory, not an agent")
+        self.memory = memory
+        self.agent_id = agent_id
+
+    def __repr__(self) -> str:
+        return f"AgentMemory({self.agent_id!r})"
+
+    # --- writing -------------------------------------------------------------------------------
+
+    def write_scope(self, value: Any, metadata: Mapping[str, Any] | None = None,
+                    context_id: str | None = None, *, event_id: str | None = None,
+                    embedding: Sequence[float] | None = None,
+                    readable_by: Iterable[str] | None = None,
+                    writable_by: Iterable[str] | None = None) -> str:
+        """Write a memory of this agent (``metadata["agent_id"]``, if given, must be this
+        agent; a ``group_id`` needs membership of that group); return its id."""
+        return self.memory._write(self.agent_id, self.agent_id, value, metadata, context_id,
+                                  event_id, embedding, readable_by, writable_by)
+
+    def update(self, memory_id: str, value: Any = UNSET,
+               metadata: Mapping[str, Any] | None = None, *, expected_version: int | None = None,
+               event_id: str | None = None, embedding: Sequence[float] | None = None,
+               readable_by: Iterable[str] | None = None,
+               writable_by: Iterable[str] | None = None) -> int:
+        """See :meth:`SharedMemory.update`; needs write permission."""
+        return self.memory._update(self.agent_id, self.agent_id, memory_id, value, metadata,
+                                   expected_version, event_id, embedding, readable_by,
+                                   writable_by)
+
+    def set_permissions(self, memory_id: str, readable_by: Iterable[str] | None = None,
+                        writable_by: Iterable[str] | None = None, *,
+                        expected_version: int | None = None,
+                        event_id: str | None = None) -> int:
+        """See :meth:`SharedMemory.set_permissions`; needs write permission."""
+        return self.memory._set_permissions(self.agent_id, self.agent_id, memory_id, readable_by,
+                                            writable_by, expected_version, event_id)
+
+    def delete(self, memory_id: str, *, expected_version: int | None = None,
+               event_id: str | None = None) -> int:
+        """See :meth:`SharedMemory.delete`; needs write permission."""
+        return self.memory._change(self.agent_id, self.agent_id, EventType.MEMORY_DELETED,
+                                   memory_id, {}, expected_version, event_id)
+
+    def forget(self, memory_id: str, reason: str) -> int:
+        """See :meth:`SharedMemory.forget`; needs write permission."""
+        return self.memory._forget(self.agent_id, self.agent_id, memory_id, reason)
+
+    # --- groups ----------------------------------------------------------------------------------
+
+    def join_group(self, agent_id: str, group_id: str, admin: bool = False) -> int:
+        """Add ``agent_id`` to ``group_id`` (or change its admin flag); this agent must be an
+        admin of the group."""
+        return self.memory.join_group(agent_id, group_id, admin, by=self.agent_id)
+
+    def leave_group(self, agent_id: str, group_id: str) -> int:
+        """Take ``agent_id`` out of ``group_id``: this agent itself, or any member if this
+        agent is an admin of the group."""
+        return self.memory.leave_group(agent_id, group_id, by=self.agent_id)
+
+    def groups(self) -> dict[str, bool]:
+        """The groups this agent belongs to now, each with whether it is an admin there."""
+        gate = self.memory._gate(self.agent_id)
+        assert gate is not None
+        return gate.groups()
+
+    def members(self, group_id: str) -> dict[str, bool]:
+        """The members of a group this agent belongs to (each with whether it is an admin)."""
+        check_id(group_id, "group_id")
+        if group_id not in self.groups():
+            raise PermissionDeniedError(self.agent_id, "see the members of",
+                                        f"group {group_id!r}")
+        return self.memory.read_model.members(group_id)
+
+    # --- reading -------------------------------------------------------------------------------
+
+    def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
+                   context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
+        """The live memories inside every scope given (AND) that this agent may read."""
+        return self.memory._read_scope(self.agent_id,
+                                       Scope.from_query(agent_id, group_id, context_id, unknown))
+
+    def get(self, memory_id: str) -> MemoryEntry:
+        """One live memory this agent may read, or :class:`MemoryNotFoundError`."""
+        return self.memory._get(self.agent_id, memory_id)
+
+    def search(self, query: str, agent_id: str | None = None, group_id: str | None = None,
+               context_id: str | None = None, k: int = 10,
+               where: Mapping[str, Any] | None = None) -> list[SearchHit]:
+        """The ``k`` memories this agent may read closest to ``query`` (see
+        :meth:`SharedMemory.search`)."""
+        return self.memory._search(self.agent_id, query, Scope(agent_id, group_id, context_id),
+                                   k, where)
+
+    def history(self, memory_id: str) -> list[MemoryVersion]:
+        """Every version of a memory this agent may read now (its latest permissions decide)."""
+        return self.memory._history(self.agent_id, memory_id)
+
+    def audit(self, *, actor: str | None = None, agent_id: str | None = None,
+              group_id: str | None = None, context_id: str | None = None,
+              since: datetime | None = None, until: datetime | None = None, after: int = 0,
+              limit: int = 100) -> AuditPage:
+        """The events this agent may see that match every filter given: those of memories it
+        may read, and the membership events of its groups and of itself."""
+        return self.memory._audit(self.agent_id, actor=actor, agent_id=agent_id,
+                                  group_id=group_id, context_id=context_id, since=since,
+                                  until=until, after=after, limit=limit)
+
+    def as_of(self, position: int | None = None, *, time: datetime | None = None,
+              progress: Progress | None = None) -> PastMemory:
+        """The memory as it stood at ``position`` or ``time``, holding only what this agent may
+        read now."""
+        gate = self.memory._gate(self.agent_id)
+        assert gate is not None
+        return self.memory.as_of(position, time=time, progress=progress).seen_by(gate)
+
+    def subscribe(self, agent_id: str | None = None, group_id: str | None = None,
+                  context_id: str | None = None, *, after: int | None = None,
+                  **unknown: Any) -> Subscription:
+        """The versions of the memories this agent may read (when delivered) inside a scope,
+        as they are applied (see :meth:`SharedMemory.subscribe`)."""
+        return self.memory._subscribe(
+            self.agent_id, Scope.from_query(agent_id, group_id, context_id, unknown), after)
+
+    # --- freshness -------------------------------------------------------------------------------
+
+    def sync(self) -> int:
+        return self.memory.sync()
+
+    def wait_for(self, position: int | None = None, timeout: float | None = None) -> int:
+        return self.memory.wait_for(position, timeout)
