@@ -4,13 +4,21 @@ Each document's id is the memory id, its text a rendering of the value, its embe
 from the embedder (through a cache, so no text is embedded twice), and its metadata carries the
 scopes (an absent scope is stored as ``""``, which no id can equal, so it never matches a
 filter), the position, and the exact entry (msgpack, base64) so that reads return exactly the
-fold's entries. Scalar user metadata is kept as ``md:<key>`` for ``where`` filters.
+fold's entries. Scalar user metadata is kept as ``md:<key>`` for ``where`` filters, and each
+principal of ``readable_by`` as the flag ``r:<principal>``. Chroma merges the metadata of an
+upsert into the record's, so a new version also removes the keys its previous one had and it
+has not (a principal no longer allowed, a metadata key gone).
 
-Chroma has no transactions. A commit upserts and deletes by memory id (applying a batch twice
-gives the same state) and writes the checkpoint (with the identity of the log) only after the
-batch, so a projector killed anywhere converges to the fold of the log when it resumes. Chroma
-has no compare-and-set either, so projectors take turns (:mod:`projections.chroma_guard`): a
-batch is read, folded and committed by one projector at a time, against the checkpoint it finds.
+Memberships are records of the bookkeeping collection, one per (group, agent). An agent's read
+looks up its groups there, then asks Chroma for the documents flagged for one of its principals
+(the filter is part of the ``where``, so a search ranks only what the agent may read).
+
+Chroma has no transactions. A commit upserts and deletes by memory id and by membership
+(applying a batch twice gives the same state) and writes the checkpoint (with the identity of
+the log) only after the batch, so a projector killed anywhere converges to the fold of the log
+when it resumes. Chroma has no compare-and-set either, so projectors take turns
+(:mod:`projections.chroma_guard`): a batch is read, folded and committed by one projector at a
+time, against the checkpoint it finds.
 
 Bookkeeping lives in collections named ``<name>._meta`` and ``<name>._pointer``; a collection
 name given by a user may not contain ``._``, so no user collection can be one of them.
@@ -38,12 +46,13 @@ from memswarm_es.errors import (
     LogMismatchError,
 )
 from memswarm_es.events import Event, EventType, decode, encode
+from memswarm_es.principals import principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import SearchableReadModel, SearchHit
 from .chroma_guard import guard_for, place_of, purge_content, residue
 from .embedding import CachedEmbedder
-from .fold import Change, MemoryEntry, entry_from_row, entry_row
+from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +61,8 @@ _CHECKPOINT_ID = "checkpoint"
 _CONTENT_EVENTS = {EventType.MEMORY_WRITTEN, EventType.MEMORY_UPDATED}
 _RESERVED = "._"  # in bookkeeping collection names only
 _INT64 = 1 << 63
+_READER = "r:"  # + principal: the flag of a document that principal may read
+_MEMBER = {"kind": "member"}  # what marks a membership record among the bookkeeping
 
 
 def check_name(name: str) -> str:
@@ -94,11 +105,11 @@ class ChromaReadModel(SearchableReadModel):
         self._guard = guard_for(self._place, client, self._meta, name)
         self._docs = self._collection()
         with self._guard:  # not while a projector is between its first documents and checkpoint
-            if not self._record() and self._docs.count():
-                # Documents without a checkpoint (bookkeeping lost, or kept under an older
-                # name): they cannot be trusted to be any position's view.
-                logger.warning("collection %r has documents but no checkpoint; rebuilding it",
-                            name)
+            if not self._record() and (self._docs.count() or self._memberships(limit=1)):
+                # Documents or memberships without a checkpoint (bookkeeping lost, or kept
+                # under an older name): they cannot be trusted to be any position's view.
+                logger.warning("collection %r has documents or memberships but no checkpoint; "
+                               "rebuilding it", name)
                 self.clear()
 
     def _collection(self) -> Any:
@@ -137,15 +148,57 @@ class ChromaReadModel(SearchableReadModel):
         if problem:
             raise InvalidValueError(f"embedding {problem}")
 
-    def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+    def get_many(self, memory_ids: Iterable[str],
+                 reader: str | None = None) -> dict[str, MemoryEntry]:
         ids = list(memory_ids)
         if not ids:
             return {}
-        found = _patient(lambda: self._docs.get(ids=ids, include=["metadatas"]))
+        flt = _all_of(self._reader_clauses(reader))
+        found = _patient(lambda: self._docs.get(ids=ids, where=flt, include=["metadatas"]))
         return {i: _entry(m) for i, m in zip(found["ids"], found["metadatas"], strict=True)}
 
+    # --- memberships ---------------------------------------------------------------------------
+
+    def _memberships(self, limit: int | None = None,
+                     **match: str) -> list[Mapping[str, Any]]:
+        """The metadata of the membership records whose fields equal ``match`` (at most
+        ``limit`` of them)."""
+        flt = _all_of([_MEMBER, *({k: {"$eq": v}} for k, v in match.items())])
+        return _patient(lambda: self._meta.get(where=flt, limit=limit,
+                                               include=["metadatas"]))["metadatas"]
+
+    def members(self, group_id: str) -> dict[str, bool]:
+        return {m["agent"]: bool(m["admin"]) for m in self._memberships(group=group_id)}
+
+    def groups_of(self, agent_id: str) -> dict[str, bool]:
+        return {m["group"]: bool(m["admin"]) for m in self._memberships(agent=agent_id)}
+
+    def _reader_clauses(self, reader: str | None) -> list[dict[str, Any]]:
+        """The ``where`` clauses that keep what ``reader`` may read (none for the operator):
+        a document flagged for one of its principals, its groups as this model holds them."""
+        if reader is None:
+            return []
+        principals = sorted(principals_of(reader, self.groups_of(reader)))
+        return [{"$or": [{_READER + p: {"$eq": True}} for p in principals]}]
+
+    def _put_memberships(self, memberships: Sequence[MembershipChange]) -> None:
+        """Write the net membership changes of a batch: each record whole (so writing it again
+        changes nothing), deleting those of agents who left."""
+        joined = [c for c in memberships if c.admin is not None]
+        left = [_member_id(c) for c in memberships if c.admin is None]
+        if joined:
+            self._meta.upsert(
+                ids=[_member_id(c) for c in joined], embeddings=[[0.0]] * len(joined),
+                metadatas=[{**_MEMBER, "agent": c.agent_id, "group": c.group_id,
+                            "admin": bool(c.admin)} for c in joined])
+        if left:
+            self._meta.delete(ids=left)
+
+    # --- committing ----------------------------------------------------------------------------
+
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
-               events: Sequence[Event] = ()) -> None:
+               events: Sequence[Event] = (),
+               memberships: Sequence[MembershipChange] = ()) -> None:
         """As every read model; a memory written with a vector of its own (in ``events``)
         keeps it, and one that ``events`` forget also loses its texts' cached vectors and the
         copies Chroma keeps of its content (see :func:`purge_content`)."""
@@ -157,7 +210,7 @@ class ChromaReadModel(SearchableReadModel):
             followed = record.get("log_id") or None
             if self.log_id is not None and followed not in (None, self.log_id):
                 raise LogMismatchError(self.log_id, followed)
-            puts = [c.after for c in changes if c.after is not None]
+            puts = [(c.after, c.before) for c in changes if c.after is not None]
             gone = [c.memory_id for c in changes if c.after is None]
             if puts:
                 self._put(puts, _carried_vectors(events))
@@ -168,11 +221,16 @@ class ChromaReadModel(SearchableReadModel):
             if forgotten:
                 self.embedder.cache.forget(forgotten)
                 purge_content(self._place, self._docs, forgotten)
+            if memberships:
+                self._put_memberships(memberships)
             self._set_checkpoint(checkpoint, self.log_id or followed)
 
-    def _put(self, entries: list[MemoryEntry], carried: Mapping[str, Any]) -> None:
-        """Upsert ``entries``, each with the vector its event carried (``carried``, by memory
-        id) if that is usable, else its text embedded by the model."""
+    def _put(self, puts: list[tuple[MemoryEntry, MemoryEntry | None]],
+             carried: Mapping[str, Any]) -> None:
+        """Upsert each entry of ``puts`` (with the version its document holds, if any), with
+        the vector its event carried (``carried``, by memory id) if that is usable, else its
+        text embedded by the model."""
+        entries = [after for after, _ in puts]
         texts = [text_of(e.value) for e in entries]
         given: dict[str, Any] = {}
         for memory_id, vector in carried.items():
@@ -190,12 +248,13 @@ class ChromaReadModel(SearchableReadModel):
                    for e in entries]
         self._docs.upsert(ids=[e.memory_id for e in entries], documents=texts,
                           embeddings=[[float(x) for x in v] for v in vectors],
-                          metadatas=[_metadata(e) for e in entries])
+                          metadatas=[_metadata(after, before) for after, before in puts])
 
     def clear(self) -> None:
         with self._guard:
             self.client.delete_collection(self.name)
             self._docs = self._collection()
+            self._meta.delete(where=_MEMBER)
             self._set_checkpoint(0)
 
     def drop(self) -> None:
@@ -214,22 +273,24 @@ class ChromaReadModel(SearchableReadModel):
         self._guard.close()
         self.embedder.cache.close()
 
-    def read_scope(self, scope: Scope) -> list[MemoryEntry]:
-        flt = _all_of(_scope_clauses(scope))
+    def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
+        flt = _all_of(_scope_clauses(scope) + self._reader_clauses(reader))
         found = _patient(lambda: self._docs.get(where=flt, include=["metadatas"]))
         return sorted((_entry(m) for m in found["metadatas"]), key=lambda e: e.position)
 
     # --- search --------------------------------------------------------------------------------
 
     def search(self, query: str, scope: Scope, k: int = 10,
-               where: Mapping[str, Any] | None = None) -> list[SearchHit]:
-        """The ``k`` memories inside ``scope`` (and ``where``) closest to ``query``; the filter
-        runs inside Chroma, before the top ``k`` is taken."""
+               where: Mapping[str, Any] | None = None,
+               reader: str | None = None) -> list[SearchHit]:
+        """The ``k`` memories inside ``scope`` (and ``where``) that ``reader`` may read closest
+        to ``query``; the filter runs inside Chroma, before the top ``k`` is taken."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInputError("the search query must be a non-empty string")
         if not isinstance(k, int) or k < 1:
             raise InvalidInputError("k must be an int of at least 1")
-        flt = _all_of(_scope_clauses(scope) + _user_filter(where or {}))
+        flt = _all_of(_scope_clauses(scope) + _user_filter(where or {})
+                      + self._reader_clauses(reader))
         (vector,) = self.embedder([query], keep=False)  # a query is not kept
         result = _patient(lambda: self._docs.query(
             query_embeddings=[list(map(float, vector))], n_results=k, where=flt,
@@ -288,16 +349,35 @@ def point(client: Any, base: str, collection: str, model_id: str) -> None:
         metadatas=[{"collection": collection, "model": model_id}])
 
 
-def _metadata(entry: MemoryEntry) -> dict[str, Any]:
+def _member_id(change: MembershipChange) -> str:
+    """The id of a membership record: JSON of (group, agent), which no two pairs share and
+    no other bookkeeping record has."""
+    return "member:" + json.dumps([change.group_id, change.agent_id])
+
+
+def _metadata(entry: MemoryEntry, before: MemoryEntry | None = None) -> dict[str, Any]:
+    """A document's metadata for ``entry``; ``before`` is the version the document holds, whose
+    keys that ``entry`` lacks are set to ``None`` (Chroma then removes them)."""
     meta: dict[str, Any] = {name: getattr(entry, name) or "" for name in SCOPE_NAMES}
     meta["position"] = entry.position
     meta["version"] = entry.version
     meta["entry"] = base64.b64encode(encode(entry_row(entry))).decode()
+    optional = _optional_keys(entry)
+    if before is not None:
+        meta.update(dict.fromkeys(_optional_keys(before).keys() - optional.keys()))
+    meta.update(optional)
+    return meta
+
+
+def _optional_keys(entry: MemoryEntry) -> dict[str, Any]:
+    """The metadata keys a document has or lacks by its entry: a flag per principal that may
+    read it, and its filterable user metadata."""
+    keys: dict[str, Any] = {_READER + p: True for p in entry.readable_by}
     metadata = entry.metadata if isinstance(entry.metadata, Mapping) else {}
     for key, value in metadata.items():
         if _filterable(value):
-            meta[f"md:{key}"] = value
-    return meta
+            keys[f"md:{key}"] = value
+    return keys
 
 
 def _filterable(value: Any) -> bool:
