@@ -157,10 +157,11 @@ class SharedMemory:
         if agent is not None and scope_ids.setdefault("agent_id", agent) != agent:
             raise PermissionDeniedError(agent, "write as", f"agent {scope_ids['agent_id']!r}")
         scope = Scope(**scope_ids)
-        gate = self._gate(agent)
-        if gate is not None and scope.group_id is not None \
-                and scope.group_id not in gate.groups():
-            raise PermissionDeniedError(gate.agent_id, "write into", f"group {scope.group_id!r}")
+        if agent is not None and scope.group_id is not None:
+            gate = self._gate(agent)
+            assert gate is not None
+            if scope.group_id not in gate.groups():
+                raise PermissionDeniedError(agent, "write into", f"group {scope.group_id!r}")
         # A memory's id is the event_id of its write, so a retried write finds the same memory.
         memory_id = check_id(event_id, "event_id") if event_id is not None else new_id()
         new = self._new_event(
