@@ -29,7 +29,15 @@ from .errors import (
     ValueTooLargeError,
     VersionConflictError,
 )
-from .events import ENDING_EVENT_TYPES, Event, EventType, NewEvent, encode_content, new_id
+from .events import (
+    ENDING_EVENT_TYPES,
+    Event,
+    EventType,
+    NewEvent,
+    encode_content,
+    membership_event,
+    new_id,
+)
 from .forget import forget
 from .freshness import Freshness, InlineProjection, RunnerProjection, View
 from .log import open_log
@@ -316,18 +324,12 @@ class SharedMemory:
 
     def _membership(self, by: str | None, agent_id: str, group_id: str,
                     admin: bool | None) -> int:
-        check_id(agent_id, "agent_id")
-        check_id(group_id, "group_id")
-        if admin is not None and not isinstance(admin, bool):
-            raise InvalidValueError(f"admin must be True or False, not {admin!r}")
+        new = membership_event(agent_id, group_id, admin, by or OPERATOR)  # checks its input
         if by is not None:
             gate = self._gate(check_id(by, "by"))
             assert gate is not None
             if not (admin is None and by == agent_id) and not gate.groups().get(group_id):
                 raise PermissionDeniedError(by, "change the members of", f"group {group_id!r}")
-        new = NewEvent.create(EventType.GROUP_LEFT if admin is None else EventType.GROUP_JOINED,
-                              Scope(agent_id, group_id), by or OPERATOR,
-                              {} if admin is None else {"admin": admin})
         return self._append(new).position
 
     def members(self, group_id: str) -> dict[str, bool]:
