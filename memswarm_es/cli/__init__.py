@@ -3,8 +3,8 @@
 Commands are grouped by what they touch: :mod:`.demo`, :mod:`.projection` (read models built
 from the log), :mod:`.history` (the log as the system of record), :mod:`.copying` (a log to
 another store), :mod:`.groups` (memberships). Every command opens stores through
-:mod:`.stores` and prints through :mod:`.output`. A command that fails with a :class:`~memswarm_es.errors.MemSwarmError` exits 2
-with one line on stderr.
+:mod:`.stores` and prints through :mod:`.output`. A command that fails with a
+:class:`~memswarm_es.errors.MemSwarmError` exits 2 with one line on stderr.
 """
 
 from __future__ import annotations
