@@ -25,7 +25,7 @@ from memswarm_es.cli import main
 from memswarm_es.errors import CheckpointConflictError, ReadModelBehindError
 from memswarm_es.events import Event
 from memswarm_es.log import InProcessLog, SQLEventLog
-from projections.fold import Change
+from projections.fold import Change, MembershipChange
 from projections.projector import Projector
 from projections.redis import RedisReadModel
 from projections.runner import ProjectorRunner
@@ -108,9 +108,10 @@ class RecordingModel(RedisReadModel):
         self.refused = refused
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int,
-               checkpoint: int, events: Sequence[Event] = ()) -> None:
+               checkpoint: int, events: Sequence[Event] = (),
+               memberships: Sequence[MembershipChange] = ()) -> None:
         try:
-            super().commit(changes, expected_checkpoint, checkpoint, events)
+            super().commit(changes, expected_checkpoint, checkpoint, events, memberships)
         except CheckpointConflictError:
             self.refused.append(expected_checkpoint)
             raise
