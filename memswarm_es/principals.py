@@ -8,6 +8,7 @@ unbound facade) is no principal: it may do anything.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 
 from .errors import InvalidIdError, InvalidValueError
@@ -58,13 +59,22 @@ def check_principals(value: object, name: str) -> tuple[str, ...]:
 
 
 def stored_principals(value: object) -> tuple[str, ...] | None:
-    """Principals read back from a payload, or ``None`` if they are not a list of principals
-    (written by another program, or damaged): whoever reads them then fails closed."""
+    """Principals read back from a payload or a read model, or ``None`` if they are not a list
+    of principals (written by another program, or damaged): whoever reads them then fails
+    closed. Cached: every read of an entry asks, and few distinct lists exist."""
     if not isinstance(value, (list, tuple)):
         return None
     try:
+        return _stored(tuple(value))
+    except TypeError:  # an element that cannot be hashed is no principal
+        return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _stored(value: tuple[object, ...]) -> tuple[str, ...] | None:
+    try:
         return tuple(sorted({check_principal(p) for p in value}))
-    except (InvalidValueError, TypeError):
+    except InvalidValueError:
         return None
 
 
