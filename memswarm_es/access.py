@@ -19,11 +19,14 @@ from typing import Any
 from projections.base import ReadModel
 from projections.fold import last_permissions
 
-from .audit import AuditPage
+from .audit import AuditPage, check_limit
 from .errors import MemoryNotFoundError, PermissionDeniedError
 from .events import MEMBERSHIP_EVENT_TYPES, Event
 from .log.base import EventFilter, EventLog
 from .principals import allows, principals_of
+
+#: Fewest events an agent's audit reads from the log at a time (most may be hidden from it).
+SCAN_PAGE = 1000
 
 
 class Gate:
@@ -80,10 +83,12 @@ class Gate:
 def audit_seen_by(gate: Gate, audit: Callable[..., AuditPage], *, limit: int = 100,
                   after: int = 0, **filters: Any) -> AuditPage:
     """A page of ``audit`` (with ``filters``) holding only the events ``gate``'s agent may see:
-    pages of the log are read until ``limit`` such events are found or the log ends."""
+    pages of the log (of at least :data:`SCAN_PAGE` events, however small ``limit``) are read
+    until ``limit`` such events are found or the log ends."""
     found: list[Event] = []
+    scan = max(check_limit(limit), SCAN_PAGE)
     while True:
-        page = audit(limit=limit, after=after, **filters)
+        page = audit(limit=scan, after=after, **filters)
         for event in gate.shown(page.events):
             found.append(event)
             if len(found) == limit:

@@ -93,8 +93,7 @@ def audit(event_log: EventLog, *, actor: str | None = None, scope: Scope | None 
     """
     if actor is not None:
         check_id(actor, "actor")
-    if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInputError(f"limit must be an int from 1 to {MAX_PAGE}")
+    check_limit(limit)
     if not isinstance(after, int) or after < 0:
         raise InvalidInputError("after must be a non-negative int")
     lower = after
@@ -106,6 +105,13 @@ def audit(event_log: EventLog, *, actor: str | None = None, scope: Scope | None 
     where = EventFilter(scope or Scope(), actor=actor, until_position=upper)
     found = event_log.query(where, lower, limit)
     return AuditPage(found, found[-1].position if len(found) == limit else None)
+
+
+def check_limit(limit: object) -> int:
+    """``limit`` if it is a page size audit accepts, else :class:`InvalidInputError`."""
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInputError(f"limit must be an int from 1 to {MAX_PAGE}")
+    return limit
 
 
 def _micros(moment: datetime) -> int:

@@ -19,6 +19,7 @@ from .access import Gate, audit_seen_by
 from .audit import AuditPage, MemoryVersion, audit, history
 from .commands import append_change, recorded_retry
 from .errors import (
+    InvalidIdError,
     InvalidInputError,
     InvalidScopeError,
     InvalidValueError,
@@ -204,7 +205,9 @@ class SharedMemory:
             data["value"] = value
         permissions: dict[str, Any] = {}
         if metadata is not None:
-            scope_ids, data["metadata"], permissions = _split_metadata(metadata)
+            scope_ids, extra, permissions = _split_metadata(metadata)
+            if extra or not permissions:  # metadata of permissions only keeps the metadata
+                data["metadata"] = extra
             if scope_ids:
                 raise InvalidScopeError(
                     f"the scopes of a memory cannot change (got {sorted(scope_ids)})")
@@ -314,6 +317,8 @@ class SharedMemory:
         """Make ``agent_id`` a member of ``group_id`` (an admin of it if ``admin``), or change
         its admin flag; return the position of the event. ``by`` is the admin agent doing it
         (``None``: the operator, who makes a group's first admin)."""
+        if not isinstance(admin, bool):
+            raise InvalidValueError(f"admin must be True or False, not {admin!r}")
         return self._membership(by, agent_id, group_id, admin)
 
     def leave_group(self, agent_id: str, group_id: str, *, by: str | None = None) -> int:
@@ -325,6 +330,8 @@ class SharedMemory:
     def _membership(self, by: str | None, agent_id: str, group_id: str,
                     admin: bool | None) -> int:
         new = membership_event(agent_id, group_id, admin, by or OPERATOR)  # checks its input
+        if OPERATOR in (agent_id, by):
+            raise InvalidIdError(f"{OPERATOR!r} names the unbound memory, not an agent")
         if by is not None:
             gate = self._gate(check_id(by, "by"))
             assert gate is not None

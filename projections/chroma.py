@@ -212,6 +212,9 @@ class ChromaReadModel(SearchableReadModel):
                 raise LogMismatchError(self.log_id, followed)
             puts = [(c.after, c.before) for c in changes if c.after is not None]
             gone = [c.memory_id for c in changes if c.after is None]
+            # Chroma has no transaction: leaves go first and joins last, so that no moment
+            # of the commit (nor a projector killed in it) grants more than its end does.
+            self._put_memberships([c for c in memberships if c.admin is None])
             if puts:
                 self._put(puts, _carried_vectors(events))
             if gone:
@@ -221,8 +224,7 @@ class ChromaReadModel(SearchableReadModel):
             if forgotten:
                 self.embedder.cache.forget(forgotten)
                 purge_content(self._place, self._docs, forgotten)
-            if memberships:
-                self._put_memberships(memberships)
+            self._put_memberships([c for c in memberships if c.admin is not None])
             self._set_checkpoint(checkpoint, self.log_id or followed)
 
     def _put(self, puts: list[tuple[MemoryEntry, MemoryEntry | None]],
@@ -251,10 +253,13 @@ class ChromaReadModel(SearchableReadModel):
                           metadatas=[_metadata(after, before) for after, before in puts])
 
     def clear(self) -> None:
+        """Drop everything; the checkpoint goes first, so that a clear killed midway leaves
+        documents or memberships without a checkpoint, which the next open clears again."""
         with self._guard:
+            self._meta.delete(ids=[_CHECKPOINT_ID])
+            self._meta.delete(where=_MEMBER)
             self.client.delete_collection(self.name)
             self._docs = self._collection()
-            self._meta.delete(where=_MEMBER)
             self._set_checkpoint(0)
 
     def drop(self) -> None:

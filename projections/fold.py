@@ -347,11 +347,6 @@ def may_read(entry: MemoryEntry, principals: frozenset[str] | None) -> bool:
     return principals is None or allows(entry.readable_by, principals)
 
 
-def may_write(entry: MemoryEntry, principals: frozenset[str] | None) -> bool:
-    """True if an agent named by ``principals`` may change ``entry`` (``None``: the operator)."""
-    return principals is None or allows(entry.writable_by, principals)
-
-
 def reader_principals(members: Memberships, reader: str | None) -> frozenset[str] | None:
     """The principals of agent ``reader`` under ``members`` (``None`` for the operator)."""
     return None if reader is None else principals_of(reader, groups_of(members, reader))

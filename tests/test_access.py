@@ -207,3 +207,35 @@ def test_async_handles_have_the_same_operations() -> None:
             assert await amem.members("G") == {"A": True}
 
     asyncio.run(main())
+
+
+def test_an_agents_retry_keys_are_its_own_and_probe_nothing(swarm: SharedMemory) -> None:
+    secret = swarm.agent("a").write_scope("private", event_id="key-1")
+    assert swarm.agent("a").write_scope("private", event_id="key-1") == secret  # a retry
+    other = swarm.agent("b")
+    mine = other.write_scope("mine")
+    assert other.update(mine, "v2", event_id=secret) == 2  # another's event id: no answer
+    for probe in ("key-1", "01900000-0000-7000-8000-000000000000"):
+        assert other.write_scope("mine too", event_id=probe) not in (secret, probe)
+    assert swarm.get(secret).value == "private"
+
+
+def test_metadata_holding_only_permissions_keeps_the_metadata(swarm: SharedMemory) -> None:
+    mid = swarm.write_scope("v", metadata={"agent_id": "a", "topic": "paris"})
+    swarm.update(mid, metadata={"readable_by": ["agent:a", "agent:b"]})
+    entry = swarm.get(mid)
+    assert entry.metadata == {"topic": "paris"} and entry.readable_by == ("agent:a", "agent:b")
+    swarm.update(mid, metadata={})
+    assert swarm.get(mid).metadata == {}
+
+
+def test_memberships_refuse_what_is_not_a_flag_or_an_agent(swarm: SharedMemory) -> None:
+    for attempt in (lambda: swarm.join_group("b", "g", admin=None),  # type: ignore[arg-type]
+                    lambda: swarm.join_group("b", "g", admin="yes"),  # type: ignore[arg-type]
+                    lambda: swarm.join_group("operator", "g", admin=True),
+                    lambda: swarm.join_group("c", "g", by="operator")):
+        with pytest.raises(InvalidInputError):
+            attempt()
+    assert swarm.log.head() == 0
+    with pytest.raises(InvalidInputError):
+        swarm.agent("a").audit(limit=0)

@@ -255,3 +255,51 @@ def test_memberships_follow_a_reembedding_switch_and_a_restart(tmp_path: Path) -
     assert again.name == new.name
     assert_is_fold(again, log)
     again.close()
+
+
+def test_no_moment_of_a_commit_grants_more_than_its_end(model: ChromaReadModel,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch where B leaves G and a memory for G is written, killed between its documents
+    and its joins: a reader meanwhile (or after the crash) sees no more than the batch allows."""
+    history = History(model)
+    history.join("b", "g")
+    history.sync()
+    history.leave("b", "g")
+    history.write("a", "after b left", group="g")
+    history.join("c", "g")
+    real = model._put_memberships
+
+    def die_at_joins(batch: Any) -> None:
+        if any(c.admin is not None for c in batch):
+            raise OSError("killed before the joins")
+        real(batch)
+
+    monkeypatch.setattr(model, "_put_memberships", die_at_joins)
+    with pytest.raises(OSError):
+        history.sync()
+    monkeypatch.undo()
+    assert model.read_scope(Scope(), "b") == [] and model.read_scope(Scope(), "c") == []
+    history.sync()
+    assert model.read_scope(Scope(), "b") == [] and len(model.read_scope(Scope(), "c")) == 1
+
+
+def test_a_clear_killed_midway_is_finished_by_the_next_open(opener: Opener,
+                                                            model: ChromaReadModel,
+                                                            monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    log = InProcessLog()
+    fill(log, 150, seed=5, batch=50)
+    Projector(log, model).catch_up()
+    real = model.client.delete_collection
+
+    def die(*_args: object) -> None:
+        raise OSError("killed after the checkpoint and the memberships went")
+
+    monkeypatch.setattr(model.client, "delete_collection", die)
+    with pytest.raises(OSError):
+        model.clear()
+    monkeypatch.setattr(model.client, "delete_collection", real)
+    again = opener()  # documents without a checkpoint: cleared, then rebuilt from the log
+    assert again.checkpoint() == 0
+    Projector(log, again).catch_up()
+    assert_is_fold(again, log)

@@ -75,6 +75,19 @@ def test_the_operator_manages_groups_from_the_shell(swarm: tuple[str, str],
     finally:
         mem.close()
     assert main(["join", "--log", url, "x", "bad\ngroup"]) == 2
+    with pytest.raises(SystemExit) as usage:
+        main(["members", "--log", url, "research", "--position", "-1"])
+    assert usage.value.code == 2
+
+
+def test_the_first_admin_is_made_from_the_shell_on_a_new_log(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.db'}"
+    assert main(["join", "--log", url, "lead", "team", "--admin"]) == 0
+    mem = SQLiteSharedMemory(str(tmp_path / "new.db"))
+    try:
+        assert mem.members("team") == {"lead": True}
+    finally:
+        mem.close()
 
 
 def test_verify_forget_and_tampering(swarm: tuple[str, str], tmp_path: Path,

@@ -15,7 +15,7 @@ from ..log.base import EventLog
 from ..principals import OPERATOR
 from ..timetravel import TimeMachine
 from .args import command, log_argument
-from .history import on_log
+from .history import on_log, position
 from .output import say, table
 from .stores import snapshot_store_for
 
@@ -52,11 +52,12 @@ def add_commands(commands: Commands) -> None:
     for name, handler, help_text in (
             ("join", _join, "make an agent a member (or an admin) of a group"),
             ("leave", _leave, "take an agent out of a group")):
-        p = command(commands, name, on_log(handler), help_text)
+        p = command(commands, name, on_log(handler, create=True), help_text)
         log_argument(p)
         p.add_argument("agent_id")
         p.add_argument("group_id")
-        p.add_argument("--actor", default=OPERATOR, help="who does it (default: %(default)s)")
+        p.add_argument("--actor", default=OPERATOR,
+                       help="who does it, on the operator's word (default: %(default)s)")
         if name == "join":
             p.add_argument("--admin", action="store_true", help="an admin of the group")
         else:
@@ -64,4 +65,4 @@ def add_commands(commands: Commands) -> None:
     p = command(commands, "members", on_log(_members), "who belongs to a group (or did then)")
     log_argument(p)
     p.add_argument("group_id")
-    p.add_argument("--position", type=int, help="as the log stood at this position")
+    p.add_argument("--position", type=position, help="as the log stood at this position")

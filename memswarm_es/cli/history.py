@@ -38,6 +38,17 @@ def _time(text: str) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
+def position(text: str) -> int:
+    """A log position (0 or more); a usage error otherwise."""
+    try:
+        found = int(text)
+    except ValueError:
+        found = -1
+    if found < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a log position (0 or more)")
+    return found
+
+
 def _digest(text: str) -> Digest:
     """``POSITION:HEXHASH`` as printed by verify; a usage error otherwise."""
     position, _, hex_hash = text.partition(":")
@@ -125,11 +136,12 @@ def _forget(args: argparse.Namespace, log: EventLog) -> int:
     return 0
 
 
-def on_log(reader: Reader) -> Handler:
-    """``reader`` run on the log of ``--log``, opened only if it exists, closed after."""
+def on_log(reader: Reader, *, create: bool = False) -> Handler:
+    """``reader`` run on the log of ``--log``, opened only if it exists (unless the command
+    writes and may ``create`` it), closed after."""
 
     def run(args: argparse.Namespace) -> int:
-        log = open_log(args.log, create=False)  # a typo must not make an empty log
+        log = open_log(args.log, create=create)  # a typo must not make an empty log
         try:
             return reader(args, log)
         finally:
@@ -157,7 +169,7 @@ def add_commands(commands: Commands) -> None:
     p.add_argument("--limit", type=int, default=50)
     p = reading("as-of", _as_of, "the memory as it stood at a position or a time")
     when = p.add_mutually_exclusive_group(required=True)
-    when.add_argument("--position", type=int)
+    when.add_argument("--position", type=position)
     when.add_argument("--time", type=_time, help="ISO time (UTC if no offset)")
     scope_arguments(p)
     p.add_argument("--snapshot-every", type=int, default=10_000)
