@@ -174,7 +174,7 @@ class Row:
 def rows_for(model: ReadModel, memory: SharedMemory, visible: int,
              context_size: int) -> list[Row]:
     group, context = Scope(group_id=GROUP), Scope(context_id=CONTEXT)
-    share = Scope(agent_id=SCRIBE, context_id=CONTEXT)  # exactly the reader's 1k of ctx
+    share = Scope(agent_id=SCRIBE, context_id=CONTEXT)  # exactly the reader's share of ctx
     handle = memory.agent(READER)
     return [
         Row("model, group G", partial(model.read_scope, group),
@@ -183,7 +183,7 @@ def rows_for(model: ReadModel, memory: SharedMemory, visible: int,
             partial(handle.read_scope, group_id=GROUP), (visible, visible)),
         Row("model, ctx: operator all", partial(model.read_scope, context),
             partial(model.read_scope, context, READER), (context_size, visible)),
-        Row("model, ctx: operator same 1k", partial(model.read_scope, share),
+        Row(f"model, ctx: operator same {visible:,}", partial(model.read_scope, share),
             partial(model.read_scope, context, READER), (visible, visible)),
     ]
 
@@ -241,11 +241,11 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", choices=["memory", "redis", "chroma"],
                         default=["memory", "redis", "chroma"])
     parser.add_argument("--quick", action="store_true",
-                        help="a smoke run: 5k memories (2k in ctx, 200 visible), 20 reads")
+                        help="a smoke run: 5k memories (1k in ctx, 100 visible), 10 reads")
     args = parser.parse_args()
     if args.quick:
         args.memories = args.chroma_memories = 5000
-        args.visible, args.context, args.reads = 200, 2000, 20
+        args.visible, args.context, args.reads = 100, 1000, 10
     smallest = min(args.memories, args.chroma_memories) if "chroma" in args.models \
         else args.memories
     if not 2 <= args.visible < args.context or args.visible + args.context > smallest:
