@@ -316,6 +316,19 @@ def seal(new: NewEvent, position: int, recorded_at_us: int, prev_hash: bytes) ->
     )
 
 
+def membership_event(agent_id: str, group_id: str, admin: bool | None, actor: str) -> NewEvent:
+    """``agent_id`` joining ``group_id`` (or changing its admin flag), or leaving it when
+    ``admin`` is ``None``, done by ``actor``."""
+    check_id(agent_id, "agent_id")
+    check_id(group_id, "group_id")
+    if admin is not None and not isinstance(admin, bool):
+        raise InvalidValueError(f"admin must be True or False, not {admin!r}")
+    if admin is None:
+        return NewEvent.create(EventType.GROUP_LEFT, Scope(agent_id, group_id), actor, {})
+    return NewEvent.create(EventType.GROUP_JOINED, Scope(agent_id, group_id), actor,
+                           {"admin": admin})
+
+
 # --- the row codec ------------------------------------------------------------------------------
 
 # An event as a row of stored values, in this order: the SQL log's columns, a GCS batch's rows.

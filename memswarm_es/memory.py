@@ -29,7 +29,15 @@ from .errors import (
     ValueTooLargeError,
     VersionConflictError,
 )
-from .events import ENDING_EVENT_TYPES, Event, EventType, NewEvent, encode_content, new_id
+from .events import (
+    ENDING_EVENT_TYPES,
+    Event,
+    EventType,
+    NewEvent,
+    encode_content,
+    membership_event,
+    new_id,
+)
 from .forget import forget
 from .freshness import Freshness, InlineProjection, RunnerProjection, View
 from .log import open_log
@@ -157,10 +165,11 @@ class SharedMemory:
         if agent is not None and scope_ids.setdefault("agent_id", agent) != agent:
             raise PermissionDeniedError(agent, "write as", f"agent {scope_ids['agent_id']!r}")
         scope = Scope(**scope_ids)
-        gate = self._gate(agent)
-        if gate is not None and scope.group_id is not None \
-                and scope.group_id not in gate.groups():
-            raise PermissionDeniedError(gate.agent_id, "write into", f"group {scope.group_id!r}")
+        if agent is not None and scope.group_id is not None:
+            gate = self._gate(agent)
+            assert gate is not None
+            if scope.group_id not in gate.groups():
+                raise PermissionDeniedError(agent, "write into", f"group {scope.group_id!r}")
         # A memory's id is the event_id of its write, so a retried write finds the same memory.
         memory_id = check_id(event_id, "event_id") if event_id is not None else new_id()
         new = self._new_event(
@@ -315,18 +324,12 @@ class SharedMemory:
 
     def _membership(self, by: str | None, agent_id: str, group_id: str,
                     admin: bool | None) -> int:
-        check_id(agent_id, "agent_id")
-        check_id(group_id, "group_id")
-        if admin is not None and not isinstance(admin, bool):
-            raise InvalidValueError(f"admin must be True or False, not {admin!r}")
+        new = membership_event(agent_id, group_id, admin, by or OPERATOR)  # checks its input
         if by is not None:
             gate = self._gate(check_id(by, "by"))
             assert gate is not None
             if not (admin is None and by == agent_id) and not gate.groups().get(group_id):
                 raise PermissionDeniedError(by, "change the members of", f"group {group_id!r}")
-        new = NewEvent.create(EventType.GROUP_LEFT if admin is None else EventType.GROUP_JOINED,
-                              Scope(agent_id, group_id), by or OPERATOR,
-                              {} if admin is None else {"admin": admin})
         return self._append(new).position
 
     def members(self, group_id: str) -> dict[str, bool]:

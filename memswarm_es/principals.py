@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import InvalidValueError
+from .errors import InvalidIdError, InvalidValueError
 from .scopes import check_id
 
 EVERYONE = "*"
@@ -39,7 +39,10 @@ def check_principal(value: object) -> str:
     if isinstance(value, str):
         for kind in (AGENT, GROUP):
             if value.startswith(kind):
-                check_id(value[len(kind):], f"the id in principal {value[:40]!r}")
+                try:
+                    check_id(value[len(kind):], f"the id in principal {value[:40]!r}")
+                except InvalidIdError as exc:
+                    raise InvalidValueError(str(exc)) from exc
                 return value
     raise InvalidValueError(
         f"{value!r:.60} is not a principal: use 'agent:<id>', 'group:<id>' or '*'")

@@ -43,6 +43,7 @@ class InMemoryReadModel(ReadModel):
         self._index: dict[str, dict[str, dict[str, None]]] = {n: {} for n in SCOPE_NAMES}
         self._readers: dict[str, dict[str, None]] = {}  # principal -> ids it may read
         self._members: Memberships = {}
+        self._groups: Memberships = {}  # the same, by agent: agent -> group -> admin
         self._followed: str | None = None
 
     def followed_log(self) -> str | None:
@@ -68,8 +69,7 @@ class InMemoryReadModel(ReadModel):
 
     def groups_of(self, agent_id: str) -> dict[str, bool]:
         with self._lock:
-            return {g: agents[agent_id] for g, agents in self._members.items()
-                    if agent_id in agents}
+            return dict(self._groups.get(agent_id, {}))
 
     def _principals(self, reader: str | None) -> frozenset[str] | None:
         return None if reader is None else principals_of(reader, self.groups_of(reader))
@@ -102,6 +102,9 @@ class InMemoryReadModel(ReadModel):
                     else:
                         self._content.pop(change.memory_id, None)
             apply_memberships(self._members, memberships)
+            apply_memberships(self._groups,  # the same changes, keyed the other way round
+                              [MembershipChange(c.group_id, c.agent_id, c.admin)
+                               for c in memberships])
             self._checkpoint = checkpoint
 
     def _add_to_index(self, entry: MemoryEntry) -> None:
@@ -140,6 +143,7 @@ class InMemoryReadModel(ReadModel):
                 index.clear()
             self._readers.clear()
             self._members.clear()
+            self._groups.clear()
             self._checkpoint = 0
             self._followed = None
 
@@ -157,10 +161,11 @@ class InMemoryReadModel(ReadModel):
                     return False
             self._entries, self._content, self._index = (staged._entries, staged._content,
                                                          staged._index)
-            self._readers, self._members = staged._readers, staged._members
+            self._readers, self._members, self._groups = (staged._readers, staged._members,
+                                                          staged._groups)
             self._checkpoint, self._followed = staged._checkpoint, staged._followed
             staged._entries, staged._content, staged._index = {}, {}, {n: {} for n in SCOPE_NAMES}
-            staged._readers, staged._members = {}, {}
+            staged._readers, staged._members, staged._groups = {}, {}, {}
             staged._checkpoint, staged._followed = 0, None
         self.changed.notify()
         return True

@@ -11,7 +11,14 @@ Layout under a configurable prefix ``P`` (escaped, so two prefixes never share a
 - ``P:g<gen>:all`` (sorted set): every live memory id, scored by the position it was written at.
 - ``P:g<gen>:i:<scope key>`` (sorted sets), e.g. ``P:g0:i:agent:alice`` (see
   :func:`~memswarm_es.scopes.scope_key`): the live memories of one agent, group or context,
-  scored by position; ``P:g<gen>:idx`` (set) names them.
+  scored by position.
+- ``P:g<gen>:i:r:<escaped principal>`` (sorted sets), e.g. ``P:g0:i:r:group%3Ateam``: the live
+  memories whose ``readable_by`` names that principal, scored by position (``r:`` keeps them
+  apart from the scope indexes, whose names start with the part's name).
+- ``P:g<gen>:i:groups:<escaped agent>`` and ``P:g<gen>:i:members:<escaped group>`` (hashes):
+  the memberships, group -> admin flag and agent -> admin flag (``1`` or ``0``).
+- ``P:g<gen>:idx`` (set) names every key under ``i:``, so that collecting a generation and
+  renewing a private view reach them all.
 - ``P:s<gen>`` (hash, expiring unless its builder commits): the checkpoint, log and generation
   of a view being rebuilt beside the one served; ``P:building`` (set) names those generations.
 - ``P:garbage`` (set): old generations still being deleted; ``P:lease``: the projector lease;
@@ -20,9 +27,12 @@ Layout under a configurable prefix ``P`` (escaped, so two prefixes never share a
 A commit is one Lua script: it checks the checkpoint and the log identity, applies every
 change, sets the new checkpoint and publishes it, atomically and in one round trip, so a
 projector that dies anywhere applies a batch entirely or not at all, and one following another
-log changes nothing (:class:`LogMismatchError`). A scoped read is one script too: ``ZINTER`` of
-the scope's sorted sets (Redis walks the smallest and probes the others), then ``HMGET`` of the
-entries; no key of another scope is touched.
+log changes nothing (:class:`LogMismatchError`); memberships change in the same script. A
+scoped read is one script too: ``ZINTER`` of the scope's sorted sets (Redis walks the smallest
+and probes the others), then ``HMGET`` of the entries; no key of another scope is touched. An
+agent's read reads its groups in the script, then intersects the scope's sets with the reader
+index of each of its principals (``*``, its own, its groups'), merges those answers by position
+and fetches only what it may read: it costs what its answer costs, never a fetch of everything.
 
 A rebuild fills a new generation beside the served one (:meth:`RedisReadModel.staging`) and
 switches to it in one script that also records the old generation in ``P:garbage``; ``clear``
@@ -59,11 +69,12 @@ from memswarm_es.errors import (
     ReadModelUnavailableError,
 )
 from memswarm_es.events import Event, decode, encode
+from memswarm_es.principals import agent
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 from memswarm_es.waiting import wait_until, wait_until_async
 
 from .base import LeaseProvider, ReadModel
-from .fold import Change, MemoryEntry, entry_from_row, entry_row
+from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row
 
 logger = logging.getLogger(__name__)
 
@@ -118,8 +129,23 @@ else
   i = i + 1
 end
 section('ZADD', base .. 'all')   -- position, memory id
-section('SADD', base .. 'idx')   -- names of the scope indexes written to
-while i <= #ARGV do              -- per scope index: name, then additions, then removals
+section('SADD', base .. 'idx')   -- names of the indexes and membership hashes written to
+local joined = tonumber(ARGV[i])  -- membership changes: groups hash, members hash, agent,
+i = i + 1                         -- group, admin flag ('' when it is no member any more)
+for _ = 1, joined do
+  local groups, members = base .. 'i:' .. ARGV[i], base .. 'i:' .. ARGV[i + 1]
+  if ARGV[i + 4] == '' then
+    redis.call('HDEL', groups, ARGV[i + 3])
+    redis.call('HDEL', members, ARGV[i + 2])
+  else
+    redis.call('HSET', groups, ARGV[i + 3], ARGV[i + 4])
+    redis.call('HSET', members, ARGV[i + 2], ARGV[i + 4])
+  end
+  touched[#touched + 1] = groups
+  touched[#touched + 1] = members
+  i = i + 5
+end
+while i <= #ARGV do              -- per index: name, then additions, then removals
   local key = base .. 'i:' .. ARGV[i]
   touched[#touched + 1] = key
   i = i + 1
@@ -159,33 +185,120 @@ return {1, tonumber(ARGV[2]), redis.call('SCARD', KEYS[2])}
 """
 
 _READ = """
-local meta = ARGV[1]
-if ARGV[3] ~= 'ids' then  -- a reader's read: not while the view is being built from nothing
+local meta, mode = ARGV[1], ARGV[3]
+if mode ~= 'ids' then  -- a reader's read: not while the view is being built from nothing
   local target = tonumber(redis.call('HGET', meta, 'rebuilding') or '0')
   if target > 0 then
     return {target, tonumber(redis.call('HGET', meta, 'checkpoint') or '0')}
   end
 end
 local base = ARGV[2] .. (redis.call('HGET', meta, 'gen') or '0') .. ':'
+if mode == 'hash' then  -- a membership hash, as field, value, ...
+  local out = {0}
+  for _, v in ipairs(redis.call('HGETALL', base .. 'i:' .. ARGV[4])) do out[#out + 1] = v end
+  return out
+end
+local function fetch(ids, out)  -- append the entries of ids to out (false for none)
+  for s = 1, #ids, 1000 do
+    local chunk = redis.call('HMGET', base .. 'mem', unpack(ids, s, math.min(s + 999, #ids)))
+    for k = 1, #chunk do out[#out + 1] = chunk[k] end
+  end
+  return out
+end
+local readable  -- an agent's read (ARGV[4] is its principal): the reader indexes of its
+if ARGV[4] ~= '' then  -- principals, its groups as it belongs to them now
+  local function esc(s)  -- as escape_part does
+    return (s:gsub('%%', '%%25'):gsub(':', '%%3A'))
+  end
+  readable = {base .. 'i:r:*', base .. 'i:r:' .. esc(ARGV[4])}
+  for _, g in ipairs(redis.call('HKEYS', base .. 'i:groups:' .. esc(ARGV[4]:sub(7)))) do
+    readable[#readable + 1] = base .. 'i:r:' .. esc('group:' .. g)
+  end
+end
+if mode ~= 'scope' then  -- ids: the entries of those the reader may read, in their order
+  local ids = {}
+  for j = 5, #ARGV do ids[#ids + 1] = ARGV[j] end
+  if not readable then
+    return fetch(ids, {0})
+  end
+  local allowed, pending = {}, ids
+  for _, key in ipairs(readable) do
+    local still = {}
+    for s = 1, #pending, 1000 do
+      local scores = redis.call('ZMSCORE', key, unpack(pending, s, math.min(s + 999, #pending)))
+      for k = 1, #scores do
+        local id = pending[s + k - 1]
+        if scores[k] then allowed[id] = true else still[#still + 1] = id end
+      end
+    end
+    pending = still
+    if #pending == 0 then break end
+  end
+  local wanted = {}
+  for _, id in ipairs(ids) do
+    if allowed[id] then wanted[#wanted + 1] = id end
+  end
+  local blobs, out, k = fetch(wanted, {}), {0}, 0
+  for _, id in ipairs(ids) do
+    if allowed[id] then
+      k = k + 1
+      out[#out + 1] = blobs[k]
+    else
+      out[#out + 1] = false
+    end
+  end
+  return out
+end
+local keys = {}
+for j = 5, #ARGV do keys[#keys + 1] = base .. 'i:' .. ARGV[j] end
 local ids
-if ARGV[3] ~= 'scope' then
+if readable then  -- per principal, the scope's indexes and its reader index intersected
+  local lists = {}  -- (Redis walks the smallest), each id, position, ... in position order
+  local command = {'ZINTER', #keys + 1, unpack(keys)}
+  local slot = #command + 1
+  command[slot + 1], command[slot + 2], command[slot + 3] = 'AGGREGATE', 'MIN', 'WITHSCORES'
+  for _, key in ipairs(readable) do
+    local found
+    if #keys == 0 then
+      found = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    else
+      command[slot] = key
+      found = redis.call(unpack(command))
+    end
+    if #found > 0 then lists[#lists + 1] = found end
+  end
   ids = {}
-  for j = 4, #ARGV do ids[#ids + 1] = ARGV[j] end
-elseif #ARGV == 3 then
+  if #lists == 1 then
+    for k = 1, #lists[1], 2 do ids[#ids + 1] = lists[1][k] end
+  elseif #lists > 1 then  -- merged by position; an id in several lists is taken once
+    local at, size, head = {}, {}, {}
+    for l = 1, #lists do at[l], size[l], head[l] = 1, #lists[l], tonumber(lists[l][2]) end
+    local last, first = nil, 1  -- ids[first..] were taken at position last
+    while true do
+      local best
+      for l = 1, #lists do
+        if at[l] <= size[l] and (not best or head[l] < head[best]) then best = l end
+      end
+      if not best then break end
+      local id, position = lists[best][at[best]], head[best]
+      if position ~= last then last, first = position, #ids + 1 end
+      local taken = false
+      for j = first, #ids do
+        if ids[j] == id then taken = true end
+      end
+      if not taken then ids[#ids + 1] = id end
+      at[best] = at[best] + 2
+      head[best] = tonumber(lists[best][at[best] + 1])
+    end
+  end
+elseif #keys == 0 then
   ids = redis.call('ZRANGE', base .. 'all', 0, -1)
-elseif #ARGV == 4 then
-  ids = redis.call('ZRANGE', base .. 'i:' .. ARGV[4], 0, -1)
+elseif #keys == 1 then
+  ids = redis.call('ZRANGE', keys[1], 0, -1)
 else
-  local keys = {}
-  for j = 4, #ARGV do keys[#keys + 1] = base .. 'i:' .. ARGV[j] end
   ids = redis.call('ZINTER', #keys, unpack(keys))
 end
-local out = {0}
-for s = 1, #ids, 1000 do
-  local chunk = redis.call('HMGET', base .. 'mem', unpack(ids, s, math.min(s + 999, #ids)))
-  for k = 1, #chunk do out[#out + 1] = chunk[k] end
-end
-return out
+return fetch(ids, {0})
 """
 
 _CLEAR = """
@@ -344,38 +457,92 @@ def _unpack(blob: bytes) -> MemoryEntry:
     return entry_from_row(decode(blob))
 
 
+def _entries_of(ids: list[str], blobs: list[Any]) -> dict[str, MemoryEntry]:
+    """The entries the read script found for ``ids`` (``None`` where it found none)."""
+    return {m: _unpack(b) for m, b in zip(ids, blobs, strict=True) if b is not None}
+
+
+def _principal(reader: str | None) -> str:
+    """How the read script is told who reads: the reader's principal, or ``""`` for the
+    operator (no agent's principal is empty, so no agent id can read as the operator)."""
+    return "" if reader is None else agent(reader)
+
+
+def _flags(pairs: list[Any]) -> dict[str, bool]:
+    """A membership hash (as ``field, flag, ...``) as a dict of admin flags."""
+    return {_text(k): v == b"1" for k, v in zip(pairs[::2], pairs[1::2], strict=True)}
+
+
 _index_key = functools.lru_cache(maxsize=65536)(scope_key)
 
 
+@functools.lru_cache(maxsize=65536)
+def _reader_key(principal: str) -> str:
+    """The name of the reader index of ``principal`` (never that of a scope index, which
+    starts with the scope part's name)."""
+    return "r:" + escape_part(principal)
+
+
+def _groups_key(agent_id: str) -> str:
+    """The name of the hash of the groups ``agent_id`` belongs to (group -> admin flag)."""
+    return "groups:" + escape_part(agent_id)
+
+
+def _members_key(group_id: str) -> str:
+    """The name of the hash of the members of ``group_id`` (agent -> admin flag)."""
+    return "members:" + escape_part(group_id)
+
+
 def _index_names(e: MemoryEntry) -> list[str]:
-    return [_index_key(name, value) for name, value in
-            (("agent_id", e.agent_id), ("group_id", e.group_id), ("context_id", e.context_id))
-            if value is not None]
+    """The indexes ``e`` belongs to: those of its scope parts and of its readers."""
+    names = [_index_key(name, value) for name, value in
+             (("agent_id", e.agent_id), ("group_id", e.group_id), ("context_id", e.context_id))
+             if value is not None]
+    return names + [_reader_key(p) for p in e.readable_by]
 
 
-def _commit_args(changes: Sequence[Change]) -> list[Any]:
+def _commit_args(changes: Sequence[Change],
+                 memberships: Sequence[MembershipChange]) -> list[Any]:
     """The commit script's arguments after the header, in sections of ``count, items...``:
-    entries to set, ids to delete, ids to add to ``all``, index names written to, then per
-    scope index its name, its additions and its removals."""
+    entries to set, ids to delete, ids to (re)score in ``all``, the names of indexes and
+    membership hashes written to, the membership changes (five items each), then per index
+    (of a scope part or of a reader) its name, its additions and its removals."""
     entries: list[Any] = []
     deleted: list[str] = []
     added: list[Any] = []
     additions: dict[str, list[Any]] = {}
     removals: dict[str, list[str]] = {}
     for change in changes:
-        if change.after is None:
-            assert change.before is not None
+        before, after = change.before, change.after
+        old = [] if before is None else _index_names(before)
+        if after is None:
             deleted.append(change.memory_id)
-            for name in _index_names(change.before):
+            for name in old:
                 removals.setdefault(name, []).append(change.memory_id)
             continue
-        entries += (change.memory_id, _pack(change.after))
-        if change.before is None:
-            added += (change.after.position, change.memory_id)
-            for name in _index_names(change.after):
-                additions.setdefault(name, []).extend((change.after.position, change.memory_id))
+        entries += (change.memory_id, _pack(after))
+        new = _index_names(after)
+        # written (a foreign log may write one id twice): scored at its position everywhere
+        written = before is None or before.position != after.position
+        if written:
+            added += (after.position, change.memory_id)
+        for name in new:
+            if written or name not in old:
+                additions.setdefault(name, []).extend((after.position, change.memory_id))
+        for name in old:
+            if name not in new:
+                removals.setdefault(name, []).append(change.memory_id)
+    joined: list[str] = []
+    hashes: set[str] = set()
+    for m in memberships:
+        names = (_groups_key(m.agent_id), _members_key(m.group_id))
+        if m.admin is not None:
+            hashes.update(names)
+        joined += (*names, m.agent_id, m.group_id,
+                   "" if m.admin is None else "1" if m.admin else "0")
+    written_to = [*additions, *hashes]
     args: list[Any] = [len(entries), *entries, len(deleted), *deleted, len(added), *added,
-                       len(additions), *additions]
+                       len(written_to), *written_to, len(memberships), *joined]
     for name in additions.keys() | removals.keys():
         plus, minus = additions.get(name, []), removals.get(name, [])
         args += [name, len(plus), *plus, len(minus), *minus]
@@ -461,25 +628,39 @@ class RedisReadModel(ReadModel, LeaseProvider):
             found = self._client.hget(self.meta_key, "log_id")
         return None if found is None else _text(found)
 
-    def get_many(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
-        return self._get_many(list(memory_ids), "get")
+    def get_many(self, memory_ids: Iterable[str],
+                 reader: str | None = None) -> dict[str, MemoryEntry]:
+        return self._get_many(list(memory_ids), "get", reader)
 
     def current(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
-        return self._get_many(list(memory_ids), "ids")
+        return self._get_many(list(memory_ids), "ids", None)
 
-    def _get_many(self, ids: list[str], mode: str) -> dict[str, MemoryEntry]:
+    def _get_many(self, ids: list[str], mode: str, reader: str | None) -> dict[str, MemoryEntry]:
         if not ids:
             return {}
-        blobs = self._read_complete([self.meta_key, self._gen_base, mode, *ids])
-        return {m: _unpack(b) for m, b in zip(ids, blobs, strict=True) if b is not None}
+        blobs = self._read_complete(self._ids_args(ids, mode, reader))
+        return _entries_of(ids, blobs)
+
+    def _ids_args(self, ids: list[str], mode: str, reader: str | None) -> list[str]:
+        return [self.meta_key, self._gen_base, mode, _principal(reader), *ids]
+
+    def members(self, group_id: str) -> dict[str, bool]:
+        return _flags(self._read_complete(self._hash_args(_members_key(group_id))))
+
+    def groups_of(self, agent_id: str) -> dict[str, bool]:
+        return _flags(self._read_complete(self._hash_args(_groups_key(agent_id))))
+
+    def _hash_args(self, name: str) -> list[str]:
+        return [self.meta_key, self._gen_base, "hash", name]
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
-               events: Sequence[Event] = ()) -> None:
+               events: Sequence[Event] = (),
+               memberships: Sequence[MembershipChange] = ()) -> None:
         stage_ttl = int(self.stage_ttl * 1000) if self._stage_gen is not None else 0
         expire = int(self.expire_after * 1000) if self.expire_after is not None else 0
         args = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
                 "" if self._stage_gen is not None else self.channel, self.log_id or "", expire,
-                stage_ttl, self._stage_base, *_commit_args(changes)]
+                stage_ttl, self._stage_base, *_commit_args(changes, memberships)]
         with _answering(self.url):
             found = self._commit(keys=[self.meta_key, self.garbage_key, self.building_key],
                                  args=args)
@@ -559,11 +740,11 @@ class RedisReadModel(ReadModel, LeaseProvider):
                                     args=[_text(raw), self._gen_base, _GC_CHUNK]):
                     pass
 
-    def read_scope(self, scope: Scope) -> list[MemoryEntry]:
-        return [_unpack(b) for b in self._read_complete(self._read_args(scope))]
+    def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
+        return [_unpack(b) for b in self._read_complete(self._read_args(scope, reader))]
 
-    def _read_args(self, scope: Scope) -> list[str]:
-        return [self.meta_key, self._gen_base, "scope",
+    def _read_args(self, scope: Scope, reader: str | None) -> list[str]:
+        return [self.meta_key, self._gen_base, "scope", _principal(reader),
                 *(scope_key(name, value) for name, value in scope.parts())]
 
     def _read_complete(self, args: list[Any]) -> list[Any]:
@@ -632,15 +813,21 @@ class RedisReadModel(ReadModel, LeaseProvider):
             checkpoint, found = await client.hmget(self.meta_key, ["checkpoint", "format"])
         return self._checked(checkpoint, found)
 
-    async def get_many_async(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+    async def get_many_async(self, memory_ids: Iterable[str],
+                             reader: str | None = None) -> dict[str, MemoryEntry]:
         ids = list(memory_ids)
         if not ids:
             return {}
-        blobs = await self._read_complete_async([self.meta_key, self._gen_base, "get", *ids])
-        return {m: _unpack(b) for m, b in zip(ids, blobs, strict=True) if b is not None}
+        blobs = await self._read_complete_async(self._ids_args(ids, "get", reader))
+        return _entries_of(ids, blobs)
 
-    async def read_scope_async(self, scope: Scope) -> list[MemoryEntry]:
-        return [_unpack(b) for b in await self._read_complete_async(self._read_args(scope))]
+    async def read_scope_async(self, scope: Scope,
+                               reader: str | None = None) -> list[MemoryEntry]:
+        return [_unpack(b) for b in
+                await self._read_complete_async(self._read_args(scope, reader))]
+
+    async def members_async(self, group_id: str) -> dict[str, bool]:
+        return _flags(await self._read_complete_async(self._hash_args(_members_key(group_id))))
 
     async def _read_complete_async(self, args: list[Any]) -> list[Any]:
         _, read = self._async_client()

@@ -56,6 +56,27 @@ def test_history_audit_and_as_of(swarm: tuple[str, str],
     assert "folding [" in captured.err
 
 
+def test_the_operator_manages_groups_from_the_shell(swarm: tuple[str, str],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    url, m = swarm
+    assert main(["join", "--log", url, "scout", "research", "--admin"]) == 0
+    assert main(["join", "--log", url, "analyst", "research"]) == 0
+    assert main(["leave", "--log", url, "scout", "research"]) == 0
+    capsys.readouterr()
+    assert main(["members", "--log", url, "research"]) == 0
+    assert "analyst" in capsys.readouterr().out.split("-----")[-1]
+    assert main(["members", "--log", url, "research", "--position", "4"]) == 0
+    rows = capsys.readouterr().out.split("-----")[-1]
+    assert "scout" in rows and "yes" in rows and "analyst" not in rows
+    mem = SQLiteSharedMemory(url.removeprefix("sqlite:///"))
+    try:  # the analyst reads the group's memory through the membership the shell made
+        assert [e.memory_id for e in mem.agent("analyst").read_scope()] == [m]
+        assert mem.agent("scout").read_scope() == [mem.get(m)]  # its own memory still
+    finally:
+        mem.close()
+    assert main(["join", "--log", url, "x", "bad\ngroup"]) == 2
+
+
 def test_verify_forget_and_tampering(swarm: tuple[str, str], tmp_path: Path,
                                      capsys: pytest.CaptureFixture[str]) -> None:
     url, m = swarm

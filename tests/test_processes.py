@@ -20,7 +20,8 @@ from memswarm_es import SQLiteSharedMemory
 mem = SQLiteSharedMemory(sys.argv[1])
 name, count = sys.argv[2], int(sys.argv[3])
 for i in range(count):
-    mem.write_scope(i, metadata={"agent_id": name, "group_id": "swarm"}, event_id=f"{name}-{i}")
+    mem.write_scope(i, metadata={"agent_id": name, "group_id": "swarm"}, event_id=f"{name}-{i}",
+                    actor=name)
     if sys.argv[4] == "ack":
         print(f"{name}-{i}", flush=True)
 """

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import uuid
 from pathlib import Path
 
 import hypothesis.strategies as st
@@ -68,9 +70,9 @@ def test_any_flipped_byte_is_found_at_its_position(tmp_path: Path, pristine: tup
                                                    row: int, column: str, index: int,
                                                    bit: int) -> None:
     data, _ = pristine
-    path = tmp_path / f"flip-{row}-{column}-{index}-{bit}.db"
+    path = tmp_path / f"flip-{uuid.uuid4().hex}.db"  # never a file (or WAL) of an earlier example
     path.write_bytes(data)
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
         conn.text_factory = bytes
         (value,) = conn.execute(f"SELECT {column} FROM memswarm_events WHERE position = ?",
                                 (row,)).fetchone()
@@ -86,6 +88,15 @@ def test_any_flipped_byte_is_found_at_its_position(tmp_path: Path, pristine: tup
     result = check(path)
     assert not result.ok
     assert result.position == row, (column, result)
+
+
+def test_an_event_moved_below_the_first_position_is_found(tmp_path: Path) -> None:
+    path = tmp_path / "log.db"
+    head = make_log(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:  # a reader from 0 never sees it
+        conn.execute("UPDATE memswarm_events SET position = -5 WHERE position = ?", (head,))
+    result = check(path)
+    assert (result.ok, result.position) == (False, head) and "-5" in (result.reason or "")
 
 
 def test_a_deleted_event_is_found(tmp_path: Path) -> None:

@@ -2,9 +2,9 @@
 
 Commands are grouped by what they touch: :mod:`.demo`, :mod:`.projection` (read models built
 from the log), :mod:`.history` (the log as the system of record), :mod:`.copying` (a log to
-another store). Every command opens stores through :mod:`.stores` and prints through
-:mod:`.output`. A command that fails with a :class:`~memswarm_es.errors.MemSwarmError` exits 2
-with one line on stderr.
+another store), :mod:`.groups` (memberships). Every command opens stores through
+:mod:`.stores` and prints through :mod:`.output`. A command that fails with a
+:class:`~memswarm_es.errors.MemSwarmError` exits 2 with one line on stderr.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 
 from ..errors import MemSwarmError
-from . import copying, demo, history, projection
+from . import copying, demo, groups, history, projection
 from .args import Handler
 from .output import fail
 
@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     """The ``memswarm`` argument parser, every command registered."""
     top = argparse.ArgumentParser(prog="memswarm", description="The memswarm command.")
     commands = top.add_subparsers(dest="command", required=True)
-    for group in (demo, projection, copying, history):
+    for group in (demo, projection, copying, history, groups):
         group.add_commands(commands)
     return top
 

@@ -125,7 +125,7 @@ def _forget(args: argparse.Namespace, log: EventLog) -> int:
     return 0
 
 
-def _on_log(reader: Reader) -> Handler:
+def on_log(reader: Reader) -> Handler:
     """``reader`` run on the log of ``--log``, opened only if it exists, closed after."""
 
     def run(args: argparse.Namespace) -> int:
@@ -142,7 +142,7 @@ def add_commands(commands: Commands) -> None:
     """Register the history commands on the ``memswarm`` parser."""
 
     def reading(name: str, reader: Reader, help_text: str) -> argparse.ArgumentParser:
-        parser = command(commands, name, _on_log(reader), help_text)
+        parser = command(commands, name, on_log(reader), help_text)
         log_argument(parser)
         return parser
 

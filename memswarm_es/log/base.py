@@ -155,6 +155,12 @@ class EventLog(ABC):
     def close(self) -> None:
         """Release resources; the default holds none."""
 
+    def stray_position(self) -> int | None:
+        """A position below 1 at which the store holds an event (a reader starting after 0
+        never sees one: only tampering puts it there), or ``None``; stores whose positions
+        cannot fall outside the chain have none."""
+        return None
+
     # --- derived -------------------------------------------------------------------------------
 
     def iter_events(self, after: int = 0, batch_size: int = 1000,
@@ -228,6 +234,11 @@ class EventLog(ABC):
                 progress(expected - 1, head)
         if expected - 1 < head:
             return Verification(False, expected - 1, expected, "event is missing")
+        stray = self.stray_position()
+        if stray is not None:  # an event moved outside the chain: the one after the head
+            return Verification(False, expected - 1, expected,
+                                f"event is missing (an event is stored at position {stray}, "
+                                "outside the chain)")
         if redacted:
             position = min(redacted.values())
             return Verification(False, position - 1, position,

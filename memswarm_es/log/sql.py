@@ -584,6 +584,12 @@ class SQLEventLog(EventLog):
                 .order_by(t.c.recorded_at.desc(), t.c.position.desc()).limit(1)
             ).scalar() or 0
 
+    def stray_position(self) -> int | None:
+        t = self._events
+        with self._engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.min(t.c.position))
+                                .where(t.c.position < 1)).scalar()
+
     def head(self) -> int:
         with self._engine.connect() as conn:
             return conn.execute(sa.select(sa.func.max(self._events.c.position))).scalar() or 0
