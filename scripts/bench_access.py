@@ -278,8 +278,9 @@ def main() -> None:
                      f"{seconds:.1f} s ({log.head() / seconds:,.0f} events/s)")
         if count != args.memories:
             notes.append(f"{' ' * len(name)}  {count:,} memories, not {args.memories:,} "
-                         f"(--chroma-memories): at that rate {args.memories:,} would take "
-                         f"{args.memories / (log.head() / seconds) / 60:.0f} min to project")
+                         f"(--chroma-memories): Chroma fills slower as it grows, and its reads "
+                         f"are the slowest here; for the full size run --models chroma "
+                         f"--chroma-memories {args.memories} (--reads 50 keeps it under 10 min)")
 
     print_table(f"MemSwarm access: read_scope through the handle of agent {READER!r} against "
                 f"the operator's read; p50/p95 in ms over {args.reads} alternating calls each",
