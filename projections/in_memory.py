@@ -187,7 +187,7 @@ class InMemoryReadModel(ReadModel):
                 found = sorted(self._entries.values(), key=lambda e: e.position)
             else:  # walk what the reader may read: fewer than the scope holds
                 ids = dict.fromkeys(m for s in readable for m in s)
-                found = sorted((e for m in ids if scope.matches((e := self._entries[m]).scope)),
+                found = sorted((self._entries[m] for m in ids if all(m in s for s in id_sets)),
                                key=lambda e: e.position)
             return [self._detached(e) for e in found]
 
