@@ -22,8 +22,10 @@ PASS or MISS. Peers run at SQLite's default ``synchronous=FULL`` unless a measur
 Redis is the one at ``MEMSWARM_REDIS_URL`` (else ``redis://127.0.0.1:6379/0``): keys go under a
 prefix of this run's own, deleted after; with no Redis there, the row says n/a. The SQL read
 model row says n/a while MemSwarm has none (``open_read_model("sqlite:///...")`` refuses).
-Every measure does a fixed amount of work (``--single``, ``--reads``, ``--as-of``), so each is
-bounded in time; ``--quick`` is a smoke run of well under a minute. Never asserts timings.
+Every measure does a fixed amount of work (``--single``, ``--reads``, ``--as-of``), and
+``as_of`` (whose first call walks the whole log, saving snapshots) stops at ``--as-of-budget``
+seconds, so each is bounded in time; ``--quick`` is a smoke run of well under a minute. Prints;
+never asserts.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -349,142 +352,194 @@ def p50(fn: Callable[[], object], calls: int) -> float:
 # --- the run -----------------------------------------------------------------------------------
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000, help="memories written (the log)")
-    parser.add_argument("--single", type=int, default=2000, help="single writes per store")
-    parser.add_argument("--reads", type=int, default=500, help="reads of 1k memories timed")
-    parser.add_argument("--as-of", type=int, default=20, help="as_of calls timed")
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke run: 10k events, 300 single writes, 50 reads, 5 as_of")
-    args = parser.parse_args()
-    if args.quick:
-        args.events, args.single, args.reads, args.as_of = 10_000, 300, 50, 5
-    if args.events < PER_AGENT or args.single < 1 or args.reads < 1 or args.as_of < 1:
-        parser.error(f"--events must be at least {PER_AGENT}; the counts at least 1")
-    args.single = min(args.single, args.events)
+class Run:
+    """One run's memories, files and measures; its phases share the log they build."""
 
-    rows: list[Measure] = []
-    notes: list[str] = []
-    everything = memories(args.events)
-    payload = sum(len(msgpack.packb(m.content)) for m in everything) / len(everything)
-    expected = sum(m.agent_id == READER for m in everything)
-    with tempfile.TemporaryDirectory() as tmp:
-        def path(name: str) -> str:
-            return os.path.join(tmp, f"{name}.db")
+    memory: SharedMemory  # the log built, its in-memory view replayed (``appends``)
+    recorded: list[Event]  # the log's events
 
-        progress(f"{args.events:,} memories: batched appends")
-        log = SQLEventLog(f"sqlite:///{path('log')}")
-        ours = args.events / timed(partial(append_all, log, list(chunks(
-            [m.new_event() for m in everything], BATCH))))
+    def __init__(self, args: argparse.Namespace, tmp: str) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.memories = memories(args.events)
+        self.expected = sum(m.agent_id == READER for m in self.memories)
+        self.rows: list[Measure] = []
+        self.notes: list[str] = []
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.tmp, f"{name}.db")
+
+    def appends(self) -> None:
+        """Batched appends (building the log the other phases read), then opening it in a new
+        process, then replaying it here into the in-memory model."""
+        progress(f"{self.args.events:,} memories: batched appends")
+        log = SQLEventLog(f"sqlite:///{self.path('log')}")
+        ours = self.args.events / timed(partial(append_all, log, list(chunks(
+            [m.new_event() for m in self.memories], BATCH))))
         log.close()
-        recorder = es_recorder(path("es"))
-        stored = list(chunks([m.stored_event() for m in everything], BATCH))
-        peer = args.events / timed(partial(es_insert, recorder, stored))
+        recorder = es_recorder(self.path("es"))
+        stored = list(chunks([m.stored_event() for m in self.memories], BATCH))
+        peer = self.args.events / timed(partial(es_insert, recorder, stored))
         del stored
-        rows.append(Measure(f"batched append ({BATCH} per batch)", "events/s",
-                            "eventsourcing insert_events", peer, ours, at_least=1.0))
+        self.rows.append(Measure(f"batched append ({BATCH} per batch)", "events/s",
+                                 "eventsourcing insert_events", peer, ours, at_least=1.0))
 
         progress("open in a new process")
-        opened = open_in_new_process(path("log"))
-        rows.append(Measure(f"open SQLiteSharedMemory, to its first read ({opened['found']:,.0f})",
-                            "s", "-", None, opened["seconds"], under=0.5))
-        rows.append(Measure("  resident memory after open", "MB", "-", None, opened["rss_mb"],
-                            under=200))
+        opened = open_in_new_process(self.path("log"))
+        self.rows.append(Measure(
+            f"open SQLiteSharedMemory, to its first read ({opened['found']:,.0f})", "s", "-",
+            None, opened["seconds"], under=0.5))
+        self.rows.append(Measure("  resident memory after open", "MB", "-", None,
+                                 opened["rss_mb"], under=200))
 
         progress("replay")
-        log = SQLEventLog(f"sqlite:///{path('log')}", create=False)
+        log = SQLEventLog(f"sqlite:///{self.path('log')}", create=False)
         model = InMemoryReadModel()
-        ours = args.events / timed(Projector(log, model, PAGE).catch_up)
-        peer = args.events / timed(partial(es_read_all, recorder))
+        ours = self.args.events / timed(Projector(log, model, PAGE).catch_up)
+        peer = self.args.events / timed(partial(es_read_all, recorder))
         recorder.datastore.close()
-        rows.append(Measure("replay into the in-memory model", "events/s",
-                            "eventsourcing select_notifications (read only)", peer, ours,
-                            at_least=0.75))
-        memory = SharedMemory(log, model)  # reads through the facade, from the model built
-        recorded = log.read()
+        self.rows.append(Measure("replay into the in-memory model", "events/s",
+                                 "eventsourcing select_notifications (read only)", peer, ours,
+                                 at_least=0.75))
+        self.memory = SharedMemory(log, model)  # reads through the facade, from that model
+        self.recorded = log.read()
 
-        progress(f"{args.single:,} single writes per store")
-        mine = everything[:args.single]
-        raw_rows = [_row(e) for e in recorded[:args.single]]
+    def single_writes(self) -> None:
+        """``write_scope`` one at a time into new logs, at FULL and at NORMAL."""
+        progress(f"{self.args.single:,} single writes per store")
+        mine = self.memories[:self.args.single]
+        raw_rows = [_row(e) for e in self.recorded[:self.args.single]]
         for sync, goal in (("FULL", 0.6), ("NORMAL", 0.5)):
-            with SQLiteSharedMemory(path(f"single-{sync}"), synchronous=sync) as single:
+            with SQLiteSharedMemory(self.path(f"single-{sync}"), synchronous=sync) as single:
                 ours = len(mine) / timed(partial(write_each, single, mine))
-            peer = raw_one_per_transaction(path(f"raw-{sync}"), sync, raw_rows)
-            rows.append(Measure(f"write_scope, synchronous={sync}", "writes/s",
-                                "raw sqlite3, 1 row per transaction", peer, ours,
-                                at_least=goal))
+            peer = raw_one_per_transaction(self.path(f"raw-{sync}"), sync, raw_rows)
+            self.rows.append(Measure(f"write_scope, synchronous={sync}", "writes/s",
+                                     "raw sqlite3, 1 row per transaction", peer, ours,
+                                     at_least=goal))
             if sync == "FULL":
-                recorder = es_recorder(path("es-single"))
+                recorder = es_recorder(self.path("es-single"))
                 peer = len(mine) / timed(partial(es_insert, recorder,
                                                  [[m.stored_event()] for m in mine]))
                 recorder.datastore.close()
-                rows.append(Measure("  the same", "writes/s", "eventsourcing insert_events, 1 "
-                                    "per transaction", peer, ours))
+                self.rows.append(Measure("  the same", "writes/s",
+                                         "eventsourcing insert_events, 1 per transaction",
+                                         peer, ours))
             else:
-                peer = langgraph_sqlite_puts(path("langgraph"), mine)
-                rows.append(Measure("  the same", "writes/s", "LangGraph SqliteStore.put (WAL)",
-                                    peer, ours))
+                peer = langgraph_sqlite_puts(self.path("langgraph"), mine)
+                self.rows.append(Measure("  the same", "writes/s",
+                                         "LangGraph SqliteStore.put (WAL)", peer, ours))
 
-        # Each side's answer is counted into the row's name: a wrong answer shows there.
-        progress(f"{args.reads:,} reads of {expected:,} memories")
+    def reads(self) -> None:
+        """One agent's memories, again and again: from the in-memory model (as the operator
+        and as the agent) and from the SQL read model if there is one. Each side's answer is
+        counted into its row: a wrong answer shows there."""
+        calls, expected = self.args.reads, self.expected
+        progress(f"{calls:,} reads of {expected:,} memories")
         store = InMemoryStore()
-        for page in chunks(everything, 10_000):
+        for page in chunks(self.memories, 10_000):
             store.batch([PutOp(("memories", m.agent_id), str(m.memory_id), m.record)
                          for m in page])
         search = partial(store.search, ("memories", READER), limit=expected)
         peer_name = f"LangGraph InMemoryStore.search: {len(search()):,}"
-        peer = p50(search, args.reads)
+        peer = p50(search, calls)
         del store, search
-        read = partial(memory.read_scope, agent_id=READER)
-        rows.append(Measure(f"read_scope of {len(read()):,}, in-memory, p50", "ms", peer_name,
-                            peer, p50(read, args.reads), at_most=0.5))
-        read = partial(memory.agent(READER).read_scope, agent_id=READER)
-        rows.append(Measure(f"  the same, read as the agent itself: {len(read()):,}", "ms",
-                            peer_name, peer, p50(read, args.reads)))
+        read = partial(self.memory.read_scope, agent_id=READER)
+        self.rows.append(Measure(f"read_scope of {len(read()):,}, in-memory, p50", "ms",
+                                 peer_name, peer, p50(read, calls), at_most=0.5))
+        read = partial(self.memory.agent(READER).read_scope, agent_id=READER)
+        self.rows.append(Measure(f"  the same, read as the agent itself: {len(read()):,}",
+                                 "ms", peer_name, peer, p50(read, calls)))
 
-        conn = raw_read_table(path("raw-read"), everything)
+        conn = raw_read_table(self.path("raw-read"), self.memories)
         peer_name = f"raw sqlite3 read + msgpack decode: {len(raw_read(conn, READER)):,}"
-        peer = p50(partial(raw_read, conn, READER), args.reads)
+        peer = p50(partial(raw_read, conn, READER), calls)
         conn.close()
-        sql_model = sql_read_model(path("log"))
         name = "read_scope from the SQL read model, p50"
-        if sql_model is None:
-            rows.append(Measure(name, "ms", peer_name, peer, None, at_most=1.0))
-        else:
-            Projector(log, sql_model, PAGE).catch_up()
-            hot = Scope(READER)
-            rows.append(Measure(f"{name}: {len(sql_model.read_scope(hot)):,}", "ms", peer_name,
-                                peer, p50(partial(sql_model.read_scope, hot), args.reads),
-                                at_most=1.0))
-            sql_model.close()
+        model = sql_read_model(self.path("log"))
+        if model is None:
+            self.rows.append(Measure(name, "ms", peer_name, peer, None, at_most=1.0))
+            return
+        Projector(self.memory.log, model, PAGE).catch_up()
+        hot = Scope(READER)
+        self.rows.append(Measure(f"{name}: {len(model.read_scope(hot)):,}", "ms", peer_name,
+                                 peer, p50(partial(model.read_scope, hot), calls),
+                                 at_most=1.0))
+        model.close()
 
+    def redis_projection(self) -> None:
+        """MemSwarm's Redis read model projecting the events (from an in-process copy of the
+        log) against the naive pipelines, on the same server, under prefixes of this run's."""
         progress("Redis projection")
-        rows.append(redis_projection(recorded, notes))
-        del recorded
+        name, unit, peer_name = ("Redis projection", "memories/s",
+                                 "naive redis-py pipelined HSET+ZADD")
+        url = redis_url()
+        if not redis_answers(url):
+            self.notes.append(f"Redis: nothing answers at {url}; set MEMSWARM_REDIS_URL")
+            self.rows.append(Measure(name, unit, peer_name, None, None, at_least=1.5))
+            return
+        source = InMemoryEventLog()
+        source.import_events(self.recorded)
+        prefix = f"bench-peers-{new_id()}"
+        model = RedisReadModel(url, prefix=prefix)
+        client = redis.Redis.from_url(url)
+        try:
+            ours = len(self.recorded) / timed(Projector(source, model, PAGE).catch_up)
+            peer = naive_redis(client, f"{prefix}-naive", self.recorded)
+        finally:
+            model.drop()
+            model.close()
+            delete_keys(client, f"{prefix}-naive")
+            client.close()
+        self.notes.append(f"Redis: {url}, this run's keys only (deleted after)")
+        self.rows.append(Measure(name, unit, peer_name, peer, ours, at_least=1.5))
 
-        progress(f"{args.as_of} as_of calls")
-        head = log.head()
-        first = timed(partial(memory.as_of, head))
+    def as_of(self) -> None:
+        """``as_of`` at positions of the log's second half, once its snapshots are saved (by
+        the first call, which walks the log). The first walk and the calls share a budget of
+        ``--as-of-budget`` seconds: a walk past it is stopped, and nothing is measured."""
+        calls, budget = self.args.as_of, self.args.as_of_budget
+        progress(f"{calls} as_of calls (at most {budget:g} s)")
+        head = self.memory.log.head()
+        name = f"as_of at {head:,} events, p50"
+        deadline = time.perf_counter() + budget
+
+        def stop_when_late(done: int, total: int) -> None:
+            if time.perf_counter() > deadline:
+                raise _OverBudget(f"{done:,} of {total:,} events")
+
+        try:
+            first = timed(partial(self.memory.as_of, head, progress=stop_when_late))
+        except _OverBudget as late:
+            self.notes.append(f"as_of: the first call (walking the log, saving snapshots) "
+                              f"passed the {budget:g} s budget after {late}: not measured")
+            self.rows.append(Measure(name, "ms", "-", None, None, under=20))
+            return
         rng = random.Random(13)
-        samples = [timed(partial(memory.as_of, rng.randrange(head // 2, head + 1))) * 1000
-                   for _ in range(args.as_of)]
-        rows.append(Measure(f"as_of at {head:,} events, p50", "ms", "-", None,
-                            percentile(samples, 50), under=20))
-        notes.append(f"as_of: the first call walked the log and saved its snapshots in "
-                     f"{first:.1f} s (not in the p50); positions drawn from the log's second half")
-        memory.close()
+        samples: list[float] = []
+        while len(samples) < calls and (not samples or time.perf_counter() < deadline):
+            position = rng.randrange(head // 2, head + 1)
+            samples.append(timed(partial(self.memory.as_of, position)) * 1000)
+        self.notes.append(f"as_of: the first call walked the log and saved its snapshots in "
+                          f"{first:.1f} s (not in the p50); p50 of {len(samples)} calls")
+        self.rows.append(Measure(name, "ms", "-", None, percentile(samples, 50), under=20))
 
-    print_table(
-        f"MemSwarm and its peers, {args.events:,} memories ({args.events // PER_AGENT:,} agents "
-        f"x 1k, {GROUPS} groups, {CONTEXTS} contexts, {payload:.0f}-byte msgpack content), "
-        "one run", ["measure", "unit", "peer", "peer's", "MemSwarm", "MemSwarm / peer", "goal",
-                    "result"], [r.cells() for r in rows], decimals=[0, 0, 0, 2, 2, 2],
-        notes=[f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
-               f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}",
-               "open: a new process, from SQLiteSharedMemory(path) until read_scope of one "
-               "agent answered; memory: its resident set then, the imports included",
-               *notes])
+    def print(self) -> None:
+        payload = sum(len(msgpack.packb(m.content)) for m in self.memories) / self.args.events
+        print_table(
+            f"MemSwarm and its peers, {self.args.events:,} memories "
+            f"({self.args.events // PER_AGENT:,} agents x 1k, {GROUPS} groups, {CONTEXTS} "
+            f"contexts, {payload:.0f}-byte msgpack content), one run",
+            ["measure", "unit", "peer", "peer's", "MemSwarm", "MemSwarm / peer", "goal",
+             "result"], [r.cells() for r in self.rows], decimals=[0, 0, 0, 2, 2, 2],
+            notes=[f"machine: {platform.platform()}, {os.cpu_count()} cores, Python "
+                   f"{platform.python_version()}, SQLite {sqlite3.sqlite_version}",
+                   "open: a new process, from SQLiteSharedMemory(path) until read_scope of "
+                   "one agent answered; memory: its resident set then, the imports included",
+                   *self.notes])
+
+
+class _OverBudget(Exception):
+    """The first ``as_of`` walk passed the time budget (where it got to)."""
 
 
 def write_each(memory: SharedMemory, mine: Sequence[Memory]) -> None:
@@ -495,34 +550,38 @@ def write_each(memory: SharedMemory, mine: Sequence[Memory]) -> None:
                            context_id=m.context_id)
 
 
-def redis_projection(recorded: Sequence[Event], notes: list[str]) -> Measure:
-    """MemSwarm's Redis read model projecting the events (from an in-process copy of the log)
-    against the naive pipelines, on the same server, each under a prefix of this run's."""
-    name, unit, peer_name = ("Redis projection", "memories/s",
-                             "naive redis-py pipelined HSET+ZADD")
-    url = redis_url()
-    if not redis_answers(url):
-        notes.append(f"Redis: nothing answers at {url}; set MEMSWARM_REDIS_URL")
-        return Measure(name, unit, peer_name, None, None, at_least=1.5)
-    source = InMemoryEventLog()
-    source.import_events(recorded)
-    prefix = f"bench-peers-{new_id()}"
-    model = RedisReadModel(url, prefix=prefix)
-    client = redis.Redis.from_url(url)
-    try:
-        ours = len(recorded) / timed(Projector(source, model, PAGE).catch_up)
-        peer = naive_redis(client, f"{prefix}-naive", recorded)
-    finally:
-        model.drop()
-        model.close()
-        delete_keys(client, f"{prefix}-naive")
-        client.close()
-    notes.append(f"Redis: {url}, this run's keys only (deleted after)")
-    return Measure(name, unit, peer_name, peer, ours, at_least=1.5)
-
-
 def progress(what: str) -> None:
     print(f"... {what}", file=sys.stderr, flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000, help="memories written (the log)")
+    parser.add_argument("--single", type=int, default=2000, help="single writes per store")
+    parser.add_argument("--reads", type=int, default=500, help="reads of 1k memories timed")
+    parser.add_argument("--as-of", type=int, default=20, help="as_of calls timed")
+    parser.add_argument("--as-of-budget", type=float, default=300,
+                        help="seconds for the as_of measure, its first walk included")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 10k events, 300 "
+                        "single writes, 50 reads, 5 as_of calls in at most 30 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.events, args.single, args.reads, args.as_of, args.as_of_budget = (
+            10_000, 300, 50, 5, 30)
+    if min(args.single, args.reads, args.as_of) < 1 or args.as_of_budget <= 0:
+        parser.error("the counts and the budget must be positive")
+    if args.events < PER_AGENT:
+        parser.error(f"--events must be at least {PER_AGENT}")
+    args.single = min(args.single, args.events)
+    with tempfile.TemporaryDirectory() as tmp:
+        run = Run(args, tmp)
+        run.appends()
+        run.single_writes()
+        run.reads()
+        run.redis_projection()
+        run.as_of()
+        run.memory.close()
+    run.print()
 
 
 if __name__ == "__main__":
