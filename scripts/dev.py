@@ -17,6 +17,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+#: What ``test`` and ``run`` install: every extra, and the peers the benchmarks run against
+#: (bench_peers.py imports them, and mypy checks the benchmarks too).
+DEV_EXTRAS = "dev,bench"
 
 
 def ensure_env(extras: str) -> None:
@@ -48,7 +51,7 @@ def main(argv: list[str]) -> int:
     if command == "demo":
         ensure_env("")
         return run([str(BIN / "memswarm"), "demo", *args])
-    ensure_env("dev")
+    ensure_env(DEV_EXTRAS)
     if command == "run":
         return run(args)
     for check in ([str(BIN / "ruff"), "check", "."], [str(BIN / "mypy")]):
