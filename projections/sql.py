@@ -32,12 +32,13 @@ PostgreSQL).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, EventType, decode, encode
@@ -57,9 +58,10 @@ from .fold import (
 )
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 BATCH = 1000  # events folded at a time when the view catches up
-_IN_CHUNK = 500  # ids per IN (...) clause
+_IN_CHUNK = 512  # ids per IN (...) clause (a power of two: see _padded)
 _VIEW = "view_"  # after the log's table prefix: the served view's tables
 _STAGING = "view_next_"  # the tables a replay fills beside it
 _POSITION = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # the rowid on SQLite
@@ -111,6 +113,46 @@ def _tables(prefix: str) -> _Tables:
     return _Tables(metadata, memories, readers, members, state)
 
 
+@dataclass(frozen=True)
+class _Statement:
+    """A statement compiled once for the database's dialect, run on the DB-API cursor: the
+    SQL text, and the order of its parameters when the driver takes them by position."""
+
+    sql: str
+    order: tuple[str, ...] | None
+
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        return values if self.order is None else [values[name] for name in self.order]
+
+    def run(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
+        """The rows of the statement with ``values``."""
+        cursor.execute(self.sql, self.params(values))
+        return cursor.fetchall() if cursor.description else []
+
+    def run_many(self, cursor: Any, values: Sequence[Mapping[str, Any]]) -> None:
+        if values:
+            cursor.executemany(self.sql, [self.params(v) for v in values])
+
+
+def _compile(dialect: sa.Dialect, stmt: sa.ClauseElement) -> _Statement:
+    compiled = stmt.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    order = tuple(compiled.positiontup or ()) if dialect.positional else None
+    return _Statement(str(compiled), order)
+
+
+def _padded(ids: Sequence[str]) -> tuple[int, dict[str, str]]:
+    """``ids`` as the parameters ``i0, i1, ...`` of an IN list whose length is the next power
+    of two (the last id repeated), so that few statements serve every length."""
+    size = 1 << (len(ids) - 1).bit_length()
+    return size, {f"i{k}": ids[min(k, len(ids) - 1)] for k in range(size)}
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), _IN_CHUNK):
+        yield ids[start:start + _IN_CHUNK]
+
+
 def _entry(blob: bytes) -> MemoryEntry:
     return entry_from_row(decode(blob))
 
@@ -122,16 +164,20 @@ class SQLReadModel(ReadModel):
     any log); kept by ``log`` (:func:`kept_view`) it is also applied inside every append
     through that log object. ``close_log`` closes ``log`` with the model (a model opened by
     URL owns its log).
+
+    Statements are compiled once for the dialect and run on the DB-API cursor, so that a read
+    of many rows or an append pays no per-row cost of SQLAlchemy's.
     """
 
     def __init__(self, log: SQLEventLog, *, close_log: bool = False,
                  _tables_name: str = _VIEW) -> None:
         self._log = log
         self._engine = log.engine
+        self._dialect = self._engine.dialect
         self._close_log = close_log
         self._staging = _tables_name == _STAGING
         self._t = _tables(log.table_prefix + _tables_name)
-        self._statements: dict[tuple[str, ...], sa.Select[Any]] = {}
+        self._compiled: dict[tuple[object, ...], _Statement] = {}
         with self._engine.connect() as conn:
             present = sa.inspect(conn).has_table(self._t.state.name)
         if self._staging or not present:
@@ -195,6 +241,73 @@ class SQLReadModel(ReadModel):
                 conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
         self._t.metadata.drop_all(conn)
 
+    # --- statements ----------------------------------------------------------------------------
+
+    def _statement(self, key: tuple[object, ...]) -> _Statement:
+        """The compiled statement named by ``key`` (made on first use)."""
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = _compile(self._dialect, self._build(key))
+        return found
+
+    def _build(self, key: tuple[object, ...]) -> sa.ClauseElement:
+        m, r, mb, st = self._t.memories, self._t.readers, self._t.members, self._t.state
+        at: sa.BindParameter[Any] = sa.bindparam("at")
+        kind = key[0]
+        one = st.c.id == sa.literal_column("1")  # the one row
+        if kind == "state":
+            return sa.select(st.c.checkpoint, st.c.log_id).where(one)
+        if kind == "set state":
+            return sa.update(st).where(one).values(
+                checkpoint=sa.bindparam("checkpoint"), log_id=sa.bindparam("log_id"))
+        if kind == "held":
+            return sa.select(m.c.entry).where(m.c.memory_id.in_(_binds(key[1])))
+        if kind == "add":
+            return sa.insert(m)
+        if kind == "update":
+            return sa.update(m).where(m.c.position == at).values(entry=sa.bindparam("blob"))
+        if kind == "remove":
+            return sa.delete(m).where(m.c.position == at)
+        if kind == "ungrant":
+            return sa.delete(r).where(r.c.position == at)
+        if kind == "grant":
+            return sa.insert(r)
+        if kind == "leave":
+            return sa.delete(mb).where(mb.c.group_id == sa.bindparam("g"),
+                                       mb.c.agent_id == sa.bindparam("a"))
+        if kind == "join":
+            return sa.insert(mb)
+        if kind == "members":
+            return sa.select(mb.c.agent_id, mb.c.admin).where(mb.c.group_id == at)
+        if kind == "groups":
+            return sa.select(mb.c.group_id, mb.c.admin).where(mb.c.agent_id == at)
+        return self._read(key)
+
+    def _read(self, key: tuple[object, ...]) -> sa.Select[Any]:
+        """``("read", scope names, agent reads)`` or ``("ids", IN size, agent reads)``: the
+        entries a scope (or a list of ids) selects, for the operator or for an agent."""
+        kind, what, agent_reads = key
+        m, r, mb = self._t.memories, self._t.readers, self._t.members
+        if kind == "ids":
+            assert isinstance(what, int)
+            stmt = sa.select(m.c.entry).where(m.c.memory_id.in_(_binds(what)))
+        else:
+            assert isinstance(what, tuple)
+            stmt = sa.select(m.c.entry).where(*(m.c[n] == sa.bindparam(n) for n in what))
+        if agent_reads:  # the agent's principals, from the members table in the same statement
+            principals = sa.union_all(
+                sa.select(sa.literal_column(f"'{EVERYONE}'", sa.Text)),
+                sa.select(sa.cast(sa.bindparam("me"), sa.Text)),
+                sa.select(sa.literal_column(f"'{GROUP}'", sa.Text) + mb.c.group_id)
+                .where(mb.c.agent_id == sa.bindparam("reader")))
+            if kind == "ids" or what:  # probe the readers of each memory selected
+                stmt = stmt.where(sa.exists().where(r.c.position == m.c.position,
+                                                    r.c.principal.in_(principals)))
+            else:  # no scope: walk what the agent's principals may read
+                stmt = stmt.where(m.c.position.in_(
+                    sa.select(r.c.position).where(r.c.principal.in_(principals))))
+        return stmt.order_by(m.c.position)
+
     # --- what the log calls when it keeps the view (TransactionView) -------------------------
 
     @property
@@ -204,36 +317,36 @@ class SQLReadModel(ReadModel):
     def prepare(self, conn: Connection) -> None:
         """Under the log's write lock: fold the events the view has not applied (all of them
         the first time), unless it follows another log."""
-        checkpoint, followed = self._state(conn)
+        cursor = conn.connection.cursor()
+        checkpoint, followed = self._state(cursor)
         if followed not in (None, self._log.identity()):
             return  # the view of another log: a projector refuses it, untouched
-        reached = self._catch_up(conn, checkpoint, None)
+        reached = self._catch_up(conn, cursor, checkpoint, None)
         if reached > checkpoint:
-            self._set_state(conn, reached, self._log.identity())
+            self._set_state(cursor, reached, self._log.identity())
 
     def apply_in(self, conn: Connection, events: Sequence[Event]) -> None:
         """Inside the append's transaction: fold ``events`` (just inserted) into the view,
         after the events it missed (appended by processes that do not keep it)."""
-        checkpoint, followed = self._state(conn)
+        cursor = conn.connection.cursor()
+        checkpoint, followed = self._state(cursor)
         mine = self._log.identity()
         if followed not in (None, mine) or checkpoint >= events[0].position:
             return  # another log's view, or one ahead of the log: a projector sees to it
-        self._catch_up(conn, checkpoint, events[0].position - 1)
-        self._fold(conn, events)
-        self._set_state(conn, events[-1].position, mine)
+        self._catch_up(conn, cursor, checkpoint, events[0].position - 1)
+        self._fold(cursor, events)
+        self._set_state(cursor, events[-1].position, mine)
 
     # --- folding, in a transaction holding the log's write lock ------------------------------
 
-    def _state(self, conn: Connection) -> tuple[int, str | None]:
-        row = conn.execute(sa.select(self._t.state.c.checkpoint, self._t.state.c.log_id)
-                           .where(self._t.state.c.id == 1)).first()
-        return (0, None) if row is None else (int(row.checkpoint), row.log_id)
+    def _state(self, cursor: Any) -> tuple[int, str | None]:
+        rows = self._statement(("state",)).run(cursor, {})
+        return (0, None) if not rows else (int(rows[0][0]), rows[0][1])
 
-    def _set_state(self, conn: Connection, checkpoint: int, log_id: str | None) -> None:
-        conn.execute(sa.update(self._t.state).where(self._t.state.c.id == 1)
-                     .values(checkpoint=checkpoint, log_id=log_id))
+    def _set_state(self, cursor: Any, checkpoint: int, log_id: str | None) -> None:
+        self._statement(("set state",)).run(cursor, {"checkpoint": checkpoint, "log_id": log_id})
 
-    def _catch_up(self, conn: Connection, after: int, until: int | None) -> int:
+    def _catch_up(self, conn: Connection, cursor: Any, after: int, until: int | None) -> int:
         """Fold the log's events after ``after`` (up to ``until``) in batches; return the last
         position folded. The state is the caller's to write."""
         while until is None or after < until:
@@ -241,40 +354,36 @@ class SQLReadModel(ReadModel):
                                       else min(BATCH, until - after))
             if not batch:
                 break
-            self._fold(conn, batch)
+            self._fold(cursor, batch)
             after = batch[-1].position
             if len(batch) < BATCH and until is None:
                 break
         return after
 
-    def _fold(self, conn: Connection, events: Sequence[Event]) -> None:
+    def _fold(self, cursor: Any, events: Sequence[Event]) -> None:
         """Fold ``events`` against the rows the view holds now and write the changes."""
-        held = self._held(conn, {e.memory_id for e in events if e.memory_id is not None})
+        held = self._held(cursor, {e.memory_id for e in events if e.memory_id is not None})
         batch = changes(held, events)
         for change in batch:
             if change.after is not None and change.after.damaged:
                 logger.warning("event at position %d cannot be read (%s); memory %r reads "
                                "as damaged", change.after.last_position,
                                change.after.damaged, change.memory_id)
-        self._store(conn, held, batch)
-        self._join(conn, membership_changes(events))
+        self._store(cursor, held, batch)
+        self._join(cursor, membership_changes(events))
 
-    def _held(self, conn: Connection, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
-        m = self._t.memories
-        stmt = sa.select(m.c.entry).where(m.c.memory_id.in_(sa.bindparam("ids", expanding=True)))
-        ids = list(memory_ids)
+    def _held(self, cursor: Any, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
         found: dict[str, MemoryEntry] = {}
-        for start in range(0, len(ids), _IN_CHUNK):
-            for (blob,) in conn.execute(stmt, {"ids": ids[start:start + _IN_CHUNK]}):
+        for chunk in _chunks(list(memory_ids)):
+            size, values = _padded(chunk)
+            for (blob,) in self._statement(("held", size)).run(cursor, values):
                 entry = _entry(blob)
                 found[entry.memory_id] = entry
         return found
 
-    def _store(self, conn: Connection, held: dict[str, MemoryEntry],
-               batch: Sequence[Change]) -> None:
+    def _store(self, cursor: Any, held: dict[str, MemoryEntry], batch: Sequence[Change]) -> None:
         """Write the entries after ``batch`` over the rows ``held`` (those the view holds for
         the memories it changes)."""
-        m, r = self._t.memories, self._t.readers
         gone: list[dict[str, Any]] = []  # positions whose rows go (their readers too)
         regranted: list[dict[str, Any]] = []  # positions whose readers change
         added: list[dict[str, Any]] = []
@@ -298,30 +407,18 @@ class SQLReadModel(ReadModel):
                     continue
                 regranted.append({"at": new.position})
             granted += [{"position": new.position, "principal": p} for p in new.readable_by]
-        at: sa.BindParameter[int] = sa.bindparam("at")
-        if gone or regranted:
-            conn.execute(sa.delete(r).where(r.c.position == at), gone + regranted)
-        if gone:
-            conn.execute(sa.delete(m).where(m.c.position == at), gone)
-        if added:
-            conn.execute(sa.insert(m), added)
-        if updated:
-            conn.execute(sa.update(m).where(m.c.position == at)
-                         .values(entry=sa.bindparam("blob")), updated)
-        if granted:
-            conn.execute(sa.insert(r), granted)
+        self._statement(("ungrant",)).run_many(cursor, gone + regranted)
+        self._statement(("remove",)).run_many(cursor, gone)
+        self._statement(("add",)).run_many(cursor, added)
+        self._statement(("update",)).run_many(cursor, updated)
+        self._statement(("grant",)).run_many(cursor, granted)
 
-    def _join(self, conn: Connection, memberships: Sequence[MembershipChange]) -> None:
-        if not memberships:
-            return
-        mb = self._t.members
-        conn.execute(sa.delete(mb).where(mb.c.group_id == sa.bindparam("g"),
-                                         mb.c.agent_id == sa.bindparam("a")),
-                     [{"g": c.group_id, "a": c.agent_id} for c in memberships])
-        joined = [{"group_id": c.group_id, "agent_id": c.agent_id, "admin": c.admin}
-                  for c in memberships if c.admin is not None]
-        if joined:
-            conn.execute(sa.insert(mb), joined)
+    def _join(self, cursor: Any, memberships: Sequence[MembershipChange]) -> None:
+        self._statement(("leave",)).run_many(
+            cursor, [{"g": c.group_id, "a": c.agent_id} for c in memberships])
+        self._statement(("join",)).run_many(
+            cursor, [{"group_id": c.group_id, "agent_id": c.agent_id, "admin": c.admin}
+                     for c in memberships if c.admin is not None])
 
     def _check_log(self, followed: str | None) -> str | None:
         """The log to record after a commit by a projector; :class:`LogMismatchError` if the
@@ -335,12 +432,10 @@ class SQLReadModel(ReadModel):
     # --- the ReadModel interface: writing ----------------------------------------------------
 
     def checkpoint(self) -> int:
-        with self._engine.connect() as conn:
-            return self._state(conn)[0]
+        return self._with_cursor(self._state)[0]
 
     def followed_log(self) -> str | None:
-        with self._engine.connect() as conn:
-            return self._state(conn)[1]
+        return self._with_cursor(self._state)[1]
 
     def apply(self, events: Sequence[Event]) -> int:
         """Fold the events after the checkpoint in one write transaction, against the rows
@@ -349,15 +444,16 @@ class SQLReadModel(ReadModel):
         if not any(e.position > start for e in events):
             return start  # nothing new: no write lock taken
         with self._log.write_transaction() as conn:
-            start, followed = self._state(conn)
+            cursor = conn.connection.cursor()
+            start, followed = self._state(cursor)
             fresh = [e for e in events if e.position > start]
             if not fresh:
                 return start
             if fresh[0].position != start + 1:
                 raise CheckpointConflictError(fresh[0].position - 1, start)
             log_id = self._check_log(followed)
-            self._fold(conn, fresh)
-            self._set_state(conn, fresh[-1].position, log_id)
+            self._fold(cursor, fresh)
+            self._set_state(cursor, fresh[-1].position, log_id)
         self.changed.notify()
         return fresh[-1].position
 
@@ -365,13 +461,14 @@ class SQLReadModel(ReadModel):
                events: Sequence[Event] = (),
                memberships: Sequence[MembershipChange] = ()) -> None:
         with self._log.write_transaction() as conn:
-            found, followed = self._state(conn)
+            cursor = conn.connection.cursor()
+            found, followed = self._state(cursor)
             if found != expected_checkpoint:
                 raise CheckpointConflictError(expected_checkpoint, found)
             log_id = self._check_log(followed)
-            self._store(conn, self._held(conn, {c.memory_id for c in changes}), changes)
-            self._join(conn, memberships)
-            self._set_state(conn, checkpoint, log_id)
+            self._store(cursor, self._held(cursor, {c.memory_id for c in changes}), changes)
+            self._join(cursor, memberships)
+            self._set_state(cursor, checkpoint, log_id)
         self.changed.notify()
 
     def clear(self) -> None:
@@ -382,7 +479,7 @@ class SQLReadModel(ReadModel):
     def _empty(self, conn: Connection) -> None:
         for table in (self._t.readers, self._t.memories, self._t.members):
             conn.execute(sa.delete(table))
-        self._set_state(conn, 0, None)
+        self._set_state(conn.connection.cursor(), 0, None)
 
     def drop(self) -> None:
         """Delete the view's tables (and its trigger). Processes that keep it must be closed
@@ -400,8 +497,9 @@ class SQLReadModel(ReadModel):
                 or staged._log is not self._log:
             raise ValueError("switch_to takes a model made by this model's staging()")
         with self._log.write_transaction() as conn:
-            checkpoint, followed = self._state(conn)
-            staged_checkpoint, staged_log = staged._state(conn)
+            cursor = conn.connection.cursor()
+            checkpoint, followed = self._state(cursor)
+            staged_checkpoint, staged_log = staged._state(cursor)
             if not force:
                 if followed not in (None, staged_log) and staged_log:
                     raise LogMismatchError(staged_log, followed)
@@ -413,7 +511,7 @@ class SQLReadModel(ReadModel):
                                  (self._t.members, staged._t.members)):
                 conn.execute(sa.insert(mine).from_select(list(mine.c.keys()),
                                                          sa.select(*theirs.c)))
-            self._set_state(conn, staged_checkpoint, staged_log)
+            self._set_state(cursor, staged_checkpoint, staged_log)
             staged._empty(conn)
         self.changed.notify()
         return True
@@ -428,72 +526,61 @@ class SQLReadModel(ReadModel):
 
     # --- the ReadModel interface: reading ----------------------------------------------------
 
-    def _statement(self, names: tuple[str, ...], agent_reads: bool,
-                   by_id: bool = False) -> sa.Select[Any]:
-        """The read of the scope parts ``names`` (or of ids), for the operator or an agent."""
-        key = (*names, "agent" if agent_reads else "", "ids" if by_id else "")
-        stmt = self._statements.get(key)
-        if stmt is not None:
-            return stmt
-        m, r, mb = self._t.memories, self._t.readers, self._t.members
-        stmt = sa.select(m.c.entry).where(*(m.c[n] == sa.bindparam(n) for n in names))
-        if by_id:
-            stmt = stmt.where(m.c.memory_id.in_(sa.bindparam("ids", expanding=True)))
-        if agent_reads:
-            principals = sa.union_all(
-                sa.select(sa.cast(sa.literal(EVERYONE), sa.Text)),
-                sa.select(sa.cast(sa.bindparam("me"), sa.Text)),
-                sa.select(sa.cast(sa.literal(GROUP), sa.Text) + mb.c.group_id)
-                .where(mb.c.agent_id == sa.bindparam("reader")))
-            if names or by_id:  # probe the readers of each memory the scope selects
-                stmt = stmt.where(sa.exists().where(r.c.position == m.c.position,
-                                                    r.c.principal.in_(principals)))
-            else:  # no scope: walk what the agent's principals may read
-                stmt = stmt.where(m.c.position.in_(
-                    sa.select(r.c.position).where(r.c.principal.in_(principals))))
-        stmt = stmt.order_by(m.c.position)
-        self._statements[key] = stmt
-        return stmt
+    def _with_cursor(self, read: Callable[[Any], _T]) -> _T:
+        """``read(cursor)`` on a pooled connection, outside SQLAlchemy's row handling (on
+        SQLite a single statement reads one snapshot by itself)."""
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                return read(cursor)
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
 
     @staticmethod
-    def _reader(params: dict[str, Any], reader: str | None) -> dict[str, Any]:
+    def _reader(values: dict[str, Any], reader: str | None) -> dict[str, Any]:
         if reader is not None:
-            params["reader"], params["me"] = reader, agent(reader)
-        return params
+            values["reader"], values["me"] = reader, agent(reader)
+        return values
 
     def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
         parts = scope.parts()
-        stmt = self._statement(tuple(name for name, _ in parts), reader is not None)
-        with self._engine.connect() as conn:
-            rows = conn.execute(stmt, self._reader(dict(parts), reader))
-            return [_entry(blob) for (blob,) in rows]
+        stmt = self._statement(("read", tuple(name for name, _ in parts), reader is not None))
+        values = self._reader(dict(parts), reader)
+        return [_entry(blob) for (blob,) in self._with_cursor(lambda c: stmt.run(c, values))]
 
     def get_many(self, memory_ids: Iterable[str],
                  reader: str | None = None) -> dict[str, MemoryEntry]:
         ids = list(dict.fromkeys(memory_ids))
-        stmt = self._statement((), reader is not None, by_id=True)
-        found: dict[str, MemoryEntry] = {}
-        with self._engine.connect() as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                params = self._reader({"ids": ids[start:start + _IN_CHUNK]}, reader)
-                for (blob,) in conn.execute(stmt, params):
+
+        def read(cursor: Any) -> dict[str, MemoryEntry]:
+            found: dict[str, MemoryEntry] = {}
+            for chunk in _chunks(ids):
+                size, values = _padded(chunk)
+                stmt = self._statement(("ids", size, reader is not None))
+                for (blob,) in stmt.run(cursor, self._reader(values, reader)):
                     entry = _entry(blob)
                     found[entry.memory_id] = entry
-        return found
+            return found
+
+        return self._with_cursor(read) if ids else {}
 
     def members(self, group_id: str) -> dict[str, bool]:
-        mb = self._t.members
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(mb.c.agent_id, mb.c.admin)
-                                .where(mb.c.group_id == group_id))
-            return {agent_id: bool(admin) for agent_id, admin in rows}
+        stmt = self._statement(("members",))
+        rows = self._with_cursor(lambda c: stmt.run(c, {"at": group_id}))
+        return {agent_id: bool(admin) for agent_id, admin in rows}
 
     def groups_of(self, agent_id: str) -> dict[str, bool]:
-        mb = self._t.members
-        with self._engine.connect() as conn:
-            rows = conn.execute(sa.select(mb.c.group_id, mb.c.admin)
-                                .where(mb.c.agent_id == agent_id))
-            return {group_id: bool(admin) for group_id, admin in rows}
+        stmt = self._statement(("groups",))
+        rows = self._with_cursor(lambda c: stmt.run(c, {"at": agent_id}))
+        return {group_id: bool(admin) for group_id, admin in rows}
+
+
+def _binds(size: object) -> list[sa.BindParameter[Any]]:
+    assert isinstance(size, int)
+    return [sa.bindparam(f"i{k}") for k in range(size)]
 
 
 def kept_view(log: SQLEventLog, *, close_log: bool = False) -> SQLReadModel:
