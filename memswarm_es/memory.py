@@ -14,6 +14,7 @@ from projections import open_read_model
 from projections.base import ReadModel, SearchableReadModel, SearchHit
 from projections.fold import MemoryEntry
 from projections.projector import Progress, Projector
+from projections.sql import kept_view
 
 from .access import Gate, audit_seen_by
 from .audit import AuditPage, MemoryVersion, audit, history
@@ -591,15 +592,41 @@ class InMemorySharedMemory(SharedMemory):
 
 
 class SQLiteSharedMemory(SharedMemory):
-    """A durable SQLite log (``db_path``) with the in-memory read model rebuilt from it."""
+    """A durable SQLite log (``db_path``) and its SQL view in the same file
+    (:mod:`projections.sql`), kept inside the transaction of every append: opening reads no
+    event (a file without the view yet is folded once), and every process that opens the
+    file shares the one view, its own writes and the others' seen at once."""
 
     _catch_up_on_open = False
 
     def __init__(self, db_path: str = "memswarm.db", *, synchronous: str = "FULL",
                  **options: Any) -> None:
         self.db_path = db_path
-        super().__init__(SQLEventLog(f"sqlite:///{db_path}", synchronous=synchronous),
-                         open_read_model("memory://"), **options)
+        log = SQLEventLog(f"sqlite:///{db_path}", synchronous=synchronous)
+        try:
+            view = kept_view(log)
+        except BaseException:
+            log.close()
+            raise
+        super().__init__(log, view, **options)
+
+
+class PostgresSharedMemory(SharedMemory):
+    """A PostgreSQL log at ``url`` (``postgresql+psycopg://...``, tables named
+    ``table_prefix...``) and its SQL view in the same database, kept inside the transaction
+    of every append: one shared view for every machine that opens it, without Redis."""
+
+    _catch_up_on_open = False
+
+    def __init__(self, url: str, *, table_prefix: str = "memswarm_", **options: Any) -> None:
+        self.url = url
+        log = SQLEventLog(url, table_prefix=table_prefix)
+        try:
+            view = kept_view(log)
+        except BaseException:
+            log.close()
+            raise
+        super().__init__(log, view, **options)
 
 
 class GCSSharedMemory(SharedMemory):

@@ -8,11 +8,16 @@
                                                a persistent directory (``path`` as SQLAlchemy
                                                reads ``sqlite:///path``: ``chroma:////abs``)
 ``chroma+http://host:port?collection=C``       the same on a Chroma server
+``sql+<log url>``: ``sql+sqlite:///swarm.db``, :class:`~projections.sql.SQLReadModel` in the
+``sql+postgresql+psycopg://...``               database of the log at ``<log url>`` (tables
+                                               ``P_view_*``, ``P`` the option ``prefix``,
+                                               default ``memswarm``), kept by that log
 =============================================  ===============================================
 
 A backend is a module with ``open_url(url, **options) -> ReadModel``, named below by the URL
-schemes it opens; it is imported when a URL names it, so a backend's client library is needed
-only by those who use it. A new backend is its module plus one line in :data:`BACKENDS`.
+schemes it opens (``sql`` stands for every ``sql+<dialect>``); it is imported when a URL names
+it, so a backend's client library is needed only by those who use it. A new backend is its
+module plus one line in :data:`BACKENDS`.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ BACKENDS = {
     "rediss": "redis",
     "chroma": "chroma_open",
     "chroma+http": "chroma_open",
+    "sql": "sql",  # sql+sqlite, sql+postgresql+psycopg, ...: a view in a SQL log's database
 }
 
 
@@ -40,6 +46,8 @@ def open_read_model(url: str, **options: Any) -> ReadModel:
     (e.g. ``expire_after`` for Redis, ``embedding_function`` and ``model_id`` for Chroma).
     Raises :class:`InvalidInputError` for a URL of no known scheme."""
     scheme, found, _ = url.partition("://") if isinstance(url, str) else ("", "", "")
+    if scheme.startswith("sql+"):
+        scheme = "sql"
     if not found or scheme not in BACKENDS:
         raise InvalidInputError(f"no read model for {url!r}: use a URL starting with one of "
                                 f"{', '.join(s + '://' for s in BACKENDS)}")

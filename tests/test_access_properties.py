@@ -1,7 +1,7 @@
 """Property: whatever agents and the operator do (writes with random permissions, updates,
 deletes, forgets, permission changes, joins, leaves, admin grants), after every step every
 path answers every agent exactly what a plain reference model of the rules allows, on the
-in-memory, Redis and Chroma read models; replay and reopen give the same answers.
+in-memory, SQL view, Redis and Chroma read models; replay and reopen give the same answers.
 
 The rules the reference model encodes (the README's table): a memory is readable by the
 principals in its latest ``readable_by`` (``group:<g>`` meaning the members of ``g`` now) and
@@ -31,6 +31,7 @@ from memswarm_es.log import SQLEventLog
 from memswarm_es.memory import ChromaSharedMemory, SQLiteSharedMemory
 from projections.base import SearchableReadModel
 from projections.fold import fold
+from projections.in_memory import InMemoryReadModel
 from projections.redis import RedisReadModel
 
 from .test_chroma import HashingEmbedder
@@ -132,7 +133,8 @@ class AccessMachine(RuleBasedStateMachine):
     # --- the memory under test ----------------------------------------------------------------
 
     def open(self) -> SharedMemory:
-        return SQLiteSharedMemory(f"{self.dir}/log.db", synchronous="OFF")
+        return SharedMemory(SQLEventLog(f"sqlite:///{self.dir}/log.db", synchronous="OFF"),
+                            InMemoryReadModel())
 
     def teardown(self) -> None:
         self.mem.close()
@@ -371,6 +373,13 @@ class AccessMachine(RuleBasedStateMachine):
             assert [round(h.distance, 5) for h in hits] == allowed, who
 
 
+class SQLViewAccessMachine(AccessMachine):
+    """The same rules on the SQL view kept in the SQLite log's own file."""
+
+    def open(self) -> SharedMemory:
+        return SQLiteSharedMemory(f"{self.dir}/log.db", synchronous="OFF")
+
+
 class RedisAccessMachine(AccessMachine):
     """The same rules on a Redis view of a SQLite log."""
 
@@ -396,6 +405,8 @@ SETTINGS = settings(max_examples=25, stateful_step_count=25, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 TestAccessInMemory = AccessMachine.TestCase
 TestAccessInMemory.settings = SETTINGS
+TestAccessSQLView = SQLViewAccessMachine.TestCase
+TestAccessSQLView.settings = settings(SETTINGS, max_examples=15)
 TestAccessRedis = RedisAccessMachine.TestCase
 TestAccessRedis.settings = settings(SETTINGS, max_examples=15)
 TestAccessChroma = ChromaAccessMachine.TestCase

@@ -1,6 +1,7 @@
 """Forget reaches the bytes of the files: a process SIGKILLed between the forget event and the
 redaction leaves work that the next open (or the next forget) finishes; a reader blocking the
-SQLite WAL checkpoint is reported, not ignored; PostgreSQL's pages lose the old row versions."""
+SQLite WAL checkpoint is reported, not ignored; PostgreSQL's pages lose the old row versions;
+the SQL view kept in the log's database keeps no byte either, whoever forgets."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from memswarm_es.errors import RedactionIncompleteError
 from memswarm_es.events import EventType
 from memswarm_es.log import SQLEventLog
 from memswarm_es.log import sql as sql_log
-from memswarm_es.memory import SharedMemory
+from memswarm_es.memory import PostgresSharedMemory, SharedMemory
 from projections.in_memory import InMemoryReadModel
 
 
@@ -219,3 +220,63 @@ def test_a_log_from_before_the_forgets_table_gets_its_unfinished_forgets_finishe
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT position, pending FROM memswarm_forgets").fetchall() == [(3, 0)]
     db.close()
+
+
+# --- the SQL view kept in the log's own database ------------------------------------------------
+
+
+def test_the_sqlite_view_keeps_no_byte_of_a_forgotten_memory(tmp_path: Path) -> None:
+    path = tmp_path / "view.db"
+    marker = f"view-{uuid.uuid4().hex}"
+    mem = SQLiteSharedMemory(str(path))
+    m = mem.write_scope(marker, metadata={"agent_id": "a", "note": marker})
+    mem.update(m, [marker, "v2"], readable_by=["*"])
+    keep = mem.write_scope("unrelated", metadata={"agent_id": "b"})
+    with sqlite3.connect(path) as peek:  # the view holds the content
+        (entry,) = peek.execute("SELECT entry FROM memswarm_view_memories WHERE memory_id = ?",
+                                (m,)).fetchone()
+    peek.close()
+    assert marker.encode() in entry
+    # Another process, keeping no view, forgets it: the view loses it all the same.
+    other = SharedMemory(SQLEventLog(f"sqlite:///{path}"), InMemoryReadModel())
+    other.forget(m, reason="erasure")
+    other.close()
+    assert found_in(sqlite_files(path), marker) == []
+    assert [e.memory_id for e in mem.read_scope()] == [keep]
+    mem.close()
+
+
+@pytest.mark.parametrize("forgetter", ["keeping", "plain"])
+def test_postgres_view_pages_lose_the_forgotten_rows(postgres_url: str, forgetter: str) -> None:
+    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    mem = PostgresSharedMemory(postgres_url, table_prefix=prefix)
+    small = f"pg-view-{uuid.uuid4().hex}"
+    large = f"pg-view-large-{uuid.uuid4().hex}"
+    a = mem.write_scope(small, metadata={"agent_id": "a"})
+    mem.update(a, small + " v2")  # an old row version of the view's row too
+    incompressible = base64.b64encode(os.urandom(12_000)).decode()  # stored in TOAST, as is
+    b = mem.write_scope(large + incompressible, metadata={"agent_id": "a"})
+    for i in range(20):
+        mem.write_scope(f"filler {i}", metadata={"agent_id": "b"})
+    view = f"{prefix}view_memories"
+    before = pg_pages(engine, view)
+    assert found_in(before, small) and found_in(before, large)
+
+    if forgetter == "keeping":
+        mem.forget(a, reason="erasure")
+        mem.forget(b, reason="erasure")
+    else:  # a process that does not keep the view: its trigger and the recorded table
+        plain = SharedMemory(SQLEventLog(postgres_url, table_prefix=prefix), InMemoryReadModel())
+        plain.forget(a, reason="erasure")
+        plain.forget(b, reason="erasure")
+        plain.close()
+
+    after = pg_pages(engine, view)
+    assert found_in(after, small) == [] and found_in(after, large) == []
+    assert len(mem.read_scope()) == 20
+    assert mem.verify().ok
+    mem.close()
+    engine.dispose()

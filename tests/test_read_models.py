@@ -1,5 +1,5 @@
 """The ReadModel contract, run against every read model, each opened by its URL: in-memory,
-Redis, Chroma in a directory and Chroma on a server."""
+Redis, Chroma in a directory, Chroma on a server, and the SQL view in SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ EVENTS = 150  # Chroma embeds every text: kept small
 Opener = Callable[[], ReadModel]
 
 
-@pytest.fixture(params=["memory", "redis", "chroma", "chroma-server"])
+@pytest.fixture(params=["memory", "redis", "chroma", "chroma-server", "sql", "sql-postgres"])
 def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     """Opens the read model under test again each time it is called (every call sees the same
     data, except for ``memory://``, which is a new model each time)."""
@@ -36,6 +36,11 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Opener]:
     elif request.param == "redis":
         url = (f"{request.getfixturevalue('redis_url')}"
                f"?prefix={request.getfixturevalue('redis_prefix')}")
+    elif request.param == "sql":  # the SQL view in a SQLite log's file
+        url = f"sql+sqlite:///{tmp_path / 'view.db'}"
+    elif request.param == "sql-postgres":  # and in a PostgreSQL log's database
+        url = f"sql+{request.getfixturevalue('postgres_url')}"
+        options["prefix"] = f"t{uuid.uuid4().hex[:12]}"
     elif request.param == "chroma":
         url = f"chroma:///{tmp_path / 'chroma'}?collection=contract"
         options["embedding_function"] = HashingEmbedder()

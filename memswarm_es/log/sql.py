@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
@@ -73,6 +73,7 @@ _CHECKPOINT_TRIES = 8  # a WAL checkpoint blocked by readers is retried this man
 _CHECKPOINT_WAIT_MS = 250  # each waiting this long for them
 _META_KEY_LENGTH = 64
 _DERIVED = "derived:"  # meta keys naming the tables derived from the events (add_derived_table)
+_SCRUBBED = "scrubbed:"  # meta keys naming the tables of kept views that hold content (keep_view)
 
 
 def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
@@ -134,6 +135,27 @@ def _on_sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql(f"BEGIN {mode}")
 
 
+class TransactionView(Protocol):
+    """A view kept in the log's own database and in its own transactions (the SQL read model
+    of :mod:`projections.sql` is one), so that it is exactly once by construction. The log
+    calls these and knows nothing else of the view: it is passed in
+    (:meth:`SQLEventLog.keep_view`)."""
+
+    @property
+    def content_tables(self) -> Sequence[str]:
+        """Tables of the view whose rows hold memory content: every redaction, in any
+        process, makes their freed row versions leave the files as it does the log's own."""
+
+    def prepare(self, conn: Connection) -> None:
+        """Under the log's write lock, when kept: bring the view up to the log's head (events
+        are read in ``conn`` with :meth:`SQLEventLog.read_in`)."""
+
+    def apply_in(self, conn: Connection, events: Sequence[Event]) -> None:
+        """Inside the transaction that records ``events`` (the batch's savepoint, when several
+        batches commit together), right after they are inserted: apply them to the view. An
+        exception fails the batch; the view's changes roll back with its events."""
+
+
 class SQLEventLog(EventLog):
     """An :class:`EventLog` in one SQL table.
 
@@ -164,6 +186,7 @@ class SQLEventLog(EventLog):
         self._lock = threading.Lock()  # held by the thread writing a group
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
+        self._views: list[TransactionView] = []  # kept in every append (keep_view)
         self._table_prefix = table_prefix
         self._metadata, self._meta, self._events = _tables(table_prefix)
         t = self._events
@@ -299,9 +322,44 @@ class SQLEventLog(EventLog):
                 conn.execute(sa.insert(self._meta), {"key": key, "value": "position"})
 
     def _derived_names(self, conn: Connection) -> list[str]:
+        return self._names(conn, _DERIVED)
+
+    def _names(self, conn: Connection, kind: str) -> list[str]:
+        """The table names recorded in the meta table under ``kind``."""
         m = self._meta
-        keys = conn.execute(sa.select(m.c.key).where(m.c.key.startswith(_DERIVED))).scalars()
-        return [key[len(_DERIVED):] for key in keys]
+        keys = conn.execute(sa.select(m.c.key).where(m.c.key.startswith(kind))).scalars()
+        return [key[len(kind):] for key in keys]
+
+    # --- for a view kept in the log's own transactions (projections.sql) --------------------
+
+    def keep_view(self, view: TransactionView) -> None:
+        """Keep ``view`` in this log's transactions from now on: under the write lock it is
+        brought up to the head (:meth:`TransactionView.prepare`) and its content tables are
+        recorded (so that every redaction scrubs them, in any process); then every append and
+        import through this object applies its events to the view inside the transaction that
+        records them, so the view's checkpoint is the head by construction."""
+        with self._lock:
+            with self.write_transaction() as conn:
+                view.prepare(conn)
+                known = set(self._names(conn, _SCRUBBED))
+                new = [name for name in view.content_tables if name not in known]
+                if any(len(_SCRUBBED + name) > _META_KEY_LENGTH for name in new):
+                    raise InvalidInputError(f"table names {new} are too long to be recorded")
+                if new:
+                    conn.execute(sa.insert(self._meta),
+                                 [{"key": _SCRUBBED + name, "value": "content"} for name in new])
+            self._views.append(view)
+
+    def read_in(self, conn: Connection, after: int, limit: int) -> list[Event]:
+        """At most ``limit`` events after ``after``, read in ``conn`` (a kept view reads the
+        events it has not applied yet inside the log's transaction)."""
+        t = self._events
+        stmt = self._select.where(t.c.position > after).order_by(t.c.position).limit(limit)
+        return [event_from_row(row) for row in conn.execute(stmt)]
+
+    def _keep_views(self, conn: Connection, events: list[Event]) -> None:
+        for view in self._views:
+            view.apply_in(conn, events)
 
     @property
     def _forgets(self) -> sa.Table:
@@ -393,9 +451,11 @@ class SQLEventLog(EventLog):
                     try:
                         if len(group) == 1:
                             conn.execute(self._insert_stmt, [_row(e) for e in sealed])
+                            self._keep_views(conn, sealed)
                         else:
                             with conn.begin_nested():
                                 conn.execute(self._insert_stmt, [_row(e) for e in sealed])
+                                self._keep_views(conn, sealed)
                     except sa.exc.IntegrityError as exc:  # a constraint: this batch alone
                         pending.error = exc
                         if len(group) == 1:
@@ -448,6 +508,7 @@ class SQLEventLog(EventLog):
                     check_import(events, last.position if last else 0,
                                  last.hash if last else GENESIS_HASH)
                     conn.execute(self._insert_stmt, [_row(e) for e in events])
+                    self._keep_views(conn, list(events))
             except sa.exc.IntegrityError as exc:
                 raise IdempotencyError(f"imported events clash with recorded ones: {exc.orig}"
                                        ) from exc
@@ -514,9 +575,12 @@ class SQLEventLog(EventLog):
                        for name in self._derived_names(conn)]
             removed, forgets = erase(conn, self._events, self._forgets, derived, positions)
             xid = postgres_xid(conn) if self._dialect == "postgresql" else 0
+            present = set(sa.inspect(conn).get_table_names())
+            tables = [self._events.name, *(name for name in self._names(conn, _SCRUBBED)
+                                           if name in present)]
         if not removed and not forgets:
             return 0
-        self._scrub_files(xid)
+        self._scrub_files(xid, tables)
         with self._writer.begin() as conn:
             mark_done(conn, self._forgets, forgets)
         return removed
@@ -532,25 +596,26 @@ class SQLEventLog(EventLog):
         except (StorageError, sa.exc.DBAPIError) as exc:
             logger.warning("%s: pending forgets not finished yet: %s", self.url, exc)
 
-    def _scrub_files(self, xid: int) -> None:
-        """Make removed payloads leave the files. SQLite: a TRUNCATE checkpoint copies the WAL
-        (which still holds them) into the database, whose freed space ``secure_delete``
-        zeroed, and empties the WAL; it needs every reader gone, so it is retried a bounded
-        number of times. PostgreSQL: VACUUM removes the old row versions from the table's
-        and its TOAST table's pages (:mod:`.redaction` says what it cannot reach), unless a
-        transaction older than the erasing one (``xid``) still runs and needs them."""
+    def _scrub_files(self, xid: int, tables: list[str]) -> None:
+        """Make removed payloads (and the rows of kept views that held content) leave the
+        files. SQLite: a TRUNCATE checkpoint copies the WAL (which still holds them) into the
+        database, whose freed space ``secure_delete`` zeroed, and empties the WAL; it needs
+        every reader gone, so it is retried a bounded number of times. PostgreSQL: VACUUM
+        removes the old row versions from the pages of ``tables`` and of their TOAST tables
+        (:mod:`.redaction` says what it cannot reach), unless a transaction older than the
+        erasing one (``xid``) still runs and needs them."""
         if self._dialect == "postgresql":
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 holders = postgres_holders(conn, xid)
-                quoted = conn.dialect.identifier_preparer.quote(self._events.name)
-                conn.exec_driver_sql(f"VACUUM {quoted}")
+                for table in tables:
+                    conn.exec_driver_sql(
+                        f"VACUUM {conn.dialect.identifier_preparer.quote(table)}")
             if holders:
                 raise RedactionIncompleteError(
                     f"{self.url}: the forgotten payloads are gone from the table, but "
                     f"{holders} older transaction(s) still running kept VACUUM from removing "
-                    f"the old row versions from {self._events.name}'s pages; the forget stays "
-                    "pending and is finished by the next open or forget",
-                    [self._events.name])
+                    f"the old row versions from the pages of {', '.join(tables)}; the forget "
+                    "stays pending and is finished by the next open or forget", tables)
             return
         if self._dialect != "sqlite":
             return

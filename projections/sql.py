@@ -1,0 +1,611 @@
+"""The SQL read model: the view of a log kept in the log's own database (SQLite, PostgreSQL).
+
+Its tables sit beside the log's and take its table prefix (``memswarm_view_*``):
+
+- ``memories``: a row per live memory: the position of its first write (the key, so that a
+  read in position order walks the table in order), its id, its scope ids (each indexed with
+  the position) and the entry as one msgpack blob (:func:`~projections.fold.entry_row`);
+- ``readers``: a row per (position, principal) that may read the memory at that position;
+- ``members``: (group, agent, admin) for every member of every group;
+- ``state``: one row: the checkpoint and the identity of the log the view follows.
+
+Kept by its log (:meth:`~memswarm_es.log.sql.SQLEventLog.keep_view`, as
+:class:`~memswarm_es.memory.SQLiteSharedMemory` does), the view is folded inside the
+transaction of every append, right after the events are inserted: its checkpoint is the log's
+head by construction, no event is applied twice or lost, and opening reads no event. A log
+that had no view yet is folded once, under the write lock. Appends by processes that do not
+keep it (a plain :class:`~memswarm_es.log.sql.SQLEventLog`) leave it behind; the next kept
+append catches it up in its own transaction, and so does any projector, since it is an
+ordinary :class:`~projections.base.ReadModel` too (``sql+<log url>`` opens it by URL).
+
+Every query filters inside the database: an agent reads what its scope's WHERE selects and an
+``EXISTS`` finds among the readers, for the agent's principals, which the same statement
+computes from the members table.
+
+A forget ends the memory in the transaction of its event (the fold drops it), and a trigger on
+the events table deletes its rows in that same transaction even when the appending process
+does not keep the view; the redaction that follows scrubs the view's table as it does the log's
+(the WAL checkpoint on SQLite, whose ``secure_delete`` zeroes freed space; VACUUM on
+PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.compiler import SQLCompiler
+
+from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
+from memswarm_es.events import Event, EventType, decode, encode
+from memswarm_es.log.sql import SQLEventLog
+from memswarm_es.principals import EVERYONE, GROUP, agent
+from memswarm_es.scopes import SCOPE_NAMES, Scope
+
+from .base import ReadModel
+from .fold import (
+    Change,
+    MembershipChange,
+    MemoryEntry,
+    changes,
+    entry_from_row,
+    entry_row,
+    membership_changes,
+)
+
+logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+BATCH = 1000  # events folded at a time when the view catches up
+_IN_CHUNK = 512  # ids per IN (...) clause (a power of two: see _padded)
+_VIEW = "view_"  # after the log's table prefix: the served view's tables
+_STAGING = "view_next_"  # the tables a replay fills beside it
+_POSITION = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # the rowid on SQLite
+_ID = sa.String(512)
+
+
+@dataclass(frozen=True)
+class _Tables:
+    metadata: sa.MetaData
+    memories: sa.Table
+    readers: sa.Table
+    members: sa.Table
+    state: sa.Table
+
+
+def _tables(prefix: str) -> _Tables:
+    metadata = sa.MetaData()
+    memories = sa.Table(
+        f"{prefix}memories", metadata,
+        sa.Column("position", _POSITION, primary_key=True, autoincrement=False),
+        sa.Column("memory_id", _ID, nullable=False),
+        *(sa.Column(name, _ID) for name in SCOPE_NAMES),
+        sa.Column("entry", sa.LargeBinary, nullable=False),
+        sa.UniqueConstraint("memory_id", name=f"{prefix}memory_id"),
+    )
+    for name in SCOPE_NAMES:
+        sa.Index(f"{prefix}memories_{name}", memories.c[name], memories.c.position)
+    readers = sa.Table(
+        f"{prefix}readers", metadata,
+        sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("principal", sa.Text, primary_key=True),
+        sqlite_with_rowid=False,
+    )
+    sa.Index(f"{prefix}readers_principal", readers.c.principal, readers.c.position)
+    members = sa.Table(
+        f"{prefix}members", metadata,
+        sa.Column("group_id", _ID, primary_key=True),
+        sa.Column("agent_id", _ID, primary_key=True),
+        sa.Column("admin", sa.Boolean, nullable=False),
+        sqlite_with_rowid=False,
+    )
+    sa.Index(f"{prefix}members_agent", members.c.agent_id)
+    state = sa.Table(
+        f"{prefix}state", metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("checkpoint", sa.BigInteger, nullable=False),
+        sa.Column("log_id", _ID),
+    )
+    return _Tables(metadata, memories, readers, members, state)
+
+
+@dataclass(frozen=True)
+class _Statement:
+    """A statement compiled once for the database's dialect, run on the DB-API cursor: the
+    SQL text, and the order of its parameters when the driver takes them by position."""
+
+    sql: str
+    order: tuple[str, ...] | None
+
+    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
+        return values if self.order is None else [values[name] for name in self.order]
+
+    def run(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
+        """The rows of the statement with ``values``."""
+        cursor.execute(self.sql, self.params(values))
+        return cursor.fetchall() if cursor.description else []
+
+    def run_many(self, cursor: Any, values: Sequence[Mapping[str, Any]]) -> None:
+        if values:
+            cursor.executemany(self.sql, [self.params(v) for v in values])
+
+
+def _compile(dialect: sa.Dialect, stmt: sa.ClauseElement) -> _Statement:
+    compiled = stmt.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler)
+    order = tuple(compiled.positiontup or ()) if dialect.positional else None
+    return _Statement(str(compiled), order)
+
+
+def _padded(ids: Sequence[str]) -> tuple[int, dict[str, str]]:
+    """``ids`` as the parameters ``i0, i1, ...`` of an IN list whose length is the next power
+    of two (the last id repeated), so that few statements serve every length."""
+    size = 1 << (len(ids) - 1).bit_length()
+    return size, {f"i{k}": ids[min(k, len(ids) - 1)] for k in range(size)}
+
+
+def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), _IN_CHUNK):
+        yield ids[start:start + _IN_CHUNK]
+
+
+def _entry(blob: bytes) -> MemoryEntry:
+    return entry_from_row(decode(blob))
+
+
+class SQLReadModel(ReadModel):
+    """The view of a log in ``log``'s database (see the module docstring).
+
+    On its own it is a read model like any other, caught up by a projector (and it may follow
+    any log); kept by ``log`` (:func:`kept_view`) it is also applied inside every append
+    through that log object. ``close_log`` closes ``log`` with the model (a model opened by
+    URL owns its log).
+
+    Statements are compiled once for the dialect and run on the DB-API cursor, so that a read
+    of many rows or an append pays no per-row cost of SQLAlchemy's.
+    """
+
+    def __init__(self, log: SQLEventLog, *, close_log: bool = False,
+                 _tables_name: str = _VIEW) -> None:
+        self._log = log
+        self._engine = log.engine
+        self._dialect = self._engine.dialect
+        self._close_log = close_log
+        self._staging = _tables_name == _STAGING
+        self._t = _tables(log.table_prefix + _tables_name)
+        self._compiled: dict[tuple[object, ...], _Statement] = {}
+        with self._engine.connect() as conn:
+            present = sa.inspect(conn).has_table(self._t.state.name)
+        if self._staging or not present:
+            with log.write_transaction() as conn:
+                if self._staging:  # left by a replay that did not finish: start afresh
+                    self._drop(conn)
+                self._create(conn)
+
+    @property
+    def log(self) -> SQLEventLog:
+        """The log in whose database the view lives."""
+        return self._log
+
+    # --- tables ------------------------------------------------------------------------------
+
+    def _create(self, conn: Connection) -> None:
+        """Make the tables (and, for the served view, the forget trigger) if missing."""
+        if sa.inspect(conn).has_table(self._t.state.name):
+            return
+        self._t.metadata.create_all(conn)
+        conn.execute(sa.insert(self._t.state), {"id": 1, "checkpoint": 0, "log_id": None})
+        if self._staging:
+            return
+        quote = conn.dialect.identifier_preparer.quote
+        prefix = self._log.table_prefix
+        events, meta = quote(f"{prefix}events"), quote(f"{prefix}meta")
+        memories, readers = quote(self._t.memories.name), quote(self._t.readers.name)
+        trigger, state = quote(self._trigger_name), quote(self._t.state.name)
+        # Only while the view follows this log: a view of another log keeps its memories.
+        ours = (f"(SELECT log_id FROM {state}) = "
+                f"(SELECT value FROM {meta} WHERE key = 'log_id')")
+        erase = (f"DELETE FROM {readers} WHERE position IN "
+                 f"(SELECT position FROM {memories} WHERE memory_id = NEW.memory_id); "
+                 f"DELETE FROM {memories} WHERE memory_id = NEW.memory_id;")
+        kind = EventType.MEMORY_FORGOTTEN
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(
+                f"CREATE OR REPLACE FUNCTION {trigger}() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN IF {ours} THEN {erase} END IF; RETURN NULL; END $$")
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {trigger} AFTER INSERT ON {events} FOR EACH ROW "
+                f"WHEN (NEW.type = '{kind}') EXECUTE FUNCTION {trigger}()")
+        else:
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER {trigger} AFTER INSERT ON {events} "
+                f"WHEN NEW.type = '{kind}' AND {ours} BEGIN {erase} END")
+
+    @property
+    def _trigger_name(self) -> str:
+        return f"{self._log.table_prefix}{_VIEW}forget"
+
+    def _drop(self, conn: Connection) -> None:
+        if not self._staging:
+            quote = conn.dialect.identifier_preparer.quote
+            trigger = quote(self._trigger_name)
+            if conn.dialect.name == "postgresql":
+                events = quote(f"{self._log.table_prefix}events")
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {events}")
+                conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {trigger}()")
+            else:
+                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+        self._t.metadata.drop_all(conn)
+
+    # --- statements ----------------------------------------------------------------------------
+
+    def _statement(self, key: tuple[object, ...]) -> _Statement:
+        """The compiled statement named by ``key`` (made on first use)."""
+        found = self._compiled.get(key)
+        if found is None:
+            found = self._compiled[key] = _compile(self._dialect, self._build(key))
+        return found
+
+    def _build(self, key: tuple[object, ...]) -> sa.ClauseElement:
+        m, r, mb, st = self._t.memories, self._t.readers, self._t.members, self._t.state
+        at: sa.BindParameter[Any] = sa.bindparam("at")
+        kind = key[0]
+        one = st.c.id == sa.literal_column("1")  # the one row
+        if kind == "state":
+            return sa.select(st.c.checkpoint, st.c.log_id).where(one)
+        if kind == "set state":
+            return sa.update(st).where(one).values(
+                checkpoint=sa.bindparam("checkpoint"), log_id=sa.bindparam("log_id"))
+        if kind == "held":
+            return sa.select(m.c.entry).where(m.c.memory_id.in_(_binds(key[1])))
+        if kind == "add":
+            return sa.insert(m)
+        if kind == "update":
+            return sa.update(m).where(m.c.position == at).values(entry=sa.bindparam("blob"))
+        if kind == "remove":
+            return sa.delete(m).where(m.c.position == at)
+        if kind == "ungrant":
+            return sa.delete(r).where(r.c.position == at)
+        if kind == "grant":
+            return sa.insert(r)
+        if kind == "leave":
+            return sa.delete(mb).where(mb.c.group_id == sa.bindparam("g"),
+                                       mb.c.agent_id == sa.bindparam("a"))
+        if kind == "join":
+            return sa.insert(mb)
+        if kind == "members":
+            return sa.select(mb.c.agent_id, mb.c.admin).where(mb.c.group_id == at)
+        if kind == "groups":
+            return sa.select(mb.c.group_id, mb.c.admin).where(mb.c.agent_id == at)
+        return self._read(key)
+
+    def _read(self, key: tuple[object, ...]) -> sa.Select[Any]:
+        """``("read", scope names, agent reads)`` or ``("ids", IN size, agent reads)``: the
+        entries a scope (or a list of ids) selects, for the operator or for an agent."""
+        kind, what, agent_reads = key
+        m, r, mb = self._t.memories, self._t.readers, self._t.members
+        if kind == "ids":
+            assert isinstance(what, int)
+            stmt = sa.select(m.c.entry).where(m.c.memory_id.in_(_binds(what)))
+        else:
+            assert isinstance(what, tuple)
+            stmt = sa.select(m.c.entry).where(*(m.c[n] == sa.bindparam(n) for n in what))
+        if agent_reads:  # the agent's principals, from the members table in the same statement
+            principals = sa.union_all(
+                sa.select(sa.literal_column(f"'{EVERYONE}'", sa.Text)),
+                sa.select(sa.cast(sa.bindparam("me"), sa.Text)),
+                sa.select(sa.literal_column(f"'{GROUP}'", sa.Text) + mb.c.group_id)
+                .where(mb.c.agent_id == sa.bindparam("reader")))
+            if kind == "ids" or what:  # probe the readers of each memory selected
+                stmt = stmt.where(sa.exists().where(r.c.position == m.c.position,
+                                                    r.c.principal.in_(principals)))
+            else:  # no scope: walk what the agent's principals may read
+                stmt = stmt.where(m.c.position.in_(
+                    sa.select(r.c.position).where(r.c.principal.in_(principals))))
+        return stmt.order_by(m.c.position)
+
+    # --- what the log calls when it keeps the view (TransactionView) -------------------------
+
+    @property
+    def content_tables(self) -> tuple[str, ...]:
+        return (self._t.memories.name,)
+
+    def prepare(self, conn: Connection) -> None:
+        """Under the log's write lock: fold the events the view has not applied (all of them
+        the first time), unless it follows another log."""
+        cursor = conn.connection.cursor()
+        checkpoint, followed = self._state(cursor)
+        if followed not in (None, self._log.identity()):
+            return  # the view of another log: a projector refuses it, untouched
+        reached = self._catch_up(conn, cursor, checkpoint, None)
+        if reached > checkpoint:
+            self._set_state(cursor, reached, self._log.identity())
+
+    def apply_in(self, conn: Connection, events: Sequence[Event]) -> None:
+        """Inside the append's transaction: fold ``events`` (just inserted) into the view,
+        after the events it missed (appended by processes that do not keep it)."""
+        cursor = conn.connection.cursor()
+        checkpoint, followed = self._state(cursor)
+        mine = self._log.identity()
+        if followed not in (None, mine) or checkpoint >= events[0].position:
+            return  # another log's view, or one ahead of the log: a projector sees to it
+        self._catch_up(conn, cursor, checkpoint, events[0].position - 1)
+        self._fold(cursor, events)
+        self._set_state(cursor, events[-1].position, mine)
+
+    # --- folding, in a transaction holding the log's write lock ------------------------------
+
+    def _state(self, cursor: Any) -> tuple[int, str | None]:
+        rows = self._statement(("state",)).run(cursor, {})
+        return (0, None) if not rows else (int(rows[0][0]), rows[0][1])
+
+    def _set_state(self, cursor: Any, checkpoint: int, log_id: str | None) -> None:
+        self._statement(("set state",)).run(cursor, {"checkpoint": checkpoint, "log_id": log_id})
+
+    def _catch_up(self, conn: Connection, cursor: Any, after: int, until: int | None) -> int:
+        """Fold the log's events after ``after`` (up to ``until``) in batches; return the last
+        position folded. The state is the caller's to write."""
+        while until is None or after < until:
+            batch = self._log.read_in(conn, after, BATCH if until is None
+                                      else min(BATCH, until - after))
+            if not batch:
+                break
+            self._fold(cursor, batch)
+            after = batch[-1].position
+            if len(batch) < BATCH and until is None:
+                break
+        return after
+
+    def _fold(self, cursor: Any, events: Sequence[Event]) -> None:
+        """Fold ``events`` against the rows the view holds now and write the changes."""
+        held = self._held(cursor, {e.memory_id for e in events if e.memory_id is not None})
+        batch = changes(held, events)
+        for change in batch:
+            if change.after is not None and change.after.damaged:
+                logger.warning("event at position %d cannot be read (%s); memory %r reads "
+                               "as damaged", change.after.last_position,
+                               change.after.damaged, change.memory_id)
+        self._store(cursor, held, batch)
+        self._join(cursor, membership_changes(events))
+
+    def _held(self, cursor: Any, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+        found: dict[str, MemoryEntry] = {}
+        for chunk in _chunks(list(memory_ids)):
+            size, values = _padded(chunk)
+            for (blob,) in self._statement(("held", size)).run(cursor, values):
+                entry = _entry(blob)
+                found[entry.memory_id] = entry
+        return found
+
+    def _store(self, cursor: Any, held: dict[str, MemoryEntry], batch: Sequence[Change]) -> None:
+        """Write the entries after ``batch`` over the rows ``held`` (those the view holds for
+        the memories it changes)."""
+        gone: list[dict[str, Any]] = []  # positions whose rows go (their readers too)
+        regranted: list[dict[str, Any]] = []  # positions whose readers change
+        added: list[dict[str, Any]] = []
+        updated: list[dict[str, Any]] = []
+        granted: list[dict[str, Any]] = []
+        for change in batch:
+            old, new = held.get(change.memory_id), change.after
+            if old is not None and (new is None or new.position != old.position):
+                gone.append({"at": old.position})  # ended, or written again elsewhere
+                old = None
+            if new is None:
+                continue
+            blob = encode(entry_row(new))
+            if old is None:
+                added.append({"position": new.position, "memory_id": new.memory_id,
+                              "agent_id": new.agent_id, "group_id": new.group_id,
+                              "context_id": new.context_id, "entry": blob})
+            else:
+                updated.append({"at": new.position, "blob": blob})
+                if old.readable_by == new.readable_by:
+                    continue
+                regranted.append({"at": new.position})
+            granted += [{"position": new.position, "principal": p} for p in new.readable_by]
+        self._statement(("ungrant",)).run_many(cursor, gone + regranted)
+        self._statement(("remove",)).run_many(cursor, gone)
+        self._statement(("add",)).run_many(cursor, added)
+        self._statement(("update",)).run_many(cursor, updated)
+        self._statement(("grant",)).run_many(cursor, granted)
+
+    def _join(self, cursor: Any, memberships: Sequence[MembershipChange]) -> None:
+        self._statement(("leave",)).run_many(
+            cursor, [{"g": c.group_id, "a": c.agent_id} for c in memberships])
+        self._statement(("join",)).run_many(
+            cursor, [{"group_id": c.group_id, "agent_id": c.agent_id, "admin": c.admin}
+                     for c in memberships if c.admin is not None])
+
+    def _check_log(self, followed: str | None) -> str | None:
+        """The log to record after a commit by a projector; :class:`LogMismatchError` if the
+        view holds another log's."""
+        if self.log_id is None:
+            return followed
+        if followed not in (None, self.log_id):
+            raise LogMismatchError(self.log_id, followed)
+        return self.log_id
+
+    # --- the ReadModel interface: writing ----------------------------------------------------
+
+    def checkpoint(self) -> int:
+        return self._with_cursor(self._state)[0]
+
+    def followed_log(self) -> str | None:
+        return self._with_cursor(self._state)[1]
+
+    def apply(self, events: Sequence[Event]) -> int:
+        """Fold the events after the checkpoint in one write transaction, against the rows
+        read in it (so that projectors and kept appends never apply an event twice)."""
+        start = self.checkpoint()
+        if not any(e.position > start for e in events):
+            return start  # nothing new: no write lock taken
+        with self._log.write_transaction() as conn:
+            cursor = conn.connection.cursor()
+            start, followed = self._state(cursor)
+            fresh = [e for e in events if e.position > start]
+            if not fresh:
+                return start
+            if fresh[0].position != start + 1:
+                raise CheckpointConflictError(fresh[0].position - 1, start)
+            log_id = self._check_log(followed)
+            self._fold(cursor, fresh)
+            self._set_state(cursor, fresh[-1].position, log_id)
+        self.changed.notify()
+        return fresh[-1].position
+
+    def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
+               events: Sequence[Event] = (),
+               memberships: Sequence[MembershipChange] = ()) -> None:
+        with self._log.write_transaction() as conn:
+            cursor = conn.connection.cursor()
+            found, followed = self._state(cursor)
+            if found != expected_checkpoint:
+                raise CheckpointConflictError(expected_checkpoint, found)
+            log_id = self._check_log(followed)
+            self._store(cursor, self._held(cursor, {c.memory_id for c in changes}), changes)
+            self._join(cursor, memberships)
+            self._set_state(cursor, checkpoint, log_id)
+        self.changed.notify()
+
+    def clear(self) -> None:
+        with self._log.write_transaction() as conn:
+            self._empty(conn)
+        self.changed.notify()
+
+    def _empty(self, conn: Connection) -> None:
+        for table in (self._t.readers, self._t.memories, self._t.members):
+            conn.execute(sa.delete(table))
+        self._set_state(conn.connection.cursor(), 0, None)
+
+    def drop(self) -> None:
+        """Delete the view's tables (and its trigger). Processes that keep it must be closed
+        first: their appends would no longer find it."""
+        with self._log.write_transaction() as conn:
+            self._drop(conn)
+
+    def staging(self) -> SQLReadModel:
+        """An empty twin in tables of its own, which a replay fills while this view serves;
+        :meth:`switch_to` copies it over in one transaction."""
+        return SQLReadModel(self._log, _tables_name=_STAGING)
+
+    def switch_to(self, staged: ReadModel, *, force: bool = False) -> bool:
+        if not isinstance(staged, SQLReadModel) or not staged._staging \
+                or staged._log is not self._log:
+            raise ValueError("switch_to takes a model made by this model's staging()")
+        with self._log.write_transaction() as conn:
+            cursor = conn.connection.cursor()
+            checkpoint, followed = self._state(cursor)
+            staged_checkpoint, staged_log = staged._state(cursor)
+            if not force:
+                if followed not in (None, staged_log) and staged_log:
+                    raise LogMismatchError(staged_log, followed)
+                if checkpoint > staged_checkpoint:
+                    return False
+            self._empty(conn)
+            for mine, theirs in ((self._t.memories, staged._t.memories),
+                                 (self._t.readers, staged._t.readers),
+                                 (self._t.members, staged._t.members)):
+                conn.execute(sa.insert(mine).from_select(list(mine.c.keys()),
+                                                         sa.select(*theirs.c)))
+            self._set_state(cursor, staged_checkpoint, staged_log)
+            staged._empty(conn)
+        self.changed.notify()
+        return True
+
+    def close(self) -> None:
+        """A staging twin deletes its tables; a model opened by URL closes its log."""
+        if self._staging:
+            with self._log.write_transaction() as conn:
+                self._drop(conn)
+        if self._close_log:
+            self._log.close()
+
+    # --- the ReadModel interface: reading ----------------------------------------------------
+
+    def _with_cursor(self, read: Callable[[Any], _T]) -> _T:
+        """``read(cursor)`` on a pooled connection, outside SQLAlchemy's row handling (on
+        SQLite a single statement reads one snapshot by itself)."""
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            try:
+                return read(cursor)
+            finally:
+                cursor.close()
+        finally:
+            raw.close()
+
+    @staticmethod
+    def _reader(values: dict[str, Any], reader: str | None) -> dict[str, Any]:
+        if reader is not None:
+            values["reader"], values["me"] = reader, agent(reader)
+        return values
+
+    def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
+        parts = scope.parts()
+        stmt = self._statement(("read", tuple(name for name, _ in parts), reader is not None))
+        values = self._reader(dict(parts), reader)
+        return [_entry(blob) for (blob,) in self._with_cursor(lambda c: stmt.run(c, values))]
+
+    def get_many(self, memory_ids: Iterable[str],
+                 reader: str | None = None) -> dict[str, MemoryEntry]:
+        ids = list(dict.fromkeys(memory_ids))
+
+        def read(cursor: Any) -> dict[str, MemoryEntry]:
+            found: dict[str, MemoryEntry] = {}
+            for chunk in _chunks(ids):
+                size, values = _padded(chunk)
+                stmt = self._statement(("ids", size, reader is not None))
+                for (blob,) in stmt.run(cursor, self._reader(values, reader)):
+                    entry = _entry(blob)
+                    found[entry.memory_id] = entry
+            return found
+
+        return self._with_cursor(read) if ids else {}
+
+    def members(self, group_id: str) -> dict[str, bool]:
+        stmt = self._statement(("members",))
+        rows = self._with_cursor(lambda c: stmt.run(c, {"at": group_id}))
+        return {agent_id: bool(admin) for agent_id, admin in rows}
+
+    def groups_of(self, agent_id: str) -> dict[str, bool]:
+        stmt = self._statement(("groups",))
+        rows = self._with_cursor(lambda c: stmt.run(c, {"at": agent_id}))
+        return {group_id: bool(admin) for group_id, admin in rows}
+
+
+def _binds(size: object) -> list[sa.BindParameter[Any]]:
+    assert isinstance(size, int)
+    return [sa.bindparam(f"i{k}") for k in range(size)]
+
+
+def kept_view(log: SQLEventLog, *, close_log: bool = False) -> SQLReadModel:
+    """The SQL view of ``log`` in its own database, kept by it from now on: folded once if
+    the database holds none yet (or caught up, if appends that did not keep it left it
+    behind), then applied inside every append and import through ``log``."""
+    view = SQLReadModel(log, close_log=close_log)
+    log.keep_view(view)
+    return view
+
+
+def open_url(url: str, *, prefix: str = "memswarm") -> SQLReadModel:
+    """``sql+<log url>`` (``sql+sqlite:///swarm.db``, ``sql+postgresql+psycopg://...``): the
+    SQL view in the database of the log at ``<log url>``, whose tables are named
+    ``<prefix>_...`` (the log's default), kept by the log object it opens (made if missing)."""
+    scheme, found, _ = url.partition("://")
+    if not scheme.startswith("sql+") or not found:
+        raise InvalidInputError(f"{url}: a SQL view is named sql+<log url>, such as "
+                                "sql+sqlite:///swarm.db")
+    try:
+        log = SQLEventLog(url[len("sql+"):], table_prefix=f"{prefix}_")
+    except sa.exc.ArgumentError as exc:
+        raise InvalidInputError(f"{url}: {exc}") from exc
+    try:
+        return kept_view(log, close_log=True)
+    except BaseException:
+        log.close()
+        raise

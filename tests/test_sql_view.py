@@ -1,0 +1,373 @@
+"""The SQL view kept in the log's own database: opening reads no event, every process shares
+it, a killed writer leaves it equal to the fold, appends that do not keep it are caught up,
+replays switch atomically, and it reads the same on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from memswarm_es import SharedMemory, SQLiteSharedMemory, VersionConflictError
+from memswarm_es.errors import LogMismatchError
+from memswarm_es.events import EventType, NewEvent
+from memswarm_es.log import InProcessLog
+from memswarm_es.log import sql as sql_log
+from memswarm_es.log.sql import SQLEventLog
+from memswarm_es.memory import PostgresSharedMemory
+from memswarm_es.scopes import Scope
+from projections import open_read_model
+from projections.in_memory import InMemoryReadModel
+from projections.projector import Projector
+from projections.sql import SQLReadModel, kept_view
+from tests.histories import assert_is_fold, fill, memory_events
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Counts the events the SQL log decodes from its rows (every read of an event does)."""
+    count = [0]
+    real = sql_log.event_from_row
+
+    def counting(row: object) -> object:
+        count[0] += 1
+        return real(row)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sql_log, "event_from_row", counting)
+    return count
+
+
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def test_opening_a_log_with_its_view_reads_no_event(tmp_path: Path, decoded: list[int]) -> None:
+    path = tmp_path / "big.db"
+    mem = SQLiteSharedMemory(str(path), synchronous="OFF")
+    fill(mem.log, 3000, batch=500)
+    assert mem.read_model.checkpoint() == mem.log.head() == 3000  # kept by the appends
+    assert_is_fold(mem.read_model, mem.log)
+    mem.close()
+
+    decoded[0] = 0
+    again = SQLiteSharedMemory(str(path))
+    some = again.read_scope(agent_id="a")
+    assert some and again.get(some[0].memory_id) == some[0]
+    # The projector looks at the event at the view's checkpoint before each read (1 each).
+    assert decoded[0] <= 3
+    again.close()
+
+
+def test_a_log_without_the_view_is_folded_once_on_first_open(tmp_path: Path,
+                                                              decoded: list[int]) -> None:
+    path = tmp_path / "old.db"
+    log = SQLEventLog(sqlite_url(path), synchronous="OFF")  # as an earlier version wrote it
+    fill(log, 2000, batch=400)
+    log.close()
+    decoded[0] = 0
+    first = SQLiteSharedMemory(str(path))
+    assert decoded[0] == 2000  # folded once, under the write lock
+    assert_is_fold(first.read_model, first.log)
+    first.close()
+    decoded[0] = 0
+    SQLiteSharedMemory(str(path)).close()
+    assert decoded[0] == 0
+
+
+def test_appends_that_do_not_keep_the_view_are_caught_up(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.db"
+    kept = SQLiteSharedMemory(str(path), synchronous="OFF")
+    fill(kept.log, 300, seed=1, batch=100)
+    plain = SQLEventLog(sqlite_url(path), synchronous="OFF")  # keeps no view
+    events = list(memory_events(400, seed=2))
+    plain.append(events[:200])
+    assert kept.read_model.checkpoint() == 300  # left behind
+    kept.log.append(events[200:201])  # a kept append catches it up in its own transaction
+    assert kept.read_model.checkpoint() == 501
+    assert_is_fold(kept.read_model, kept.log)
+    plain.append(events[201:])
+    assert kept.sync() == 700  # and so does the projector before a read
+    assert_is_fold(kept.read_model, kept.log)
+    plain.close()
+    kept.close()
+
+
+def test_a_refused_batch_leaves_the_view_as_it_was(tmp_path: Path) -> None:
+    mem = SQLiteSharedMemory(str(tmp_path / "refused.db"))
+    m = mem.write_scope("v1", metadata={"agent_id": "a"})
+    log = mem.log
+    stale = NewEvent.create(EventType.MEMORY_UPDATED, Scope("a"), "a", {"value": "late"},
+                            memory_id=m, version=2)
+    mem.update(m, "v2")
+    batches = {"stale": [stale], "new": list(memory_events(30, seed=5)),
+               "more": list(memory_events(30, seed=6))}
+    outcome: dict[str, object] = {}
+
+    def append(name: str) -> None:
+        try:
+            outcome[name] = log.append(batches[name])
+        except VersionConflictError as exc:
+            outcome[name] = exc
+
+    with log._lock:  # the three appends queue up as one group: a savepoint each
+        threads = [threading.Thread(target=append, args=(n,)) for n in batches]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 10
+        while len(log._queue) < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(log._queue) == 3
+    for t in threads:
+        t.join()
+    assert isinstance(outcome["stale"], VersionConflictError)
+    assert mem.read_model.checkpoint() == log.head() == 62
+    assert mem.get(m).value == "v2"
+    assert_is_fold(mem.read_model, log)
+    mem.close()
+
+
+WRITER = """
+import sys
+from memswarm_es import SQLiteSharedMemory
+from tests.histories import memory_events
+mem = SQLiteSharedMemory(sys.argv[1], synchronous="NORMAL")
+events = list(memory_events(int(sys.argv[2]), seed=int(sys.argv[3])))
+for start in range(0, len(events), 50):
+    mem.log.append(events[start:start + 50])
+    print(start, flush=True)
+    if start == 0:
+        sys.stdin.readline()  # both processes hold the file open, then write at once
+print("seen", len(mem.log.read()), mem.read_model.checkpoint(), flush=True)
+"""
+
+
+def spawn(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-c", WRITER, *args], cwd=ROOT, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)))
+
+
+def test_processes_writing_one_file_share_one_view(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    SQLiteSharedMemory(str(path)).close()
+    writers = [spawn(str(path), "1000", str(n)) for n in range(2)]
+    for w in writers:  # each has written its first batch and waits
+        assert w.stdout is not None and w.stdout.readline().strip() == "0"
+    mem = SQLiteSharedMemory(str(path))
+    assert mem.log.head() == mem.read_model.checkpoint() == 100  # their writes, seen here
+    for w in writers:
+        assert w.stdin is not None
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    for w in writers:
+        out, _ = w.communicate(timeout=120)
+        assert w.returncode == 0
+        seen, checkpoint = map(int, out.split()[-2:])  # the view had every event it saw
+        assert checkpoint >= seen >= 1050  # its own writes, and at least the other's first
+    assert mem.read_model.checkpoint() == mem.log.head() == 2000
+    assert_is_fold(mem.read_model, mem.log)  # no event lost or applied twice
+    mem.close()
+
+
+KILLED = """
+import sys
+from memswarm_es import SQLiteSharedMemory
+from tests.histories import memory_events
+mem = SQLiteSharedMemory(sys.argv[1], synchronous="OFF")
+events = list(memory_events(10_000, seed=int(sys.argv[2])))
+for start in range(0, len(events), 200):
+    mem.log.append(events[start:start + 200])
+    print(start, flush=True)
+"""
+
+
+def test_a_writer_killed_mid_append_leaves_the_view_equal_to_the_fold(tmp_path: Path) -> None:
+    path = tmp_path / "killed.db"
+    SQLiteSharedMemory(str(path)).close()
+    for round_ in range(3):
+        writer = subprocess.Popen([sys.executable, "-c", KILLED, str(path), str(round_)],
+                                  cwd=ROOT, stdout=subprocess.PIPE, text=True,
+                                  env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        assert writer.stdout is not None
+        for _ in range(2 + round_):  # some batches in, then kill it inside a later one
+            writer.stdout.readline()
+        time.sleep(0.01 * round_)
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait(timeout=30)
+        mem = SQLiteSharedMemory(str(path))
+        assert mem.read_model.checkpoint() == mem.log.head() > 0
+        assert_is_fold(mem.read_model, mem.log)
+        mem.close()
+
+
+FIRST_BUILD = """
+import sys
+from memswarm_es import SQLiteSharedMemory
+import projections.sql as view
+view.BATCH = 50
+fold = view.SQLReadModel._fold
+folded = [0]
+def slow(self, conn, events):
+    fold(self, conn, events)
+    folded[0] += 1
+    print("folded", flush=True)
+    if folded[0] == 5:
+        sys.stdin.readline()  # half way through: wait here to be killed
+view.SQLReadModel._fold = slow
+SQLiteSharedMemory(sys.argv[1])
+"""
+
+
+def test_a_first_build_killed_half_way_is_done_again_whole(tmp_path: Path) -> None:
+    path = tmp_path / "build.db"
+    log = SQLEventLog(sqlite_url(path), synchronous="OFF")
+    fill(log, 1000, batch=500)
+    log.close()
+    builder = subprocess.Popen([sys.executable, "-c", FIRST_BUILD, str(path)], cwd=ROOT,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert builder.stdout is not None
+    for _ in range(5):
+        assert builder.stdout.readline().strip() == "folded"
+    os.kill(builder.pid, signal.SIGKILL)
+    builder.wait(timeout=30)
+    with sqlite3.connect(path) as peek:  # nothing of the half-built view was committed
+        assert peek.execute("SELECT checkpoint FROM memswarm_view_state").fetchone() == (0,)
+        assert peek.execute("SELECT count(*) FROM memswarm_view_memories").fetchone() == (0,)
+    peek.close()
+    mem = SQLiteSharedMemory(str(path))
+    assert mem.read_model.checkpoint() == 1000
+    assert_is_fold(mem.read_model, mem.log)
+    mem.close()
+
+
+def test_a_replay_switches_to_the_rebuilt_view_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "replay.db"
+    mem = SQLiteSharedMemory(str(path), synchronous="OFF")
+    fill(mem.log, 500, batch=100)
+    with sqlite3.connect(path) as db:  # damage the served view
+        db.execute("DELETE FROM memswarm_view_memories WHERE position < 100")
+    db.close()
+    assert mem.replay() == 500
+    assert_is_fold(mem.read_model, mem.log)
+    with sqlite3.connect(path) as db:  # the twin's tables went with the switch
+        names = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    db.close()
+    assert not any("view_next" in n for n in names)
+    mem.close()
+
+
+def test_a_view_ahead_of_its_log_is_rebuilt(tmp_path: Path) -> None:
+    path = tmp_path / "ahead.db"
+    mem = SQLiteSharedMemory(str(path))
+    fill(mem.log, 200, batch=100)
+    with sqlite3.connect(path) as db:  # as if the log lost events the view had applied
+        db.execute("UPDATE memswarm_view_state SET checkpoint = 250")
+    db.close()
+    mem.close()
+    again = SQLiteSharedMemory(str(path))
+    again.write_scope("x", metadata={"agent_id": "a"})  # a kept append leaves it alone
+    assert again.sync() == 201  # the projector rebuilds it beside, then switches
+    assert_is_fold(again.read_model, again.log)
+    again.close()
+
+
+def test_a_view_of_another_log_is_refused_and_left_alone(tmp_path: Path) -> None:
+    path = tmp_path / "foreign.db"
+    view = open_read_model(f"sql+sqlite:///{path}")
+    other = InProcessLog()
+    fill(other, 100)
+    Projector(other, view).catch_up()
+    view.close()
+    with pytest.raises(LogMismatchError):
+        SQLiteSharedMemory(str(path)).read_scope()
+    log = SQLEventLog(sqlite_url(path))
+    kept = kept_view(log)
+    log.append(list(memory_events(10, seed=3)))  # appends go on; the view is left alone
+    assert kept.followed_log() == other.identity()
+    assert_is_fold(kept, other)
+    log.close()
+
+
+def test_a_process_that_does_not_keep_the_view_forgets_from_it_too(tmp_path: Path) -> None:
+    path = tmp_path / "forget.db"
+    mem = SQLiteSharedMemory(str(path))
+    m = mem.write_scope("secret", metadata={"agent_id": "a", "group_id": "g"})
+    kept = mem.write_scope("kept", metadata={"agent_id": "a"})
+    plain = SharedMemory(SQLEventLog(sqlite_url(path)), InMemoryReadModel())
+    plain.forget(m, reason="erasure")
+    with sqlite3.connect(path) as db:  # gone from the view in the forget's own transaction
+        assert db.execute("SELECT count(*) FROM memswarm_view_memories").fetchone() == (1,)
+        assert db.execute("SELECT count(*) FROM memswarm_view_readers").fetchone() == (1,)
+    db.close()
+    assert [e.memory_id for e in mem.read_scope()] == [kept]
+    assert_is_fold(mem.read_model, mem.log)
+    plain.close()
+    mem.close()
+
+
+def test_dropping_the_view_takes_its_trigger_along(tmp_path: Path) -> None:
+    path = tmp_path / "dropped.db"
+    view = open_read_model(f"sql+sqlite:///{path}")
+    assert isinstance(view, SQLReadModel)
+    mem = SharedMemory(SQLEventLog(sqlite_url(path)), InMemoryReadModel())
+    m = mem.write_scope("x", metadata={"agent_id": "a"})
+    view.drop()
+    view.close()
+    mem.forget(m, reason="erasure")  # the trigger would have named the dropped tables
+    with sqlite3.connect(path) as db:
+        assert not db.execute("SELECT name FROM sqlite_master WHERE name LIKE '%view%'"
+                              ).fetchall()
+    db.close()
+    mem.close()
+
+
+@pytest.fixture
+def postgres_memory(postgres_url: str) -> Iterator[tuple[str, str]]:
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    yield postgres_url, prefix
+
+
+def test_postgres_keeps_one_view_for_every_writer(postgres_memory: tuple[str, str]) -> None:
+    url, prefix = postgres_memory
+    one = PostgresSharedMemory(url, table_prefix=prefix)
+    fill(one.log, 300, seed=1, batch=100)
+    two = PostgresSharedMemory(url, table_prefix=prefix)  # another machine, say
+    assert two.read_model.checkpoint() == 300
+    fill(two.log, 300, seed=2, batch=100)
+    a = one.agent("a")
+    m = a.write_scope("mine", readable_by=["agent:b"])
+    assert two.agent("b").get(m).value == "mine"
+    assert one.read_model.checkpoint() == two.log.head() == 601
+    assert_is_fold(one.read_model, one.log)
+    one.forget(m, reason="erasure")
+    assert_is_fold(two.read_model, two.log)
+    one.close()
+    two.close()
+
+
+def test_postgres_view_is_folded_once_for_a_log_without_it(
+        postgres_memory: tuple[str, str]) -> None:
+    url, prefix = postgres_memory
+    log = SQLEventLog(url, table_prefix=prefix)
+    fill(log, 500, batch=250)
+    log.close()
+    mem = PostgresSharedMemory(url, table_prefix=prefix)
+    assert_is_fold(mem.read_model, mem.log)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT checkpoint FROM {prefix}view_state")).scalar() == 500
+    engine.dispose()
+    mem.close()
