@@ -37,6 +37,7 @@ _LAZY = {
     "SharedMemory": "memswarm_es.memory",
     "SQLiteSharedMemory": "memswarm_es.memory",
     "RedisSharedMemory": "memswarm_es.memory",
+    "PostgresSharedMemory": "memswarm_es.memory",
     "AsyncSharedMemory": "memswarm_es.aio",
     "MemoryEntry": "projections.fold",
 }
