@@ -30,8 +30,18 @@ if TYPE_CHECKING:
     from .memory import SharedMemory
     from .subscribe import Subscription
 
-#: The namespace of the event ids an agent's own retry keys become (see AgentMemory.own).
+#: The namespace of the event ids an agent's own retry keys become (see :func:`own_event_id`).
 _EVENT_IDS = uuid.UUID("6f1d2b0e-5c0a-4d43-9a8e-1b7c1e0f4a21")
+
+
+def own_event_id(agent_id: str, event_id: str | None) -> str | None:
+    """The event id that agent ``agent_id``'s retry key ``event_id`` is recorded under: derived
+    from the agent and the key, so that no agent's key can meet another's (nor tell it whether
+    some other event exists). A retry with the same key finds the same event."""
+    if event_id is None:
+        return None
+    check_id(event_id, "event_id")
+    return str(uuid.uuid5(_EVENT_IDS, f"{agent_id}\x00{event_id}"))
 
 class AgentMemory:
     """``memory`` as seen and changed by agent ``agent_id``; made by
@@ -47,14 +57,8 @@ class AgentMemory:
     def __repr__(self) -> str:
         return f"AgentMemory({self.agent_id!r})"
 
-    def own(self, event_id: str | None) -> str | None:
-        """The event id that this agent's retry key ``event_id`` is recorded under: derived
-        from the agent and the key, so that no agent's key can meet another's (nor tell it
-        whether some other event exists). A retry with the same key finds the same event."""
-        if event_id is None:
-            return None
-        check_id(event_id, "event_id")
-        return str(uuid.uuid5(_EVENT_IDS, f"{self.agent_id}\x00{event_id}"))
+    def _key(self, event_id: str | None) -> str | None:
+        return own_event_id(self.agent_id, event_id)
 
     # --- writing -------------------------------------------------------------------------------
 
@@ -65,9 +69,9 @@ class AgentMemory:
                     writable_by: Iterable[str] | None = None) -> str:
         """Write a memory of this agent (``metadata["agent_id"]``, if given, must be this
         agent; a ``group_id`` needs membership of that group); return its id (with
-        ``event_id``, the id :meth:`own` derives from it: the same for every retry)."""
+        ``event_id``, the id :func:`own_event_id` derives from it: the same for every retry)."""
         return self.memory._write(self.agent_id, self.agent_id, value, metadata, context_id,
-                                  self.own(event_id), embedding, readable_by, writable_by)
+                                  self._key(event_id), embedding, readable_by, writable_by)
 
     def update(self, memory_id: str, value: Any = UNSET,
                metadata: Mapping[str, Any] | None = None, *, expected_version: int | None = None,
@@ -76,7 +80,7 @@ class AgentMemory:
                writable_by: Iterable[str] | None = None) -> int:
         """See :meth:`SharedMemory.update`; needs write permission."""
         return self.memory._update(self.agent_id, self.agent_id, memory_id, value, metadata,
-                                   expected_version, self.own(event_id), embedding, readable_by,
+                                   expected_version, self._key(event_id), embedding, readable_by,
                                    writable_by)
 
     def set_permissions(self, memory_id: str, readable_by: Iterable[str] | None = None,
@@ -85,13 +89,13 @@ class AgentMemory:
                         event_id: str | None = None) -> int:
         """See :meth:`SharedMemory.set_permissions`; needs write permission."""
         return self.memory._set_permissions(self.agent_id, self.agent_id, memory_id, readable_by,
-                                            writable_by, expected_version, self.own(event_id))
+                                            writable_by, expected_version, self._key(event_id))
 
     def delete(self, memory_id: str, *, expected_version: int | None = None,
                event_id: str | None = None) -> int:
         """See :meth:`SharedMemory.delete`; needs write permission."""
         return self.memory._change(self.agent_id, self.agent_id, EventType.MEMORY_DELETED,
-                                   memory_id, {}, expected_version, self.own(event_id))
+                                   memory_id, {}, expected_version, self._key(event_id))
 
     def forget(self, memory_id: str, reason: str) -> int:
         """See :meth:`SharedMemory.forget`; needs write permission."""
