@@ -119,7 +119,7 @@ client = storage.Client(project="memswarm-test", credentials=AnonymousCredential
 mem = GCSSharedMemory(sys.argv[1], sys.argv[2], client)
 name, count = sys.argv[3], int(sys.argv[4])
 for i in range(count):
-    mem.agent(name).write_scope(i, event_id=f"{name}-{i}")
+    mem.write_scope(i, metadata={"agent_id": name}, event_id=f"{name}-{i}", actor=name)
     print(f"{name}-{i}", flush=True)
 """
 
