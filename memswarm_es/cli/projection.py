@@ -15,7 +15,6 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from projections.embedding import Embedder
 from projections.projector import Projector
 from projections.runner import Lease, ProjectorRunner
 
@@ -24,7 +23,9 @@ from .args import DEFAULT_LOG, command, log_argument
 from .output import fail, progress_bar, progress_lines, say
 from .stores import open_log, open_view
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the embedder needs numpy, which only the chroma extra installs
+    from projections.embedding import Embedder
+
     from .args import Commands
 
 
