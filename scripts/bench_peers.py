@@ -328,7 +328,7 @@ def open_in_new_process(path: str) -> dict[str, float]:
 def sql_read_model(path: str) -> ReadModel | None:
     """MemSwarm's read model in the log's own SQLite database, if this version has one."""
     try:
-        return open_read_model(f"sqlite:///{path}")
+        return open_read_model(f"sql+sqlite:///{path}")
     except InvalidInputError:
         return None
 
