@@ -602,13 +602,8 @@ class SQLiteSharedMemory(SharedMemory):
     def __init__(self, db_path: str = "memswarm.db", *, synchronous: str = "FULL",
                  **options: Any) -> None:
         self.db_path = db_path
-        log = SQLEventLog(f"sqlite:///{db_path}", synchronous=synchronous)
-        try:
-            view = kept_view(log)
-        except BaseException:
-            log.close()
-            raise
-        super().__init__(log, view, **options)
+        super().__init__(*_with_view(SQLEventLog(f"sqlite:///{db_path}",
+                                                 synchronous=synchronous)), **options)
 
 
 class PostgresSharedMemory(SharedMemory):
@@ -620,13 +615,16 @@ class PostgresSharedMemory(SharedMemory):
 
     def __init__(self, url: str, *, table_prefix: str = "memswarm_", **options: Any) -> None:
         self.url = url
-        log = SQLEventLog(url, table_prefix=table_prefix)
-        try:
-            view = kept_view(log)
-        except BaseException:
-            log.close()
-            raise
-        super().__init__(log, view, **options)
+        super().__init__(*_with_view(SQLEventLog(url, table_prefix=table_prefix)), **options)
+
+
+def _with_view(log: SQLEventLog) -> tuple[SQLEventLog, ReadModel]:
+    """``log`` and the SQL view it keeps; the log is closed if the view cannot be made."""
+    try:
+        return log, kept_view(log)
+    except BaseException:
+        log.close()
+        raise
 
 
 class GCSSharedMemory(SharedMemory):
