@@ -8,11 +8,18 @@ and opens the memory, :mod:`.tools` and :mod:`.resources` are what a model sees,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the server as ``argv`` (the process's arguments by default) configures it."""
-    from .server import main as run
-
+    """Run the server as ``argv`` (the process's arguments by default) configures it; exit
+    status 2, with one line on stderr, where the ``mcp`` SDK is not installed."""
+    try:
+        from .server import main as run
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").split(".")[0] not in {"mcp", "mcp_types"}:
+            raise
+        print("memswarm mcp: needs the mcp extra: pip install 'memswarm[mcp]'", file=sys.stderr)
+        return 2
     return run(argv)

@@ -54,8 +54,9 @@ def version(found: MemoryVersion) -> dict[str, Any]:
            "position": found.position, "recorded_at": found.recorded_at.isoformat(),
            **_scope(found.scope)}
     if found.redacted:
-        out["forgotten"] = True
-        out["reason"] = found.reason
+        out["erased"] = True  # its content was forgotten
+    if found.reason is not None:
+        out["reason"] = found.reason  # why, on the forget itself
     return out
 
 
