@@ -26,6 +26,7 @@ from mcp import Client
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
 
 from memswarm_es import SQLiteSharedMemory
 from memswarm_es.errors import InvalidInputError
@@ -178,6 +179,8 @@ def test_a_subscribed_resource_hears_of_writes_by_another_process(tmp_path: Path
             await session.subscribe_resource(uri("memory", mid))
             await session.subscribe_resource(uri("context", "ops"))
             await session.subscribe_resource(uri("memory", hidden))
+            with pytest.raises(MCPError, match="no MemSwarm resource"):
+                await session.subscribe_resource("memswarm://planet/earth")
             with SQLiteSharedMemory(str(db)) as other:  # another agent, another connection
                 other.agent("Agent2").update(hidden, "still mine")
                 other.agent("Agent2").update(mid, "v2")
@@ -314,6 +317,25 @@ def test_forget_erases_through_the_tool_when_allowed() -> None:
                 assert versions[-1]["reason"] == "user asked"
                 assert "MemoryNotFoundError" in await _refused(client, "get_memory",
                                                                memory_id=mid)
+
+    _run(scenario)
+
+
+def test_resources_read_memories_whatever_their_ids_hold() -> None:
+    config = Config(log_url="memory://", read_model="memory", agent_id="Agent1")
+    ids = ["a%41", "x/y", "ü %", "plain"]
+
+    async def scenario() -> None:
+        with open_memory(config) as memory:
+            written = {c: memory.agent("Agent1").write_scope(c, context_id=c) for c in ids}
+            async with Client(build(memory, config)) as client:
+                for context_id in ids:
+                    found = (await client.read_resource(uri("context", context_id))).contents
+                    assert isinstance(found[0], types.TextResourceContents)
+                    assert [m["value"] for m in json.loads(found[0].text)] == [context_id]
+                    one = (await client.read_resource(uri("memory", written[context_id])))
+                    assert isinstance(one.contents[0], types.TextResourceContents)
+                    assert json.loads(one.contents[0].text)["context_id"] == context_id
 
     _run(scenario)
 

@@ -71,7 +71,7 @@ class Watch:
 
     def __init__(self, subscription: AsyncSubscription,
                  send: Callable[[str], Awaitable[None]]) -> None:
-        self.uris: set[str] = set()
+        self.uris: dict[str, str] = {}  # canonical URI -> as the client subscribed to it
         self._subscription = subscription
         self._send = send
         self._task = asyncio.get_running_loop().create_task(self._feed())
@@ -79,8 +79,8 @@ class Watch:
     async def _feed(self) -> None:
         try:
             async for version in self._subscription:
-                for updated in sorted(uris_of(version) & self.uris):
-                    await self._send(updated)
+                for updated in sorted(uris_of(version) & self.uris.keys()):
+                    await self._send(self.uris[updated])
         except MemSwarmError:
             logger.exception("resource notifications stopped")
 
@@ -122,7 +122,7 @@ class MemoryResources:
     async def _read_memory(self, id: str, ctx: Context) -> str:
         me = self.swarm.agent(agent_of(ctx.request_context, self.default_agent))
         try:
-            return json.dumps(shapes.entry(await me.get(unquote(id))))
+            return json.dumps(shapes.entry(await me.get(id)))  # the SDK decoded the id
         except MemoryNotFoundError as exc:
             raise ResourceNotFoundError(str(exc)) from exc
         except MemSwarmError as exc:
@@ -132,7 +132,7 @@ class MemoryResources:
         async def read(id: str, ctx: Context) -> str:
             me = self.swarm.agent(agent_of(ctx.request_context, self.default_agent))
             try:
-                found = await me.read_scope(**{f"{kind}_id": unquote(id)})
+                found = await me.read_scope(**{f"{kind}_id": id})
             except MemSwarmError as exc:
                 raise ResourceError(f"{type(exc).__name__}: {exc}") from exc
             return json.dumps([shapes.entry(e) for e in found])
@@ -141,7 +141,7 @@ class MemoryResources:
 
     async def _subscribe(self, ctx: ServerRequestContext[Any, Any],
                          params: SubscribeRequestParams) -> dict[str, Any]:
-        _checked(params.uri)
+        canonical = _canonical(params.uri)
         connection = _connection(ctx)
         watch = connection.state.get(_STATE_KEY)
         if watch is None:
@@ -149,20 +149,21 @@ class MemoryResources:
             watch = Watch(await me.subscribe(), connection.send_resource_updated)
             connection.state[_STATE_KEY] = watch
             connection.exit_stack.push_async_callback(watch.stop)
-        watch.uris.add(params.uri)
+        watch.uris[canonical] = params.uri
         return {}
 
     async def _unsubscribe(self, ctx: ServerRequestContext[Any, Any],
                            params: UnsubscribeRequestParams) -> dict[str, Any]:
         watch = _connection(ctx).state.get(_STATE_KEY)
         if watch is not None:
-            watch.uris.discard(params.uri)
+            watch.uris.pop(_canonical(params.uri), None)
         return {}
 
 
-def _checked(text: str) -> None:
+def _canonical(text: str) -> str:
+    """``text`` as :func:`uri` spells it (clients may percent-encode otherwise)."""
     try:
-        parse_uri(text)
+        return uri(*parse_uri(text))
     except ValueError as exc:
         raise MCPError(code=INVALID_PARAMS, message=str(exc)) from exc
 
