@@ -23,7 +23,7 @@ import httpx2
 import mcp_types as types
 import pytest
 from mcp import Client
-from mcp.client.session import ClientSession
+from mcp.client.session import ClientSession, MessageHandlerFnT
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -50,7 +50,7 @@ def _server(*flags: str, env: dict[str, str] | None = None) -> StdioServerParame
 
 @asynccontextmanager
 async def _stdio(params: StdioServerParameters,
-                 on_message: Callable[[Any], Awaitable[None]] | None = None
+                 on_message: MessageHandlerFnT | None = None
                  ) -> AsyncIterator[ClientSession]:
     async with stdio_client(params) as (read, write), \
             ClientSession(read, write, message_handler=on_message) as session:
@@ -95,9 +95,11 @@ def test_over_stdio_an_agent_writes_retries_updates_and_is_refused_what_is_not_i
         async with _stdio(params) as session:
             tools = {t.name: t for t in (await session.list_tools()).tools}
             assert set(tools) == READ_TOOLS | WRITE_TOOLS  # no search on the SQL view, no forget
-            assert all(tools[name].annotations.read_only_hint for name in READ_TOOLS)
-            assert not tools["write_memory"].annotations.destructive_hint
-            assert tools["delete_memory"].annotations.destructive_hint
+            hints = {name: tool.annotations for name, tool in tools.items()}
+            assert all(getattr(hints[name], "read_only_hint", False) for name in READ_TOOLS)
+            write, delete = hints["write_memory"], hints["delete_memory"]
+            assert write and write.read_only_hint is False and write.destructive_hint is False
+            assert delete and delete.destructive_hint and delete.idempotent_hint
             for name in WRITE_TOOLS:  # who writes is the connection's agent, never an argument
                 assert not {"agent_id", "actor"} & set(tools[name].input_schema["properties"])
 
@@ -285,13 +287,15 @@ def test_search_is_offered_on_a_chroma_read_model_and_finds_by_meaning(tmp_path:
     _run(scenario)
 
 
-@pytest.mark.parametrize(("flags", "expected"), [
-    ({}, READ_TOOLS | WRITE_TOOLS),
-    ({"read_only": True, "allow_forget": True}, READ_TOOLS),
-    ({"allow_forget": True}, READ_TOOLS | WRITE_TOOLS | {"forget_memory"}),
+@pytest.mark.parametrize(("read_only", "allow_forget", "expected"), [
+    (False, False, READ_TOOLS | WRITE_TOOLS),
+    (True, True, READ_TOOLS),
+    (False, True, READ_TOOLS | WRITE_TOOLS | {"forget_memory"}),
 ])
-def test_which_tools_a_configuration_offers(flags: dict[str, bool], expected: set[str]) -> None:
-    config = Config(log_url="memory://", read_model="memory", agent_id="Agent1", **flags)
+def test_which_tools_a_configuration_offers(read_only: bool, allow_forget: bool,
+                                            expected: set[str]) -> None:
+    config = Config(log_url="memory://", read_model="memory", agent_id="Agent1",
+                    read_only=read_only, allow_forget=allow_forget)
 
     async def scenario() -> None:
         with open_memory(config) as memory:
