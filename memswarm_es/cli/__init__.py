@@ -14,7 +14,7 @@ import logging
 from collections.abc import Sequence
 
 from ..errors import MemSwarmError
-from . import copying, demo, groups, history, projection
+from . import copying, demo, groups, history, mcp, projection
 from .args import Handler
 from .output import fail
 
@@ -23,7 +23,7 @@ def parser() -> argparse.ArgumentParser:
     """The ``memswarm`` argument parser, every command registered."""
     top = argparse.ArgumentParser(prog="memswarm", description="The memswarm command.")
     commands = top.add_subparsers(dest="command", required=True)
-    for group in (demo, projection, copying, history, groups):
+    for group in (demo, projection, copying, history, groups, mcp):
         group.add_commands(commands)
     return top
 
