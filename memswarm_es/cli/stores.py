@@ -35,10 +35,16 @@ class _Opened(SharedMemory):
     _catch_up_on_open = False
 
 
-def open_view(url: str, prefix: str, **options: Any) -> ReadModel:
+#: Read models whose keys or tables are named under a prefix (the others take none).
+PREFIXED = ("redis://", "rediss://", "sql+")
+
+
+def open_view(url: str, prefix: str) -> ReadModel:
     """The read model at ``url`` (any URL :func:`projections.open_read_model` takes), its keys
-    under ``prefix``."""
-    return open_read_model(url, prefix=prefix, **options)
+    under ``prefix`` where it has keys."""
+    if url.startswith(PREFIXED):
+        return open_read_model(url, prefix=prefix)
+    return open_read_model(url)
 
 
 def _view_for(log: EventLog, settings: Settings) -> ReadModel:
