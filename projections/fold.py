@@ -170,15 +170,15 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
         data, problem = event.content()
         readers, writers = _permissions((entry.readable_by, entry.writable_by), event, data)
         if event.payload is None or problem:
-            content: Mapping[str, Any] = {"value": None, "metadata": {}}
+            changed: Mapping[str, Any] = {"value": None, "metadata": {}}
         else:
-            content = data or _NO_CONTENT
+            changed = data or _NO_CONTENT
         return MemoryEntry(
-            entry.memory_id, content.get("value", entry.value),
-            content.get("metadata", entry.metadata), entry.agent_id, entry.group_id,
+            entry.memory_id, changed.get("value", entry.value),
+            changed.get("metadata", entry.metadata), entry.agent_id, entry.group_id,
             entry.context_id, event.version or entry.version + 1, entry.position,
             event.position, entry.created_at_us, event.recorded_at_us, entry.created_by,
-            event.actor, problem or (entry.damaged if "value" not in content else None),
+            event.actor, problem or (entry.damaged if "value" not in changed else None),
             readers, writers)
     if kind in ENDING_EVENT_TYPES:
         return None

@@ -117,13 +117,17 @@ class InMemoryReadModel(ReadModel):
         memory_id = entry.memory_id
         self._entries[memory_id] = entry
         clean = is_frozen(entry)
-        index = self._index
-        for name, value in ((n, v) for n, v in zip(SCOPE_NAMES, (
-                entry.agent_id, entry.group_id, entry.context_id), strict=True)
-                if v is not None):
-            index[name].setdefault(value, {})[memory_id] = entry
-            if not clean:
-                self._dirty.add((name, value))
+        indexes = self._index
+        for name, value in (("agent_id", entry.agent_id), ("group_id", entry.group_id),
+                            ("context_id", entry.context_id)):
+            if value is not None:
+                index = indexes[name]
+                held = index.get(value)
+                if held is None:
+                    held = index[value] = {}
+                held[memory_id] = entry
+                if not clean:
+                    self._dirty.add((name, value))
         if index_readers:
             self._index_readers(entry)
 
