@@ -669,7 +669,7 @@ class RedisReadModel(ReadModel, LeaseProvider):
                memberships: Sequence[MembershipChange] = ()) -> None:
         stage_ttl = int(self.stage_ttl * 1000) if self._stage_gen is not None else 0
         expire = int(self.expire_after * 1000) if self.expire_after is not None else 0
-        args = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
+        args: list[Any] = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
                 "" if self._stage_gen is not None else self.channel, self.log_id or "", expire,
                 stage_ttl, self._stage_base, _lua_pack(_commit_args(changes, memberships))]
         with _answering(self.url):
