@@ -58,7 +58,7 @@ class PastMemory:
         """The memories inside every scope given (AND), ordered by position, as they were."""
         scope = Scope.from_query(agent_id, group_id, context_id, unknown)
         found = None if self._view is not None or scope.is_empty() else \
-            self._machine.scoped(scope, self.position)
+            self._machine.scoped(scope, self.position, self._progress)
         if found is None:
             found = select(self.view().entries.values(), scope)
         if self._agent is None:
@@ -138,12 +138,15 @@ class TimeMachine:
         return PastMemory(self, position, found[0].recorded_at if found else None,
                           progress=progress)
 
-    def scoped(self, scope: Scope, position: int) -> list[MemoryEntry] | None:
+    def scoped(self, scope: Scope, position: int,
+               progress: Callable[[int, int], None] | None = None) -> list[MemoryEntry] | None:
         """The memories inside ``scope`` after ``position``, folded from that scope's events
         alone (the log finds them by its scope index), ordered by position; ``None`` if those
         events cannot be folded alone: a memory among them has events naming other scopes
         (only a log written by another program has such), so the whole view must be folded."""
         events = self.log.query(EventFilter(scope=scope, until_position=position))
+        if progress:
+            progress(len(events), len(events))
         scopes: dict[str, Scope] = {}
         for event in events:
             if event.memory_id is not None and \
