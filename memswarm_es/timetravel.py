@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
 
+def _by_position(entry: MemoryEntry) -> int:
+    return entry.position
+
+
 class PastMemory:
     """A read-only view of the memory as it stood after the event at ``position``.
 
@@ -152,7 +156,9 @@ class TimeMachine:
             if event.memory_id is not None and \
                     scopes.setdefault(event.memory_id, event.scope) != event.scope:
                 return None
-        return select(fold_into(View(), events).entries.values(), scope)
+        # Every event of each memory here is inside ``scope`` (checked above), its write too:
+        # the fold holds only memories of the scope, and a sort by position is the whole select.
+        return sorted(fold_into(View(), events).entries.values(), key=_by_position)
 
     def members(self, group_id: str, position: int) -> dict[str, bool]:
         """The members of ``group_id`` after ``position``, folded from that group's events."""
