@@ -73,7 +73,7 @@ with needs_extra():
     import redis
     import redis.asyncio
 
-from memswarm_es.events import Event, decode, encode
+from memswarm_es.events import Event, decode
 from memswarm_es.principals import agent
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 from memswarm_es.waiting import wait_until, wait_until_async
@@ -456,10 +456,6 @@ def _text(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else raw.decode()
 
 
-def _pack(e: MemoryEntry) -> bytes:
-    return encode(entry_row(e))
-
-
 def _unpack(blob: bytes) -> MemoryEntry:
     return entry_from_row(decode(blob))
 
@@ -480,9 +476,6 @@ def _flags(pairs: list[Any]) -> dict[str, bool]:
     return {_text(k): v == b"1" for k, v in zip(pairs[::2], pairs[1::2], strict=True)}
 
 
-_index_key = functools.lru_cache(maxsize=65536)(scope_key)
-
-
 @functools.lru_cache(maxsize=65536)
 def _reader_key(principal: str) -> str:
     """The name of the reader index of ``principal`` (never that of a scope index, which
@@ -500,12 +493,19 @@ def _members_key(group_id: str) -> str:
     return "members:" + escape_part(group_id)
 
 
-def _index_names(e: MemoryEntry) -> list[str]:
+def _index_names(e: MemoryEntry) -> tuple[str, ...]:
     """The indexes ``e`` belongs to: those of its scope parts and of its readers."""
-    names = [_index_key(name, value) for name, value in
-             (("agent_id", e.agent_id), ("group_id", e.group_id), ("context_id", e.context_id))
+    return _names_of(e.agent_id, e.group_id, e.context_id, e.readable_by)
+
+
+@functools.lru_cache(maxsize=65536)
+def _names_of(agent_id: str | None, group_id: str | None, context_id: str | None,
+              readable_by: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`_index_names` of a scope and readers (memories share them: made once each)."""
+    names = [scope_key(name, value) for name, value in
+             (("agent_id", agent_id), ("group_id", group_id), ("context_id", context_id))
              if value is not None]
-    return names + [_reader_key(p) for p in e.readable_by]
+    return (*names, *(_reader_key(p) for p in readable_by))
 
 
 def _commit_args(changes: Sequence[Change],
@@ -515,6 +515,8 @@ def _commit_args(changes: Sequence[Change],
     entries to set, ids to delete, ids to (re)score in ``all``, the names of indexes and
     membership hashes written to, the membership changes (five items each), then per index
     (of a scope part or of a reader) its name, its additions and its removals."""
+    # The entries encoded as events.encode does, by one packer (packb makes one per call).
+    pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
     entries: list[Any] = []
     deleted: list[str] = []
     added: list[Any] = []
@@ -522,13 +524,13 @@ def _commit_args(changes: Sequence[Change],
     removals: dict[str, list[str]] = {}
     for change in changes:
         before, after = change.before, change.after
-        old = [] if before is None else _index_names(before)
+        old = () if before is None else _index_names(before)
         if after is None:
             deleted.append(change.memory_id)
             for name in old:
                 removals.setdefault(name, []).append(change.memory_id)
             continue
-        entries += (change.memory_id, _pack(after))
+        entries += (change.memory_id, pack(entry_row(after)))
         new = _index_names(after)
         # written (a foreign log may write one id twice): scored at its position everywhere
         written = before is None or before.position != after.position
