@@ -6,9 +6,9 @@ import logging
 import threading
 from collections.abc import Callable
 
-from memswarm_es import telemetry
 from memswarm_es.errors import CheckpointConflictError, LogMismatchError
 from memswarm_es.log.base import EventLog
+from memswarm_es.telemetry import apply_batch, rebuilt
 from memswarm_es.telemetry.logs import event
 
 from .base import ReadModel
@@ -99,7 +99,7 @@ class Projector:
         found = position == 0
         for batch in self.log.iter_events(max(position - 1, 0), self.batch_size, until):
             found = True
-            position = telemetry.apply_batch(self.read_model, batch, position)
+            position = apply_batch(self.read_model, batch, position)
             if progress:
                 progress(position, max(head, position))
         return position if found else None
@@ -125,7 +125,7 @@ class Projector:
             return self._rebuild(progress, force=True)
 
     def _rebuild(self, progress: Progress | None, force: bool) -> int:
-        telemetry.rebuilt(self.read_model)
+        rebuilt(self.read_model)
         staged = self.read_model.staging()
         if staged is None:  # no room for two views: rebuild in place, marked
             self.read_model.clear()

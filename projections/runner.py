@@ -25,7 +25,6 @@ import threading
 import uuid
 from dataclasses import dataclass
 
-from memswarm_es import telemetry
 from memswarm_es.errors import (
     CorruptLogError,
     IntegrityError,
@@ -33,6 +32,7 @@ from memswarm_es.errors import (
     StorageError,
 )
 from memswarm_es.log.base import EventLog
+from memswarm_es.telemetry import rebuilt, watch
 from memswarm_es.telemetry.logs import event
 from memswarm_es.waiting import wait_until
 
@@ -120,7 +120,7 @@ class ProjectorRunner:
         self.error: BaseException | None = None  # what stopped :meth:`run`, if not stop()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        telemetry.watch(self)  # its lease and lag, in the metrics
+        watch(self)  # its lease and lag, in the metrics
 
     # --- one round -----------------------------------------------------------------------------
 
@@ -180,7 +180,7 @@ class ProjectorRunner:
         """A checkpoint below the last one seen means the read model lost data (FLUSHDB, a
         restart without persistence, a clear): catching up from it is a rebuild."""
         if checkpoint < self._last_checkpoint:
-            telemetry.rebuilt(self.read_model)  # (one ahead of the log counts in the projector)
+            rebuilt(self.read_model)  # (one ahead of the log counts in the projector)
             self._rebuilding(f"its checkpoint went back from {self._last_checkpoint} to "
                              f"{checkpoint} (its data was lost or cleared)")
         self._last_checkpoint = checkpoint
