@@ -344,20 +344,36 @@ class ChromaReadModel(SearchableReadModel):
 
     def _ranked(self, vector: np.ndarray, k: int, flt: dict[str, Any] | None,
                 ids: list[str]) -> list[SearchHit]:
-        """The ``k`` documents among ``ids`` (those ``flt`` still keeps) nearest to ``vector``
-        by exact cosine distance, their vectors fetched :attr:`exact_search` at a time."""
+        """The ``k`` documents among ``ids`` nearest to ``vector`` by exact cosine distance.
+
+        The vectors are fetched by id, :attr:`exact_search` at a time (Chroma is slow to
+        fetch by id and filter at once); the nearest are then read with ``flt``, so that one
+        changed meanwhile is passed over only if ``flt`` no longer keeps it."""
         query = _unit(np.asarray(vector, dtype=np.float64))
-        best: list[tuple[float, Mapping[str, Any]]] = []
+        found: list[str] = []
+        distances: list[np.ndarray] = []
         for start in range(0, len(ids), self.exact_search):
-            found = _patient(partial(self._docs.get, ids=ids[start:start + self.exact_search],
-                                     where=flt, include=["embeddings", "metadatas"]))
-            if not found["ids"]:
-                continue
-            distances = 1.0 - _unit(np.asarray(found["embeddings"], dtype=np.float64)) @ query
-            nearest = np.argsort(distances, kind="stable")[:k]
-            best = sorted(best + [(float(distances[i]), found["metadatas"][i]) for i in nearest],
-                          key=lambda pair: pair[0])[:k]
-        return [SearchHit(_entry(meta), distance) for distance, meta in best]
+            got = _patient(partial(self._docs.get, ids=ids[start:start + self.exact_search],
+                                   include=["embeddings"]))
+            if got["ids"]:
+                found += got["ids"]
+                distances.append(
+                    1.0 - _unit(np.asarray(got["embeddings"], dtype=np.float64)) @ query)
+        if not found:
+            return []
+        flat = np.concatenate(distances)
+        order = np.argsort(flat, kind="stable")
+        hits: list[SearchHit] = []
+        read = 0
+        while len(hits) < k and read < len(order):
+            nearest = order[read:read + k - len(hits)]
+            read += len(nearest)
+            metas = _patient(partial(self._docs.get, ids=[found[i] for i in nearest], where=flt,
+                                     include=["metadatas"]))
+            kept = dict(zip(metas["ids"], metas["metadatas"], strict=True))
+            hits += [SearchHit(_entry(kept[found[i]]), float(flat[i])) for i in nearest
+                     if found[i] in kept]
+        return hits
 
 
 _T = TypeVar("_T")

@@ -166,6 +166,31 @@ def test_a_search_above_the_exact_limit_never_returns_fewer_than_k_when_k_exist(
             assert [h.distance for h in hits] == sorted(h.distance for h in hits)
 
 
+def test_a_memory_made_unreadable_while_a_search_ranks_is_passed_over(
+        model: ChromaReadModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exact search ranks the vectors, then reads the nearest with the reader's filter: one
+    that a commit in between made unreadable is not returned, and the next one takes its place."""
+    history = History(model)
+    for i in range(12):
+        history.write("owner", f"road note {i}", readable_by=["agent:reader"])
+    history.sync()
+    nearest = model.search("road note 0", Scope(), k=1, reader="reader")[0].entry.memory_id
+    real = model._docs.get
+
+    def get_then_revoke(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        if kwargs.get("include") == ["embeddings"]:  # the vectors are read: now commit
+            monkeypatch.setattr(model._docs, "get", real)
+            history.update(nearest, readable_by=["agent:owner"])
+            history.sync()
+        return found
+
+    monkeypatch.setattr(model._docs, "get", get_then_revoke)
+    hits = model.search("road note 0", Scope(), k=10, reader="reader")
+    assert model._docs.get == real  # the commit came between the two reads
+    assert len(hits) == 10 and nearest not in {h.entry.memory_id for h in hits}
+
+
 def test_a_permission_change_removes_a_memory_from_reads_and_search(
         model: ChromaReadModel) -> None:
     history = History(model)
