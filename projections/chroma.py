@@ -46,8 +46,11 @@ from functools import partial
 from numbers import Real
 from typing import Any, TypeVar
 
-import chromadb.errors
-import numpy as np
+from memswarm_es.errors import needs_extra
+
+with needs_extra():
+    import chromadb.errors
+    import numpy as np
 
 from memswarm_es.errors import (
     CheckpointConflictError,
