@@ -5,13 +5,22 @@ from the embedder (through a cache, so no text is embedded twice), and its metad
 scopes (an absent scope is stored as ``""``, which no id can equal, so it never matches a
 filter), the position, and the exact entry (msgpack, base64) so that reads return exactly the
 fold's entries. Scalar user metadata is kept as ``md:<key>`` for ``where`` filters, and each
-principal of ``readable_by`` as the flag ``r:<principal>``. Chroma merges the metadata of an
-upsert into the record's, so a new version also removes the keys its previous one had and it
-has not (a principal no longer allowed, a metadata key gone).
+principal of ``readable_by`` as the flag ``r:<principal>`` = 1. The flag is an int, not a bool:
+Chroma indexes the int, float and string values of metadata but not the bools, so a filter on
+a bool reads every record's metadata (4x the unbound read at 100k memories), one on an int
+reads the index. Chroma merges the metadata of an upsert into the record's, so a new version
+also removes the keys its previous one had and it has not (a principal no longer allowed, a
+metadata key gone). The checkpoint record names the :data:`FORMAT` of the documents; a
+collection of another format is cleared when opened, and rebuilt by replay.
 
 Memberships are records of the bookkeeping collection, one per (group, agent). An agent's read
 looks up its groups there, then asks Chroma for the documents flagged for one of its principals
 (the filter is part of the ``where``, so a search ranks only what the agent may read).
+
+Search ranks exactly when the filter keeps few documents (:data:`EXACT_SEARCH`): Chroma's
+vector index, asked to filter, walks its graph from its entry point and can miss the nearest
+of a few documents among many nearer ones it may not return. Above that it asks the index,
+and ranks exactly after all if the index found fewer than ``k``.
 
 Chroma has no transactions. A commit upserts and deletes by memory id and by membership
 (applying a batch twice gives the same state) and writes the checkpoint (with the identity of
@@ -33,6 +42,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
 from numbers import Real
 from typing import Any, TypeVar
 
@@ -64,7 +74,11 @@ _CHECKPOINT_ID = "checkpoint"
 _CONTENT_EVENTS = {EventType.MEMORY_WRITTEN, EventType.MEMORY_UPDATED}
 _RESERVED = "._"  # in bookkeeping collection names only
 _INT64 = 1 << 63
-_READER = "r:"  # + principal: the flag of a document that principal may read
+_READER = "r:"  # + principal: the flag (1) of a document that principal may read
+#: The format of the documents and bookkeeping, in the checkpoint record; 2: int reader flags.
+FORMAT = 2
+#: A search whose filter keeps at most this many documents ranks them all exactly.
+EXACT_SEARCH = 2000
 _MEMBER = {"kind": "member"}  # what marks a membership record among the bookkeeping
 
 
@@ -96,10 +110,13 @@ def text_of(value: Any) -> str:
 
 class ChromaReadModel(SearchableReadModel):
     """Memories in the Chroma collection ``name`` of ``client`` (a ``PersistentClient`` or an
-    ``HttpClient``), embedded by ``embedder``; search distances are cosine distances."""
+    ``HttpClient``), embedded by ``embedder``; search distances are cosine distances, exact
+    when the search's filter keeps at most ``exact_search`` documents."""
 
-    def __init__(self, client: Any, embedder: CachedEmbedder, name: str = "memswarm") -> None:
+    def __init__(self, client: Any, embedder: CachedEmbedder, name: str = "memswarm",
+                 exact_search: int = EXACT_SEARCH) -> None:
         self.client = client
+        self.exact_search = exact_search
         self.embedder = embedder
         self.name = name
         self._dimensions: int | None = None
@@ -108,7 +125,12 @@ class ChromaReadModel(SearchableReadModel):
         self._guard = guard_for(self._place, client, self._meta, name)
         self._docs = self._collection()
         with self._guard:  # not while a projector is between its first documents and checkpoint
-            if not self._record() and (self._docs.count() or self._memberships(limit=1)):
+            record = self._record()
+            if record and record.get("format") != FORMAT:
+                logger.warning("collection %r holds format %r, not %r; rebuilding it", name,
+                               record.get("format"), FORMAT)
+                self.clear()
+            elif not record and (self._docs.count() or self._memberships(limit=1)):
                 # Documents or memberships without a checkpoint (bookkeeping lost, or kept
                 # under an older name): they cannot be trusted to be any position's view.
                 logger.warning("collection %r has documents or memberships but no checkpoint; "
@@ -138,7 +160,8 @@ class ChromaReadModel(SearchableReadModel):
     def _set_checkpoint(self, position: int, log_id: str | None = None) -> None:
         # Every key, always: Chroma merges the metadata of an upsert into the record's.
         self._meta.upsert(ids=[_CHECKPOINT_ID], embeddings=[[0.0]],
-                          metadatas=[{"position": position, "log_id": log_id or ""}])
+                          metadatas=[{"position": position, "log_id": log_id or "",
+                                      "format": FORMAT}])
 
     def dimensions(self) -> int:
         """How many numbers this collection's vectors have: the embedder's."""
@@ -182,7 +205,7 @@ class ChromaReadModel(SearchableReadModel):
         if reader is None:
             return []
         principals = sorted(principals_of(reader, self.groups_of(reader)))
-        return [{"$or": [{_READER + p: {"$eq": True}} for p in principals]}]
+        return [{"$or": [{_READER + p: {"$eq": 1}} for p in principals]}]
 
     def _put_memberships(self, memberships: Sequence[MembershipChange]) -> None:
         """Write the net membership changes of a batch: each record whole (so writing it again
@@ -300,11 +323,60 @@ class ChromaReadModel(SearchableReadModel):
         flt = _all_of(_scope_clauses(scope) + _user_filter(where or {})
                       + self._reader_clauses(reader))
         (vector,) = self.embedder([query], keep=False)  # a query is not kept
-        result = _patient(lambda: self._docs.query(
-            query_embeddings=[list(map(float, vector))], n_results=k, where=flt,
-            include=["metadatas", "distances"]))
+        ids = self._ids(flt, limit=self.exact_search + 1)
+        if len(ids) > self.exact_search:
+            hits = self._nearest(vector, k, flt)
+            if len(hits) == k:
+                return hits
+            ids = self._ids(flt)  # the index missed some of those that exist: rank them all
+        return self._ranked(vector, k, flt, ids)
+
+    def _ids(self, flt: dict[str, Any] | None, limit: int | None = None) -> list[str]:
+        """The ids of (at most ``limit``) documents that ``flt`` keeps."""
+        return _patient(partial(self._docs.get, where=flt, limit=limit, include=[]))["ids"]
+
+    def _nearest(self, vector: np.ndarray, k: int,
+                 flt: dict[str, Any] | None) -> list[SearchHit]:
+        """The ``k`` documents kept by ``flt`` nearest to ``vector`` as Chroma's vector index
+        finds them (it may miss some)."""
+        result = _patient(partial(
+            self._docs.query, query_embeddings=[list(map(float, vector))], n_results=k,
+            where=flt, include=["metadatas", "distances"]))
         return [SearchHit(_entry(m), float(d))
                 for m, d in zip(result["metadatas"][0], result["distances"][0], strict=True)]
+
+    def _ranked(self, vector: np.ndarray, k: int, flt: dict[str, Any] | None,
+                ids: list[str]) -> list[SearchHit]:
+        """The ``k`` documents among ``ids`` nearest to ``vector`` by exact cosine distance.
+
+        The vectors are fetched by id, :attr:`exact_search` at a time (Chroma is slow to
+        fetch by id and filter at once); the nearest are then read with ``flt``, so that one
+        changed meanwhile is passed over only if ``flt`` no longer keeps it."""
+        query = _unit(np.asarray(vector, dtype=np.float64))
+        found: list[str] = []
+        distances: list[np.ndarray] = []
+        for start in range(0, len(ids), self.exact_search):
+            got = _patient(partial(self._docs.get, ids=ids[start:start + self.exact_search],
+                                   include=["embeddings"]))
+            if got["ids"]:
+                found += got["ids"]
+                distances.append(
+                    1.0 - _unit(np.asarray(got["embeddings"], dtype=np.float64)) @ query)
+        if not found:
+            return []
+        flat = np.concatenate(distances)
+        order = np.argsort(flat, kind="stable")
+        hits: list[SearchHit] = []
+        read = 0
+        while len(hits) < k and read < len(order):
+            nearest = order[read:read + k - len(hits)]
+            read += len(nearest)
+            metas = _patient(partial(self._docs.get, ids=[found[i] for i in nearest], where=flt,
+                                     include=["metadatas"]))
+            kept = dict(zip(metas["ids"], metas["metadatas"], strict=True))
+            hits += [SearchHit(_entry(kept[found[i]]), float(flat[i])) for i in nearest
+                     if found[i] in kept]
+        return hits
 
 
 _T = TypeVar("_T")
@@ -319,6 +391,13 @@ def _patient(read: Callable[[], _T], attempts: int = 8) -> _T:
         except chromadb.errors.InternalError:
             time.sleep(0.02 * 2 ** attempt)
     return read()
+
+
+def _unit(vectors: np.ndarray) -> np.ndarray:
+    """``vectors`` (one, or one per row) scaled to length 1; a zero vector stays zero, so that
+    its cosine distance to anything is 1."""
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
+    return np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
 
 
 def _carried_vectors(events: Sequence[Event]) -> dict[str, Any]:
@@ -380,7 +459,7 @@ def _metadata(entry: MemoryEntry, before: MemoryEntry | None = None) -> dict[str
 def _optional_keys(entry: MemoryEntry) -> dict[str, Any]:
     """The metadata keys a document has or lacks by its entry: a flag per principal that may
     read it, and its filterable user metadata."""
-    keys: dict[str, Any] = {_READER + p: True for p in entry.readable_by}
+    keys: dict[str, Any] = {_READER + p: 1 for p in entry.readable_by}
     metadata = entry.metadata if isinstance(entry.metadata, Mapping) else {}
     for key, value in metadata.items():
         if _filterable(value):

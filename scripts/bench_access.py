@@ -19,7 +19,8 @@ projector from an in-process log. Redis is ``MEMSWARM_REDIS_URL`` if set, else a
 ``redis-server`` of its own on a loopback port; the keys live under a prefix of their own, dropped
 at the end. Chroma lives in a temporary directory and embeds with a hash of the text (cheap and
 deterministic, so embedding does not dominate set-up); its projection is slower than the others'
-(see ``bench_chroma.py``), so it gets ``--chroma-memories``.
+(see ``bench_chroma.py``: about 2 min for 100k here), so ``--chroma-memories`` can give it
+fewer for a quicker run.
 """
 
 from __future__ import annotations
@@ -231,8 +232,9 @@ def opened(name: str) -> Iterator[ReadModel]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--memories", type=int, default=100_000, help="memories in the log")
-    parser.add_argument("--chroma-memories", type=int, default=20_000,
-                        help="memories in Chroma's log (its projection is slow)")
+    parser.add_argument("--chroma-memories", type=int, default=None,
+                        help="memories in Chroma's log, if fewer than --memories (its "
+                             "projection is slow)")
     parser.add_argument("--visible", type=int, default=1000,
                         help="memories the reader may read in each scope")
     parser.add_argument("--context", type=int, default=10_000,
@@ -244,8 +246,9 @@ def main() -> None:
                         help="a smoke run: 5k memories (1k in ctx, 100 visible), 10 reads")
     args = parser.parse_args()
     if args.quick:
-        args.memories = args.chroma_memories = 5000
+        args.memories = 5000
         args.visible, args.context, args.reads = 100, 1000, 10
+    args.chroma_memories = args.chroma_memories or args.memories
     smallest = min(args.memories, args.chroma_memories) if "chroma" in args.models \
         else args.memories
     if not 2 <= args.visible < args.context or args.visible + args.context > smallest:
@@ -278,9 +281,7 @@ def main() -> None:
                      f"{seconds:.1f} s ({log.head() / seconds:,.0f} events/s)")
         if count != args.memories:
             notes.append(f"{' ' * len(name)}  {count:,} memories, not {args.memories:,} "
-                         f"(--chroma-memories): Chroma fills slower as it grows, and its reads "
-                         f"are the slowest here; for the full size run --models chroma "
-                         f"--chroma-memories {args.memories} (--reads 50 keeps it under 10 min)")
+                         f"(--chroma-memories): Chroma fills slower as it grows")
 
     print_table(f"MemSwarm access: read_scope through the handle of agent {READER!r} against "
                 f"the operator's read; p50/p95 in ms over {args.reads} alternating calls each",

@@ -5,6 +5,7 @@ the view through crashes, replay, a re-embedding switch and reopening."""
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -112,27 +113,82 @@ def ids_read(model: ChromaReadModel, reader: str | None, query: str = "note") ->
     return read
 
 
-def test_a_search_by_an_agent_is_the_true_top_k_among_what_it_may_read(
-        model: ChromaReadModel) -> None:
+WORDS = ["road", "cake", "fuel", "rain", "boat", "tank", "sugar", "detour", "river"]
+QUERIES = ["road river bridge", "bridge", "river road", "detour road"]
+
+
+def crowded(model: ChromaReadModel, seed: int, near: int = 4000) -> list[str]:
+    """``near`` memories near the :data:`QUERIES` (many of them the same vector) that only
+    their owner may read, and the ids of 15 farther ones that ``reader`` may read, projected."""
+    rng = random.Random(seed)
+    texts = [(f"road river bridge {rng.randrange(10**6)}", False) for _ in range(near)]
+    texts += [(f"{rng.choice(WORDS)} {rng.choice(WORDS)} {i}", True) for i in range(15)]
+    rng.shuffle(texts)  # the readable ones enter the vector index among the others
     history = History(model)
-    embedder = HashingEmbedder()
-    history.write_many("owner", [f"road river bridge {i}" for i in range(1200)])  # nearest
-    words = ["road", "cake", "fuel", "rain", "boat", "tank", "sugar", "detour", "river"]
-    readable = history.write_many(
-        "owner", [f"{words[i % 9]} {words[i * 5 % 9]} {i}" for i in range(15)],
-        readable_by=["agent:reader"])
+    readable = [history.write("owner", text, readable_by=["agent:reader"]) if shared
+                else history.write("owner", text) for text, shared in texts]
     history.sync()
-    (query,) = embedder(["road river bridge"])
-    brute = sorted(1 - float(embedder([text_of(e.value)])[0] @ query)
-                   for e in model.get_many(readable).values())[:10]
-    hits = model.search("road river bridge", Scope(), k=10, reader="reader")
-    assert len(hits) == 10
-    assert {h.entry.memory_id for h in hits} <= set(readable)
-    assert [round(h.distance, 4) for h in hits] == [round(d, 4) for d in brute]
-    assert len(model.search("road river bridge", Scope(agent_id="owner"), k=100,
-                            reader="reader")) == 15  # never fewer when k exist
+    return [m for m, (_, shared) in zip(readable, texts, strict=True) if shared]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_search_by_an_agent_is_the_true_top_k_among_what_it_may_read(
+        model: ChromaReadModel, seed: int) -> None:
+    """Chroma's vector index, filtering, misses some of a few readable memories among
+    thousands of nearer ones; a filter that keeps few documents ranks them exactly."""
+    readable = crowded(model, seed)
+    embedder = HashingEmbedder()
+    entries = model.get_many(readable)
+    for query in QUERIES:
+        (vector,) = embedder([query])
+        brute = sorted(1 - float(embedder([text_of(e.value)])[0] @ vector)
+                       for e in entries.values())[:10]
+        hits = model.search(query, Scope(), k=10, reader="reader")
+        assert {h.entry.memory_id for h in hits} <= set(readable)
+        assert [round(h.distance, 4) for h in hits] == [round(d, 4) for d in brute], query
+        assert len(model.search(query, Scope(agent_id="owner"), k=100,
+                                reader="reader")) == 15  # never fewer when k exist
     nearest = model.search("road river bridge", Scope(), k=1)[0]
     assert nearest.entry.memory_id not in readable  # the operator ranks them all
+
+
+def test_a_search_above_the_exact_limit_never_returns_fewer_than_k_when_k_exist(
+        model: ChromaReadModel) -> None:
+    """Above :attr:`exact_search` documents the vector index ranks; where it finds fewer than
+    ``k``, all that the filter keeps are ranked exactly (a few at a time)."""
+    model.exact_search = 4
+    readable = crowded(model, seed=3)
+    for query in QUERIES:
+        for k in (10, 15, 100):
+            hits = model.search(query, Scope(), k=k, reader="reader")
+            assert len(hits) == min(k, 15), (query, k)
+            assert {h.entry.memory_id for h in hits} <= set(readable)
+            assert [h.distance for h in hits] == sorted(h.distance for h in hits)
+
+
+def test_a_memory_made_unreadable_while_a_search_ranks_is_passed_over(
+        model: ChromaReadModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exact search ranks the vectors, then reads the nearest with the reader's filter: one
+    that a commit in between made unreadable is not returned, and the next one takes its place."""
+    history = History(model)
+    for i in range(12):
+        history.write("owner", f"road note {i}", readable_by=["agent:reader"])
+    history.sync()
+    nearest = model.search("road note 0", Scope(), k=1, reader="reader")[0].entry.memory_id
+    real = model._docs.get
+
+    def get_then_revoke(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        if kwargs.get("include") == ["embeddings"]:  # the vectors are read: now commit
+            monkeypatch.setattr(model._docs, "get", real)
+            history.update(nearest, readable_by=["agent:owner"])
+            history.sync()
+        return found
+
+    monkeypatch.setattr(model._docs, "get", get_then_revoke)
+    hits = model.search("road note 0", Scope(), k=10, reader="reader")
+    assert model._docs.get == real  # the commit came between the two reads
+    assert len(hits) == 10 and nearest not in {h.entry.memory_id for h in hits}
 
 
 def test_a_permission_change_removes_a_memory_from_reads_and_search(
@@ -152,6 +208,7 @@ def test_a_permission_change_removes_a_memory_from_reads_and_search(
     assert model.search("note", Scope(), where={"topic": "roads"}) == []  # the key went too
     stored = model._docs.get(ids=[shared], include=["metadatas"])["metadatas"][0]
     assert {k for k in stored if k.startswith(("r:", "md:"))} == {"r:agent:owner"}
+    assert type(stored["r:agent:owner"]) is int  # Chroma indexes ints, not bools
     history.update(shared, readable_by=["*"])
     history.sync()
     assert ids_read(model, "anyone") == {shared}
@@ -281,6 +338,26 @@ def test_no_moment_of_a_commit_grants_more_than_its_end(model: ChromaReadModel,
     assert model.read_scope(Scope(), "b") == [] and model.read_scope(Scope(), "c") == []
     history.sync()
     assert model.read_scope(Scope(), "b") == [] and len(model.read_scope(Scope(), "c")) == 1
+
+
+def test_a_collection_of_an_older_format_is_rebuilt_by_replay(opener: Opener,
+                                                              model: ChromaReadModel) -> None:
+    """Format 1 flagged readers with bools, which the readers' filter no longer matches: such a
+    collection is cleared when opened, not read as if nobody could read anything."""
+    log = InProcessLog()
+    fill(log, 150, seed=6, batch=50)
+    Projector(log, model).catch_up()
+    found = model._docs.get(include=["metadatas"])
+    model._docs.update(ids=found["ids"], metadatas=[
+        {k: True if k.startswith("r:") else v for k, v in meta.items()}
+        for meta in found["metadatas"]])
+    record = model._meta.get(ids=["checkpoint"], include=["metadatas"])["metadatas"][0]
+    model._meta.upsert(ids=["checkpoint"], embeddings=[[0.0]], metadatas=[
+        {"position": record["position"], "log_id": record["log_id"], "format": None}])
+    again = opener()
+    assert again.checkpoint() == 0 and again.read_scope(Scope()) == []
+    Projector(log, again).catch_up()
+    assert_is_fold(again, log)
 
 
 def test_a_clear_killed_midway_is_finished_by_the_next_open(opener: Opener,
