@@ -21,6 +21,7 @@ from memswarm_es.events import (
     EventType,
     from_micros,
 )
+from memswarm_es.namespaces import stored_key, stored_namespace
 from memswarm_es.principals import (
     allows,
     default_readers,
@@ -39,7 +40,8 @@ class MemoryEntry:
     ``last_position`` is where its current version was recorded. ``damaged`` is ``None``, or
     why the event behind the current version could not be read (its value is then ``None``).
     ``readable_by`` and ``writable_by`` are the principals allowed (see
-    :mod:`memswarm_es.principals`), the defaults spelled out.
+    :mod:`memswarm_es.principals`), the defaults spelled out. ``key`` and ``namespace`` are
+    the caller's address of the memory, if it gave one (see :mod:`memswarm_es.namespaces`).
     """
 
     memory_id: str
@@ -58,6 +60,8 @@ class MemoryEntry:
     damaged: str | None = None
     readable_by: tuple[str, ...] = ()
     writable_by: tuple[str, ...] = ()
+    key: str | None = None
+    namespace: tuple[str, ...] = ()
 
     @property
     def scope(self) -> Scope:
@@ -92,6 +96,7 @@ class MemoryEntry:
 
 ENTRY_FIELDS = tuple(f.name for f in fields(MemoryEntry))
 _REQUIRED_FIELDS = sum(1 for f in fields(MemoryEntry) if f.default is MISSING)
+_PERMISSIONS_AT = ENTRY_FIELDS.index("writable_by")
 
 
 def entry_row(entry: MemoryEntry) -> list[Any]:
@@ -105,7 +110,8 @@ def with_content(entry: MemoryEntry, value: Any, metadata: dict[str, Any]) -> Me
     return MemoryEntry(entry.memory_id, value, metadata, entry.agent_id, entry.group_id,
                        entry.context_id, entry.version, entry.position, entry.last_position,
                        entry.created_at_us, entry.updated_at_us, entry.created_by,
-                       entry.updated_by, entry.damaged, entry.readable_by, entry.writable_by)
+                       entry.updated_by, entry.damaged, entry.readable_by, entry.writable_by,
+                       entry.key, entry.namespace)
 
 
 def entry_from_row(row: Sequence[Any]) -> MemoryEntry:
@@ -114,10 +120,12 @@ def entry_from_row(row: Sequence[Any]) -> MemoryEntry:
     another shape."""
     if not _REQUIRED_FIELDS <= len(row) <= len(ENTRY_FIELDS):
         raise ValueError(f"an entry row has {len(row)} fields, not {len(ENTRY_FIELDS)}")
-    if len(row) == len(ENTRY_FIELDS):
+    if len(row) > _PERMISSIONS_AT:
         fields = list(row)  # stored as lists: back to tuples, and unreadable ones allow nobody
-        fields[-2] = stored_principals(fields[-2]) or ()
-        fields[-1] = stored_principals(fields[-1]) or ()
+        fields[_PERMISSIONS_AT - 1] = stored_principals(fields[_PERMISSIONS_AT - 1]) or ()
+        fields[_PERMISSIONS_AT] = stored_principals(fields[_PERMISSIONS_AT]) or ()
+        if len(fields) == len(ENTRY_FIELDS):
+            fields[-1] = stored_namespace(fields[-1])
         return MemoryEntry(*fields)
     entry = MemoryEntry(*row)
     return with_permissions(entry, default_readers(entry.agent_id, entry.group_id),
@@ -131,7 +139,7 @@ def with_permissions(entry: MemoryEntry, readable_by: tuple[str, ...],
                        entry.group_id, entry.context_id, entry.version, entry.position,
                        entry.last_position, entry.created_at_us, entry.updated_at_us,
                        entry.created_by, entry.updated_by, entry.damaged, readable_by,
-                       writable_by)
+                       writable_by, entry.key, entry.namespace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,6 +169,7 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             last_position=event.position, created_at_us=event.recorded_at_us,
             updated_at_us=event.recorded_at_us, created_by=event.actor, updated_by=event.actor,
             damaged=problem, readable_by=readers, writable_by=writers,
+            key=stored_key(data.get("key")), namespace=stored_namespace(data.get("namespace")),
         )
     if entry is None:
         return None
@@ -178,7 +187,7 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             updated_at_us=event.recorded_at_us, created_by=entry.created_by,
             updated_by=event.actor,
             damaged=problem or (entry.damaged if "value" not in data else None),
-            readable_by=readers, writable_by=writers,
+            readable_by=readers, writable_by=writers, key=entry.key, namespace=entry.namespace,
         )
     if event.type in ENDING_EVENT_TYPES:
         return None

@@ -9,6 +9,7 @@ from typing import Any
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, decode, encode
+from memswarm_es.namespaces import Namespace
 from memswarm_es.principals import principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
@@ -22,6 +23,7 @@ from .fold import (
     may_read,
     with_content,
 )
+from .key_index import KeyIndex
 
 
 class InMemoryReadModel(ReadModel):
@@ -45,6 +47,7 @@ class InMemoryReadModel(ReadModel):
         self._members: Memberships = {}
         self._groups: Memberships = {}  # the same, by agent: agent -> group -> admin
         self._followed: str | None = None
+        self._keyed = KeyIndex()
 
     def followed_log(self) -> str | None:
         return self._followed
@@ -90,7 +93,8 @@ class InMemoryReadModel(ReadModel):
                 else:
                     after = change.after
                     before = self._entries.get(change.memory_id)
-                    if before is None or before.scope != after.scope:  # (a foreign log's
+                    if before is None or before.scope != after.scope \
+                            or _address(before) != _address(after):  # (a foreign log's
                         self._remove(change.memory_id)  # second write of one id moves it)
                         self._add_to_index(after)
                     elif before.readable_by != after.readable_by:
@@ -111,6 +115,7 @@ class InMemoryReadModel(ReadModel):
         for name, value in entry.scope.parts():
             self._index[name].setdefault(value, {})[entry.memory_id] = None
         self._index_readers(entry)
+        self._keyed.add(entry)
 
     def _index_readers(self, entry: MemoryEntry) -> None:
         for principal in entry.readable_by:
@@ -134,6 +139,7 @@ class InMemoryReadModel(ReadModel):
             if not ids:
                 del self._index[name][value]
         self._unindex_readers(entry)
+        self._keyed.remove(entry)
 
     def clear(self) -> None:
         with self._lock:
@@ -146,6 +152,7 @@ class InMemoryReadModel(ReadModel):
             self._groups.clear()
             self._checkpoint = 0
             self._followed = None
+            self._keyed = KeyIndex()
 
     def staging(self) -> InMemoryReadModel:
         return InMemoryReadModel()
@@ -164,6 +171,7 @@ class InMemoryReadModel(ReadModel):
             self._readers, self._members, self._groups = (staged._readers, staged._members,
                                                           staged._groups)
             self._checkpoint, self._followed = staged._checkpoint, staged._followed
+            self._keyed, staged._keyed = staged._keyed, KeyIndex()
             staged._entries, staged._content, staged._index = {}, {}, {n: {} for n in SCOPE_NAMES}
             staged._readers, staged._members, staged._groups = {}, {}, {}
             staged._checkpoint, staged._followed = 0, None
@@ -191,11 +199,44 @@ class InMemoryReadModel(ReadModel):
                                key=lambda e: e.position)
             return [self._detached(e) for e in found]
 
+    # --- keys and namespaces ----------------------------------------------------------------
+
+    def get_by_key(self, namespace: Namespace, key: str,
+                   reader: str | None = None) -> MemoryEntry | None:
+        with self._lock:
+            holder = next(self._keyed.holders(namespace, key), None)
+            if holder is None:
+                return None
+            entry = self._entries[holder]
+            return self._detached(entry) if may_read(entry, self._principals(reader)) else None
+
+    def read_namespace(self, scope: Scope, prefix: Namespace,
+                       reader: str | None = None) -> list[MemoryEntry]:
+        if not prefix:
+            return self.read_scope(scope, reader)
+        with self._lock:
+            principals = self._principals(reader)
+            found = (self._entries[m] for m in
+                     self._keyed.ids_under(prefix, lambda m: self._entries[m].position))
+            return [self._detached(e) for e in found
+                    if scope.matches(e.scope) and may_read(e, principals)]
+
+    def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
+        with self._lock:
+            principals = self._principals(reader)
+            return {ns for ns in self._keyed.spaces(prefix)
+                    if principals is None
+                    or any(may_read(self._entries[m], principals) for m in self._keyed.ids(ns))}
+
     def _detached(self, e: MemoryEntry) -> MemoryEntry:
         """A copy whose value and metadata a caller may change without touching the model."""
         content = self._content.get(e.memory_id)
         value, metadata = (e.value, {}) if content is None else decode(content)
         return with_content(e, value, metadata)
+
+
+def _address(entry: MemoryEntry) -> tuple[Namespace, str | None]:
+    return entry.namespace, entry.key
 
 
 def open_url(url: str, **options: Any) -> InMemoryReadModel:
