@@ -88,15 +88,15 @@ def under(namespace: Namespace, prefix: Namespace) -> bool:
 def matches(namespace: Namespace, prefix: Namespace | None, suffix: Namespace | None) -> bool:
     """True if ``namespace`` starts with ``prefix`` and ends with ``suffix`` (``*`` matching
     any one label), as LangGraph's ``MatchCondition`` does."""
-    for pattern, labels in ((prefix, namespace), (suffix, namespace[::-1])):
-        if pattern is None:
-            continue
-        if len(labels) < len(pattern):
-            return False
-        ordered = pattern if pattern is prefix else pattern[::-1]
-        if any(p != WILDCARD and p != label for p, label in zip(ordered, labels)):
-            return False
-    return True
+    return _starts(namespace, prefix) and _starts(namespace[::-1],
+                                                  None if suffix is None else suffix[::-1])
+
+
+def _starts(labels: Namespace, pattern: Namespace | None) -> bool:
+    if pattern is None:
+        return True
+    return len(labels) >= len(pattern) and all(
+        p in (WILDCARD, label) for p, label in zip(pattern, labels, strict=False))
 
 
 def keyed_memory_id(namespace: Namespace, key: str, incarnation: int) -> str:

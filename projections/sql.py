@@ -341,7 +341,7 @@ class SQLReadModel(ReadModel):
         if key[0] == "key":
             return sa.select(m.c.entry).where(
                 m.c.namespace == sa.bindparam("ns"), m.c.key == sa.bindparam("key")
-            ).order_by(m.c.position).limit(1)
+            ).order_by(m.c.position)  # one row, unless a foreign log wrote more
         stmt = sa.select(m.c.namespace).distinct().where(self._under_prefix())
         if key[1]:
             stmt = stmt.where(sa.exists().where(r.c.position == m.c.position,
