@@ -69,12 +69,13 @@ from memswarm_es.errors import (
     ReadModelUnavailableError,
 )
 from memswarm_es.events import Event, decode, encode
-from memswarm_es.principals import agent
+from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text, under
+from memswarm_es.principals import agent, principals_of
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 from memswarm_es.waiting import wait_until, wait_until_async
 
 from .base import LeaseProvider, ReadModel
-from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row
+from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row, may_read
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +146,30 @@ for _ = 1, joined do
   touched[#touched + 1] = members
   i = i + 5
 end
+local spaces = {}  -- namespaces touched: the name of the index of the memories in each, and
+for _ = 1, tonumber(ARGV[i]) do  -- the namespace as text
+  spaces[#spaces + 1] = {ARGV[i + 1], ARGV[i + 2]}
+  i = i + 2
+end
+i = i + 1
 while i <= #ARGV do              -- per index: name, then additions, then removals
   local key = base .. 'i:' .. ARGV[i]
   touched[#touched + 1] = key
   i = i + 1
   section('ZADD', key)
   section('ZREM', key)
+end
+if #spaces > 0 then  -- the namespaces present, lexically sorted: those whose index holds any
+  local present = base .. 'i:spaces'
+  redis.call('SADD', base .. 'idx', 'spaces')
+  touched[#touched + 1] = present
+  for _, space in ipairs(spaces) do
+    if redis.call('EXISTS', base .. 'i:' .. space[1]) == 1 then
+      redis.call('ZADD', present, 0, space[2])
+    else
+      redis.call('ZREM', present, space[2])
+    end
+  end
 end
 redis.call('HSET', meta, 'checkpoint', ARGV[2], 'format', ARGV[4])
 if ARGV[6] ~= '' then
@@ -214,6 +233,26 @@ if ARGV[4] ~= '' then  -- principals, its groups as it belongs to them now
   for _, g in ipairs(redis.call('HKEYS', base .. 'i:groups:' .. esc(ARGV[4]:sub(7)))) do
     readable[#readable + 1] = base .. 'i:r:' .. esc('group:' .. g)
   end
+end
+if mode == 'spaces' then  -- the namespaces present in a lexical range (ARGV[5], ARGV[6]);
+  local out = {0}          -- for an agent, those holding a memory it may read
+  for _, text in ipairs(redis.call('ZRANGE', base .. 'i:spaces', ARGV[5], ARGV[6], 'BYLEX')) do
+    local held = not readable
+    local space = base .. 'i:m:' .. (text:gsub('%%', '%%25'):gsub(':', '%%3A'))
+    local start = 0
+    while not held do  -- walk the namespace a chunk at a time until a readable memory
+      local ids = redis.call('ZRANGE', space, start, start + 999)
+      if #ids == 0 then break end
+      for _, key in ipairs(readable) do
+        for _, score in ipairs(redis.call('ZMSCORE', key, unpack(ids))) do
+          if score then held = true end
+        end
+      end
+      start = start + 1000
+    end
+    if held then out[#out + 1] = text end
+  end
+  return out
 end
 if mode ~= 'scope' then  -- ids: the entries of those the reader may read, in their order
   local ids = {}
@@ -494,11 +533,37 @@ def _members_key(group_id: str) -> str:
 
 
 def _index_names(e: MemoryEntry) -> list[str]:
-    """The indexes ``e`` belongs to: those of its scope parts and of its readers."""
+    """The indexes ``e`` belongs to: those of its scope parts, of its readers, of its key and
+    of its namespace."""
     names = [_index_key(name, value) for name, value in
              (("agent_id", e.agent_id), ("group_id", e.group_id), ("context_id", e.context_id))
              if value is not None]
-    return names + [_reader_key(p) for p in e.readable_by]
+    return names + [_reader_key(p) for p in e.readable_by] + _address_names(e)
+
+
+def _address_names(e: MemoryEntry) -> list[str]:
+    """The indexes of ``e``'s key, of its namespace and of every prefix of it."""
+    names = [] if e.key is None else [_keyed_key(e.namespace, e.key)]
+    if e.namespace:
+        names.append(_space_key(e.namespace))
+        names += [_under_key(e.namespace[:depth]) for depth in range(1, len(e.namespace) + 1)]
+    return names
+
+
+def _keyed_key(namespace: Namespace, key: str) -> str:
+    """The index of the memories holding ``key`` in ``namespace`` (one, in a log written by
+    MemSwarm)."""
+    return f"k:{escape_part(namespace_text(namespace))}:{escape_part(key)}"
+
+
+def _space_key(namespace: Namespace) -> str:
+    """The index of the memories in ``namespace`` itself."""
+    return "m:" + escape_part(namespace_text(namespace))
+
+
+def _under_key(prefix: Namespace) -> str:
+    """The index of the memories in ``prefix`` and every namespace below it."""
+    return "n:" + escape_part(namespace_text(prefix))
 
 
 def _commit_args(changes: Sequence[Change],
@@ -541,8 +606,11 @@ def _commit_args(changes: Sequence[Change],
         joined += (*names, m.agent_id, m.group_id,
                    "" if m.admin is None else "1" if m.admin else "0")
     written_to = [*additions, *hashes]
+    spaces = {_space_key(e.namespace): namespace_text(e.namespace)
+              for c in changes for e in (c.before, c.after) if e is not None and e.namespace}
     args: list[Any] = [len(entries), *entries, len(deleted), *deleted, len(added), *added,
-                       len(written_to), *written_to, len(memberships), *joined]
+                       len(written_to), *written_to, len(memberships), *joined,
+                       len(spaces), *(item for pair in spaces.items() for item in pair)]
     for name in additions.keys() | removals.keys():
         plus, minus = additions.get(name, []), removals.get(name, [])
         args += [name, len(plus), *plus, len(minus), *minus]
@@ -743,9 +811,31 @@ class RedisReadModel(ReadModel, LeaseProvider):
     def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
         return [_unpack(b) for b in self._read_complete(self._read_args(scope, reader))]
 
-    def _read_args(self, scope: Scope, reader: str | None) -> list[str]:
+    def _read_args(self, scope: Scope, reader: str | None, *more: str) -> list[str]:
         return [self.meta_key, self._gen_base, "scope", _principal(reader),
-                *(scope_key(name, value) for name, value in scope.parts())]
+                *(scope_key(name, value) for name, value in scope.parts()), *more]
+
+    # --- keys and namespaces: more indexes the read script intersects -----------------------
+
+    def get_by_key(self, namespace: Namespace, key: str,
+                   reader: str | None = None) -> MemoryEntry | None:
+        found = self._read_complete(self._read_args(Scope(), None, _keyed_key(namespace, key)))
+        entry = _unpack(found[0]) if found else None
+        if entry is None or reader is None:
+            return entry
+        return entry if may_read(entry, principals_of(reader, self.groups_of(reader))) else None
+
+    def read_namespace(self, scope: Scope, prefix: Namespace,
+                       reader: str | None = None) -> list[MemoryEntry]:
+        more = (_under_key(prefix),) if prefix else ()
+        return [_unpack(b) for b in self._read_complete(self._read_args(scope, reader, *more))]
+
+    def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
+        low = namespace_text(prefix)  # then keep those under it: "a-b" lies between a and a/
+        lex = (f"[{low}", f"({low}/") if prefix else ("-", "+")
+        texts = self._read_complete([self.meta_key, self._gen_base, "spaces",
+                                     _principal(reader), *lex])
+        return {ns for ns in (namespace_from_text(_text(t)) for t in texts) if under(ns, prefix)}
 
     def _read_complete(self, args: list[Any]) -> list[Any]:
         """Run the read script; while the view is being built from nothing, wait for it."""

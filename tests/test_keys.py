@@ -15,6 +15,7 @@ from memswarm_es import (
     Delete,
     InMemorySharedMemory,
     Put,
+    RedisSharedMemory,
     SharedMemory,
     SQLiteSharedMemory,
     Update,
@@ -57,11 +58,20 @@ def test_every_model_answers_keys_and_namespaces_as_the_fold(model: ReadModel,
     assert_is_fold(model, log)
 
 
-@pytest.fixture(params=["memory", "sqlite"])
+@pytest.fixture(params=["memory", "sqlite", "redis"])
 def swarm(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SharedMemory]:
-    memory: SharedMemory = InMemorySharedMemory() if request.param == "memory" \
-        else SQLiteSharedMemory(str(tmp_path / "swarm.db"))
+    memory: SharedMemory
+    if request.param == "memory":
+        memory = InMemorySharedMemory()
+    elif request.param == "sqlite":
+        memory = SQLiteSharedMemory(str(tmp_path / "swarm.db"))
+    else:  # a SQLite log with its view in Redis
+        memory = RedisSharedMemory(request.getfixturevalue("redis_url"),
+                                   prefix=request.getfixturevalue("redis_prefix"),
+                                   log=f"sqlite:///{tmp_path / 'log.db'}")
     yield memory
+    if request.param == "redis":
+        memory.read_model.drop()
     memory.close()
 
 
@@ -243,3 +253,20 @@ def test_a_sql_view_made_before_keys_is_folded_again(tmp_path: Path) -> None:
         entry = swarm.get_by_key(("n",), "k")
         assert entry is not None and entry.value == 1
         assert swarm.namespaces() == [("n",)]
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_redis_answers_keys_and_namespaces_as_the_fold(redis_url: str, redis_prefix: str,
+                                                       seed: int) -> None:
+    model = open_read_model(redis_url, prefix=redis_prefix)
+    try:
+        log = InProcessLog()
+        fill(log, 300, seed=seed, batch=60)
+        model.apply(log.read(0, 150))
+        assert_keys_are_fold(model, log)
+        model.apply(log.read(150))
+        assert_keys_are_fold(model, log)
+        assert_is_fold(model, log)
+    finally:
+        model.drop()
+        model.close()
