@@ -57,9 +57,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import redis
-import redis.asyncio
-
 from memswarm_es.errors import (
     CheckpointConflictError,
     ForeignStoreError,
@@ -67,7 +64,13 @@ from memswarm_es.errors import (
     LogMismatchError,
     ReadModelBehindError,
     ReadModelUnavailableError,
+    needs_extra,
 )
+
+with needs_extra():
+    import redis
+    import redis.asyncio
+
 from memswarm_es.events import Event, decode, encode
 from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text, under
 from memswarm_es.principals import agent, principals_of

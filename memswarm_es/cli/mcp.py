@@ -3,22 +3,18 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .args import Commands
+import click
 
 
-def _mcp(args: argparse.Namespace) -> int:
-    from ..integrations.mcp import main  # the mcp SDK: imported only by this command
+def add_commands(group: click.Group) -> None:
+    """Register ``mcp`` on ``group``: no options of its own, the server parses its flags."""
 
-    return main(args.rest)
+    @group.command("mcp", add_help_option=False,
+                   context_settings={"ignore_unknown_options": True,
+                                     "allow_interspersed_args": False})
+    @click.argument("rest", nargs=-1, type=click.UNPROCESSED)
+    def mcp(rest: tuple[str, ...]) -> int:
+        """Serve the memory over the Model Context Protocol (memswarm mcp --help)."""
+        from ..integrations.mcp import main  # the mcp SDK: imported only by this command
 
-
-def add_commands(commands: Commands) -> None:
-    # No help of its own and every argument kept: the server parses its flags (and --help).
-    parser = commands.add_parser("mcp", add_help=False, prefix_chars="\0",
-                                 help="serve the memory over the Model Context Protocol")
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
-    parser.set_defaults(func=_mcp)
+        return main(list(rest))
