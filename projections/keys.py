@@ -73,7 +73,12 @@ def _holds(value: Any, condition: Condition) -> bool:
 
 def passes(entry: MemoryEntry, conditions: tuple[Condition, ...]) -> bool:
     """True if ``entry``'s value (a map) meets every condition."""
-    return all(_holds(entry.value, c) for c in conditions)
+    return passes_value(entry.value, conditions)
+
+
+def passes_value(value: Any, conditions: tuple[Condition, ...]) -> bool:
+    """True if ``value`` (a map) meets every condition."""
+    return all(_holds(value, c) for c in conditions)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,11 @@ Layout under a configurable prefix ``P`` (escaped, so two prefixes never share a
 - ``P:g<gen>:i:r:<escaped principal>`` (sorted sets), e.g. ``P:g0:i:r:group%3Ateam``: the live
   memories whose ``readable_by`` names that principal, scored by position (``r:`` keeps them
   apart from the scope indexes, whose names start with the part's name).
+- ``P:g<gen>:i:k:<escaped namespace>:<escaped key>``, ``P:g<gen>:i:m:<escaped namespace>``
+  and ``P:g<gen>:i:n:<escaped prefix>`` (sorted sets, scored by position): the live memories
+  holding a key, in a namespace, and in a namespace or below it (namespaces as text, labels
+  joined by ``.``); ``P:g<gen>:i:present`` (sorted set, lexically ordered): the namespaces
+  holding live memories, kept by the commit script.
 - ``P:g<gen>:i:groups:<escaped agent>`` and ``P:g<gen>:i:members:<escaped group>`` (hashes):
   the memberships, group -> admin flag and agent -> admin flag (``1`` or ``0``).
 - ``P:g<gen>:idx`` (set) names every key under ``i:``, so that collecting a generation and
@@ -163,8 +168,8 @@ while i <= #ARGV do              -- per index: name, then additions, then remova
   section('ZREM', key)
 end
 if #spaces > 0 then  -- the namespaces present, lexically sorted: those whose index holds any
-  local present = base .. 'i:spaces'
-  redis.call('SADD', base .. 'idx', 'spaces')
+  local present = base .. 'i:present'
+  redis.call('SADD', base .. 'idx', 'present')
   touched[#touched + 1] = present
   for _, space in ipairs(spaces) do
     if redis.call('EXISTS', base .. 'i:' .. space[1]) == 1 then
@@ -239,7 +244,7 @@ if ARGV[4] ~= '' then  -- principals, its groups as it belongs to them now
 end
 if mode == 'spaces' then  -- the namespaces present in a lexical range (ARGV[5], ARGV[6]);
   local out = {0}          -- for an agent, those holding a memory it may read
-  for _, text in ipairs(redis.call('ZRANGE', base .. 'i:spaces', ARGV[5], ARGV[6], 'BYLEX')) do
+  for _, text in ipairs(redis.call('ZRANGE', base .. 'i:present', ARGV[5], ARGV[6], 'BYLEX')) do
     local held = not readable
     local space = base .. 'i:m:' .. (text:gsub('%%', '%%25'):gsub(':', '%%3A'))
     local start = 0
