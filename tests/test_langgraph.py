@@ -266,3 +266,22 @@ def test_batches_validate_namespaces_and_write_nothing_bad(tmp_path: Path) -> No
         assert item is not None and item.value == {"n": 2}
         assert item.created_at <= item.updated_at
         assert store.list_namespaces() == [("a",)]
+
+
+def test_langmem_tools_manage_and_search_memories_in_the_store(tmp_path: Path) -> None:
+    langmem = pytest.importorskip("langmem")  # not an extra of ours: a check when installed
+    with SQLiteSharedMemory(str(tmp_path / "swarm.db")) as swarm:
+        store = MemSwarmStore(swarm.agent("assistant"))
+        manage = langmem.create_manage_memory_tool(namespace=("memories", "u1"), store=store)
+        search = langmem.create_search_memory_tool(namespace=("memories", "u1"), store=store)
+        made = manage.invoke({"content": "likes golang", "action": "create"})
+        (item,) = store.search(("memories", "u1"))
+        assert item.key in made and item.value == {"content": "likes golang"}
+        manage.invoke({"content": "likes rust", "action": "update", "id": item.key})
+        assert "likes rust" in search.invoke({"query": "language"})
+        manage.invoke({"action": "delete", "id": item.key})
+        assert store.search(("memories", "u1")) == []
+        memory_id = swarm.log.read(0)[0].memory_id
+        assert memory_id is not None
+        assert [(v.version, v.actor) for v in swarm.history(memory_id)] == [
+            (1, "assistant"), (2, "assistant"), (3, "assistant")]
