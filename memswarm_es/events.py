@@ -85,9 +85,60 @@ def content_problem(obj: object, path: str = "value") -> str | None:
 
     Content is ``None``, bools, ints of 64 bits, finite floats, UTF-8 text, bytes, lists (tuples
     come back as lists) and dicts with text keys, nested at most :data:`MAX_DEPTH` deep: exactly
-    what msgpack carries unchanged in meaning. The walk is iterative, so no input can exhaust
-    the stack.
+    what msgpack carries unchanged in meaning. Every fold checks every payload, so the common
+    case is a fast walk that names nothing; only content it cannot pass is walked again to say
+    where the problem is.
     """
+    return None if _storable(obj, 1) else _where_not_storable(obj, path)
+
+
+def _storable(item: Any, depth: int) -> bool:
+    """True if :func:`content_problem` finds nothing in ``item`` (at ``depth``); False also
+    where it cannot tell at once (subclasses of the plain types: the full walk decides).
+    Recursion stops at :data:`MAX_DEPTH`; text, the most common item, is checked in place."""
+    kind = type(item)
+    if kind is dict:
+        if item and depth >= MAX_DEPTH:
+            return False
+        for key, inner in item.items():
+            if type(key) is not str or not (key.isascii() or _utf8(key)):
+                return False
+            if type(inner) is str:
+                if not (inner.isascii() or _utf8(inner)):
+                    return False
+            elif not _storable(inner, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        if item and depth >= MAX_DEPTH:
+            return False
+        for inner in item:
+            if type(inner) is str:
+                if not (inner.isascii() or _utf8(inner)):
+                    return False
+            elif not _storable(inner, depth + 1):
+                return False
+        return True
+    if kind is str:
+        return item.isascii() or _utf8(item)
+    if kind is int:
+        return _INT_RANGE[0] <= item <= _INT_RANGE[1]
+    if kind is float:
+        return math.isfinite(item)
+    return item is None or kind is bool or kind is bytes
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _where_not_storable(obj: object, path: str) -> str | None:
+    """:func:`content_problem`'s full walk, naming where the problem is. Iterative, so no
+    input can exhaust the stack."""
     stack: list[tuple[object, int, str]] = [(obj, 1, path)]
     while stack:
         item, depth, path = stack.pop()

@@ -62,6 +62,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import msgpack
+
 from memswarm_es.errors import (
     CheckpointConflictError,
     ForeignStoreError,
@@ -112,23 +114,25 @@ if ARGV[6] ~= '' and followed and followed ~= ARGV[6] then
 end
 local base = ARGV[3] .. (redis.call('HGET', meta, 'gen') or '0') .. ':'
 local touched = {base .. 'mem', base .. 'all', base .. 'idx'}
-local i = 10
+-- the changes, encoded once by the projector: one argument, not one per item
+local A = cmsgpack.unpack(ARGV[10])
+local i = 1
 -- one command per chunk of arguments (Lua's unpack has a limit), not one per memory
 local function bulk(command, key, count)
   for s = i, i + count - 1, 4000 do
-    redis.call(command, key, unpack(ARGV, s, math.min(s + 3999, i + count - 1)))
+    redis.call(command, key, unpack(A, s, math.min(s + 3999, i + count - 1)))
   end
   i = i + count
 end
 local function section(command, key)
-  local count = tonumber(ARGV[i])
+  local count = tonumber(A[i])
   i = i + 1
   if count > 0 then
     bulk(command, key, count)
   end
 end
 section('HSET', base .. 'mem')   -- memory id, entry
-local deleted = tonumber(ARGV[i])
+local deleted = tonumber(A[i])
 if deleted > 0 then
   i = i + 1
   bulk('HDEL', base .. 'mem', deleted)
@@ -139,29 +143,29 @@ else
 end
 section('ZADD', base .. 'all')   -- position, memory id
 section('SADD', base .. 'idx')   -- names of the indexes and membership hashes written to
-local joined = tonumber(ARGV[i])  -- membership changes: groups hash, members hash, agent,
+local joined = tonumber(A[i])  -- membership changes: groups hash, members hash, agent,
 i = i + 1                         -- group, admin flag ('' when it is no member any more)
 for _ = 1, joined do
-  local groups, members = base .. 'i:' .. ARGV[i], base .. 'i:' .. ARGV[i + 1]
-  if ARGV[i + 4] == '' then
-    redis.call('HDEL', groups, ARGV[i + 3])
-    redis.call('HDEL', members, ARGV[i + 2])
+  local groups, members = base .. 'i:' .. A[i], base .. 'i:' .. A[i + 1]
+  if A[i + 4] == '' then
+    redis.call('HDEL', groups, A[i + 3])
+    redis.call('HDEL', members, A[i + 2])
   else
-    redis.call('HSET', groups, ARGV[i + 3], ARGV[i + 4])
-    redis.call('HSET', members, ARGV[i + 2], ARGV[i + 4])
+    redis.call('HSET', groups, A[i + 3], A[i + 4])
+    redis.call('HSET', members, A[i + 2], A[i + 4])
   end
   touched[#touched + 1] = groups
   touched[#touched + 1] = members
   i = i + 5
 end
 local spaces = {}  -- namespaces touched: the name of the index of the memories in each, and
-for _ = 1, tonumber(ARGV[i]) do  -- the namespace as text
-  spaces[#spaces + 1] = {ARGV[i + 1], ARGV[i + 2]}
+for _ = 1, tonumber(A[i]) do  -- the namespace as text
+  spaces[#spaces + 1] = {A[i + 1], A[i + 2]}
   i = i + 2
 end
 i = i + 1
-while i <= #ARGV do              -- per index: name, then additions, then removals
-  local key = base .. 'i:' .. ARGV[i]
+while i <= #A do              -- per index: name, then additions, then removals
+  local key = base .. 'i:' .. A[i]
   touched[#touched + 1] = key
   i = i + 1
   section('ZADD', key)
@@ -576,7 +580,8 @@ def _under_key(prefix: Namespace) -> str:
 
 def _commit_args(changes: Sequence[Change],
                  memberships: Sequence[MembershipChange]) -> list[Any]:
-    """The commit script's arguments after the header, in sections of ``count, items...``:
+    """The commit script's changes (one msgpack array after the header), in sections of
+    ``count, items...``:
     entries to set, ids to delete, ids to (re)score in ``all``, the names of indexes and
     membership hashes written to, the membership changes (five items each), then per index
     (of a scope part or of a reader) its name, its additions and its removals."""
@@ -623,6 +628,13 @@ def _commit_args(changes: Sequence[Change],
         plus, minus = additions.get(name, []), removals.get(name, [])
         args += [name, len(plus), *plus, len(minus), *minus]
     return args
+
+
+def _lua_pack(items: list[Any]) -> bytes:
+    """``items`` as one msgpack array for the script's ``cmsgpack.unpack`` (which reads text
+    and bytes alike as the old raw type, and knows no bin type)."""
+    packed: bytes = msgpack.packb(items, use_bin_type=False)
+    return packed
 
 
 class RedisReadModel(ReadModel, LeaseProvider):
@@ -734,9 +746,9 @@ class RedisReadModel(ReadModel, LeaseProvider):
                memberships: Sequence[MembershipChange] = ()) -> None:
         stage_ttl = int(self.stage_ttl * 1000) if self._stage_gen is not None else 0
         expire = int(self.expire_after * 1000) if self.expire_after is not None else 0
-        args = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
+        args: list[Any] = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
                 "" if self._stage_gen is not None else self.channel, self.log_id or "", expire,
-                stage_ttl, self._stage_base, *_commit_args(changes, memberships)]
+                stage_ttl, self._stage_base, _lua_pack(_commit_args(changes, memberships))]
         with _answering(self.url):
             found = self._commit(keys=[self.meta_key, self.garbage_key, self.building_key],
                                  args=args)

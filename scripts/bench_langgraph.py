@@ -20,7 +20,7 @@ import sqlite3
 import tempfile
 from collections.abc import Callable
 
-from benchtable import print_table
+from benchtable import Cell, print_table
 from benchtime import timed
 from langgraph.store.base import BaseStore
 from langgraph.store.memory import InMemoryStore
@@ -72,7 +72,7 @@ def run(items: int, gets: int, searches: int, directory: str) -> None:
     conn.close()
     swarm.close()
     ours = rates["MemSwarmStore"]
-    rows = [[measure_name, rates["InMemoryStore"][i], rates["SqliteStore"][i], ours[i],
+    rows: list[list[Cell]] = [[measure_name, rates["InMemoryStore"][i], rates["SqliteStore"][i], ours[i],
              f"{ours[i] / rates['SqliteStore'][i]:.2f}x",
              f"{ours[i] / rates['InMemoryStore'][i]:.2f}x"]
             for i, measure_name in enumerate(["put/s", "get/s", "search/s (limit 10)"])]
