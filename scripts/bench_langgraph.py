@@ -72,10 +72,10 @@ def run(items: int, gets: int, searches: int, directory: str) -> None:
     conn.close()
     swarm.close()
     ours = rates["MemSwarmStore"]
-    rows: list[list[Cell]] = [[measure_name, rates["InMemoryStore"][i], rates["SqliteStore"][i], ours[i],
-             f"{ours[i] / rates['SqliteStore'][i]:.2f}x",
-             f"{ours[i] / rates['InMemoryStore'][i]:.2f}x"]
-            for i, measure_name in enumerate(["put/s", "get/s", "search/s (limit 10)"])]
+    rows: list[list[Cell]] = [
+        [name, rates["InMemoryStore"][i], rates["SqliteStore"][i], ours[i],
+         f"{ours[i] / rates['SqliteStore'][i]:.2f}x", f"{ours[i] / rates['InMemoryStore'][i]:.2f}x"]
+        for i, name in enumerate(["put/s", "get/s", "search/s (limit 10)"])]
     print_table(f"LangGraph stores, {items:,} items in {NAMESPACES} namespaces",
                 ["measure", "InMemoryStore", "SqliteStore", "MemSwarmStore", "vs SqliteStore",
                  "vs InMemoryStore"], rows, decimals=[0, 0, 0, 0])

@@ -35,13 +35,19 @@ from projections.base import ReadModel
 from projections.fold import MemoryEntry, entry_from_row, entry_row
 from tests.histories import assert_is_fold, assert_keys_are_fold, fill
 
+from .test_chroma import HashingEmbedder
+
 Opener = Callable[[], ReadModel]
 
 
-@pytest.fixture(params=["memory", "sql"])
+@pytest.fixture(params=["memory", "sql", "chroma"])
 def model(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]:
-    url = "memory://" if request.param == "memory" else f"sql+sqlite:///{tmp_path / 'v.db'}"
-    opened = open_read_model(url)
+    if request.param == "chroma":
+        opened = open_read_model(f"chroma:///{tmp_path / 'chroma'}?collection=keys",
+                                 embedding_function=HashingEmbedder())
+    else:
+        opened = open_read_model("memory://" if request.param == "memory"
+                                 else f"sql+sqlite:///{tmp_path / 'v.db'}")
     yield opened
     opened.close()
 
