@@ -7,9 +7,9 @@ filter), the position, and the exact entry (msgpack, base64) so that reads retur
 fold's entries. A memory's key and namespace are kept as ``addr:key``, ``addr:ns`` and, for
 each prefix of the namespace, ``addr:ns:<depth>``, so that a ``where`` finds a key or the
 memories under a prefix. Scalar user metadata is kept as ``md:<key>`` for ``where`` filters,
-and each principal of ``readable_by`` as the flag ``r:<principal>``. Chroma merges the metadata of an
-upsert into the record's, so a new version also removes the keys its previous one had and it
-has not (a principal no longer allowed, a metadata key gone).
+and each principal of ``readable_by`` as the flag ``r:<principal>``. Chroma merges the
+metadata of an upsert into the record's, so a new version also removes the keys its previous
+one had and it has not (a principal no longer allowed, a metadata key gone).
 
 Memberships are records of the bookkeeping collection, one per (group, agent). An agent's read
 looks up its groups there, then asks Chroma for the documents flagged for one of its principals
