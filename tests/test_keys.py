@@ -276,3 +276,26 @@ def test_redis_answers_keys_and_namespaces_as_the_fold(redis_url: str, redis_pre
     finally:
         model.drop()
         model.close()
+
+
+def test_the_async_facade_puts_and_reads_by_key() -> None:
+    import asyncio
+
+    from memswarm_es import AsyncSharedMemory
+
+    async def scenario() -> None:
+        swarm = AsyncSharedMemory(InMemorySharedMemory())
+        agent = swarm.agent("a")
+        mid = await agent.put(("n", "x"), "k", {"v": 1})
+        assert await agent.put(("n", "x"), "k", {"v": 2}) == mid
+        assert await swarm.apply([Put(("n", "y"), "k", {"v": 3})]) != [mid]
+        entry = await agent.get_by_key(("n", "x"), "k")
+        assert entry is not None and entry.value == {"v": 2}
+        assert await agent.namespaces() == [("n", "x")]
+        assert await swarm.namespaces(max_depth=1) == [("n",)]
+        found = await swarm.read_scope(namespace_prefix=("n",), filter={"v": {"$gt": 2}})
+        assert [e.value for e in found] == [{"v": 3}]
+        assert [e.value for e in await agent.read_scope(limit=5)] == [{"v": 2}]
+        await swarm.close()
+
+    asyncio.run(scenario())
