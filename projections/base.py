@@ -166,10 +166,11 @@ class ReadModel(ABC):
         index, never a scan."""
         raise NotSupportedError(f"{type(self).__name__} does not index keys")
 
-    def read_namespace(self, scope: Scope, prefix: Namespace,
-                       reader: str | None = None) -> list[MemoryEntry]:
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
         """Like :meth:`read_scope`, only the memories whose namespace is ``prefix`` or lies
-        below it, found through an index of namespaces."""
+        below it, found through an index of namespaces; at most the ``first`` of them (in
+        position order), if given."""
         raise NotSupportedError(f"{type(self).__name__} does not index namespaces")
 
     def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
@@ -181,7 +182,9 @@ class ReadModel(ABC):
         ``scope``, as ``reader`` sees it."""
         if query.plain():
             return self.read_scope(scope, reader)
-        return query.answer(self.read_namespace(scope, query.prefix, reader))
+        first = None if query.conditions or query.order_by or query.limit is None \
+            else query.offset + query.limit  # the page is a head of the answer: read no more
+        return query.answer(self.read_namespace(scope, query.prefix, reader, first))
 
     def list_namespaces(self, query: NamespaceQuery,
                         reader: str | None = None) -> list[Namespace]:

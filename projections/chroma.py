@@ -305,14 +305,15 @@ class ChromaReadModel(SearchableReadModel):
             return entry
         return None
 
-    def read_namespace(self, scope: Scope, prefix: Namespace,
-                       reader: str | None = None) -> list[MemoryEntry]:
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
         if not prefix:
-            return self.read_scope(scope, reader)
+            return self.read_scope(scope, reader)[:first]
         flt = _all_of(_scope_clauses(scope) + self._reader_clauses(reader)
                       + [{f"{_ADDRESS}ns:{len(prefix)}": namespace_text(prefix)}])
         found = _patient(lambda: self._docs.get(where=flt, include=["metadatas"]))
-        return sorted((_entry(m) for m in found["metadatas"]), key=lambda e: e.position)
+        return sorted((_entry(m) for m in found["metadatas"]),
+                      key=lambda e: e.position)[:first]
 
     def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
         """Read from the metadata of the memories under ``prefix`` (Chroma lists no distinct

@@ -3,6 +3,7 @@ the memberships, guarded by one lock."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -240,16 +241,15 @@ class InMemoryReadModel(ReadModel):
                 return None
             return self._frozen([entry])[0]
 
-    def read_namespace(self, scope: Scope, prefix: Namespace,
-                       reader: str | None = None) -> list[MemoryEntry]:
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
         if not prefix:
-            return self.read_scope(scope, reader)
+            return self.read_scope(scope, reader)[:first]
         with self._lock:
             principals = self._principals(reader)
-            found = (self._entries[m] for m in
-                     self._keyed.ids_under(prefix, lambda m: self._entries[m].position))
-            return self._frozen([e for e in found
-                                 if scope.matches(e.scope) and may_read(e, principals)])
+            found = (e for m in self._keyed.ids_under(prefix, lambda m: self._entries[m].position)
+                     if scope.matches((e := self._entries[m]).scope) and may_read(e, principals))
+            return self._frozen(list(itertools.islice(found, first)))
 
     def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
         with self._lock:

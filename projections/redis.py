@@ -845,10 +845,11 @@ class RedisReadModel(ReadModel, LeaseProvider):
             return entry
         return entry if may_read(entry, principals_of(reader, self.groups_of(reader))) else None
 
-    def read_namespace(self, scope: Scope, prefix: Namespace,
-                       reader: str | None = None) -> list[MemoryEntry]:
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
         more = (_under_key(prefix),) if prefix else ()
-        return [_unpack(b) for b in self._read_complete(self._read_args(scope, reader, *more))]
+        found = self._read_complete(self._read_args(scope, reader, *more))
+        return [_unpack(b) for b in found[:first]]
 
     def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
         low = namespace_text(prefix)  # then keep those under it: "a-b" lies between a and a/

@@ -618,14 +618,19 @@ class SQLReadModel(ReadModel):
             return entry
         return entry if may_read(entry, principals_of(reader, self.groups_of(reader))) else None
 
-    def read_namespace(self, scope: Scope, prefix: Namespace,
-                       reader: str | None = None) -> list[MemoryEntry]:
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
         if not prefix:
-            return self.read_scope(scope, reader)
+            return self.read_scope(scope, reader)[:first]
         parts = scope.parts()
         stmt = self._statement(("under", tuple(name for name, _ in parts), reader is not None))
         values = self._reader(_prefix_values(prefix) | dict(parts), reader)
-        return [_entry(blob) for (blob,) in self._with_cursor(lambda c: stmt.run(c, values))]
+
+        def read(cursor: Any) -> list[Any]:
+            cursor.execute(stmt.sql, stmt.params(values))
+            return cursor.fetchall() if first is None else cursor.fetchmany(first)
+
+        return [_entry(blob) for (blob,) in self._with_cursor(read)]
 
     def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
         stmt = self._statement(("spaces", reader is not None))
