@@ -5,6 +5,7 @@ is all or nothing, a key tells an agent nothing but that it is taken)."""
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,15 +41,20 @@ from .test_chroma import HashingEmbedder
 Opener = Callable[[], ReadModel]
 
 
-@pytest.fixture(params=["memory", "sql", "chroma"])
+@pytest.fixture(params=["memory", "sql", "sql-postgres", "chroma"])
 def model(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ReadModel]:
     if request.param == "chroma":
         opened = open_read_model(f"chroma:///{tmp_path / 'chroma'}?collection=keys",
                                  embedding_function=HashingEmbedder())
+    elif request.param == "sql-postgres":  # namespaces compared byte by byte there too
+        opened = open_read_model(f"sql+{request.getfixturevalue('postgres_url')}",
+                                 prefix=f"t{uuid.uuid4().hex[:12]}")
     else:
         opened = open_read_model("memory://" if request.param == "memory"
                                  else f"sql+sqlite:///{tmp_path / 'v.db'}")
     yield opened
+    if request.param == "sql-postgres":
+        opened.drop()
     opened.close()
 
 
