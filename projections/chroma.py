@@ -157,7 +157,7 @@ class ChromaReadModel(SearchableReadModel):
 
     def get_many(self, memory_ids: Iterable[str],
                  reader: str | None = None) -> dict[str, MemoryEntry]:
-        ids = list(memory_ids)
+        ids = list(dict.fromkeys(memory_ids))  # Chroma refuses an id asked for twice
         if not ids:
             return {}
         flt = _all_of(self._reader_clauses(reader))

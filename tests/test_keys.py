@@ -31,6 +31,7 @@ from memswarm_es.errors import (
 )
 from memswarm_es.log import InProcessLog
 from memswarm_es.namespaces import matches
+from memswarm_es.scopes import Scope
 from projections import open_read_model
 from projections.base import ReadModel
 from projections.fold import MemoryEntry, entry_from_row, entry_row
@@ -305,3 +306,11 @@ def test_the_async_facade_puts_and_reads_by_key() -> None:
         await swarm.close()
 
     asyncio.run(scenario())
+
+
+def test_every_model_takes_an_id_asked_for_twice(model: ReadModel) -> None:
+    log = InProcessLog()
+    fill(log, 40, seed=3)
+    model.apply(log.read())
+    some = [e.memory_id for e in model.read_scope(Scope())][:3]
+    assert list(model.get_many(some + some)) == list(model.get_many(some))
