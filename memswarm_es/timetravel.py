@@ -21,6 +21,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
 
+def _by_position(entry: MemoryEntry) -> int:
+    return entry.position
+
+
 class PastMemory:
     """A read-only view of the memory as it stood after the event at ``position``.
 
@@ -141,10 +145,15 @@ class TimeMachine:
     def scoped(self, scope: Scope, position: int,
                progress: Callable[[int, int], None] | None = None) -> list[MemoryEntry] | None:
         """The memories inside ``scope`` after ``position``, folded from that scope's events
-        alone (the log finds them by its scope index), ordered by position; ``None`` if those
-        events cannot be folded alone: a memory among them has events naming other scopes
-        (only a log written by another program has such), so the whole view must be folded."""
-        events = self.log.query(EventFilter(scope=scope, until_position=position))
+        alone (the log finds them by its scope index), ordered by position; ``None`` when the
+        whole view is the better way: the scope has more than ``every`` events up to there (a
+        long history: the nearest snapshot and at most ``every`` events cost less), or a
+        memory among them has events naming other scopes (only a log written by another
+        program has such), so that they cannot be folded alone."""
+        events = self.log.query(EventFilter(scope=scope, until_position=position),
+                                limit=self.every + 1)
+        if len(events) > self.every:
+            return None
         if progress:
             progress(len(events), len(events))
         scopes: dict[str, Scope] = {}
@@ -152,7 +161,9 @@ class TimeMachine:
             if event.memory_id is not None and \
                     scopes.setdefault(event.memory_id, event.scope) != event.scope:
                 return None
-        return select(fold_into(View(), events).entries.values(), scope)
+        # An entry comes from its write, which the query found inside ``scope``: the fold
+        # holds only memories of the scope, and a sort by position is the whole select.
+        return sorted(fold_into(View(), events).entries.values(), key=_by_position)
 
     def members(self, group_id: str, position: int) -> dict[str, bool]:
         """The members of ``group_id`` after ``position``, folded from that group's events."""

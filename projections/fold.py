@@ -10,6 +10,7 @@ sees the same memories, permissions and memberships by construction.
 from __future__ import annotations
 
 import functools
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
@@ -100,9 +101,14 @@ _REQUIRED_FIELDS = sum(1 for f in fields(MemoryEntry) if f.default is MISSING)
 _PERMISSIONS_AT = ENTRY_FIELDS.index("writable_by")
 
 
-def entry_row(entry: MemoryEntry) -> list[Any]:
-    """An entry as a plain list, field by field: the one storage codec of every read model."""
-    return [getattr(entry, name) for name in ENTRY_FIELDS]
+_fields_of = operator.attrgetter(*ENTRY_FIELDS)
+
+
+def entry_row(entry: MemoryEntry) -> tuple[Any, ...]:
+    """An entry as a plain tuple, field by field: the one storage codec of every read model
+    (msgpack writes it as an array)."""
+    row: tuple[Any, ...] = _fields_of(entry)
+    return row
 
 
 def with_content(entry: MemoryEntry, value: Any, metadata: dict[str, Any]) -> MemoryEntry:

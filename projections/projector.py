@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 from memswarm_es.errors import CheckpointConflictError, LogMismatchError
 from memswarm_es.log.base import EventLog
+from memswarm_es.telemetry import apply_batch, rebuilt
+from memswarm_es.telemetry.logs import event
 
 from .base import ReadModel
 
@@ -71,7 +73,8 @@ class Projector:
             self.check_log()  # never rebuild the view of another log
             logger.warning("%s is at position %d, ahead of the log (head %d); rebuilding it "
                         "from the log", type(self.read_model).__name__, position,
-                        self.log.head())
+                        self.log.head(), extra=event("projection.rebuilding", checkpoint=position,
+                                                     reason="ahead of the log"))
             return self._rebuild(progress, force=True)
 
     def _mark(self, until: int | None) -> None:
@@ -96,7 +99,7 @@ class Projector:
         found = position == 0
         for batch in self.log.iter_events(max(position - 1, 0), self.batch_size, until):
             found = True
-            position = self.read_model.apply(batch)
+            position = apply_batch(self.read_model, batch, position)
             if progress:
                 progress(position, max(head, position))
         return position if found else None
@@ -111,7 +114,8 @@ class Projector:
         with self._lock:
             if not take_over:
                 self.check_log()
-            logger.info("replaying log into %s", type(self.read_model).__name__)
+            logger.info("replaying log into %s", type(self.read_model).__name__,
+                        extra=event("projection.replaying"))
             return self._rebuild(progress, force=take_over)
 
     def rebuild(self, progress: Progress | None = None) -> int:
@@ -121,6 +125,7 @@ class Projector:
             return self._rebuild(progress, force=True)
 
     def _rebuild(self, progress: Progress | None, force: bool) -> int:
+        rebuilt(self.read_model)
         staged = self.read_model.staging()
         if staged is None:  # no room for two views: rebuild in place, marked
             self.read_model.clear()

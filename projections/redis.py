@@ -78,7 +78,7 @@ with needs_extra():
     import redis
     import redis.asyncio
 
-from memswarm_es.events import Event, decode, encode
+from memswarm_es.events import Event, decode
 from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text, under
 from memswarm_es.principals import agent, principals_of
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
@@ -500,10 +500,6 @@ def _text(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else raw.decode()
 
 
-def _pack(e: MemoryEntry) -> bytes:
-    return encode(entry_row(e))
-
-
 def _unpack(blob: bytes) -> MemoryEntry:
     return entry_from_row(decode(blob))
 
@@ -524,9 +520,6 @@ def _flags(pairs: list[Any]) -> dict[str, bool]:
     return {_text(k): v == b"1" for k, v in zip(pairs[::2], pairs[1::2], strict=True)}
 
 
-_index_key = functools.lru_cache(maxsize=65536)(scope_key)
-
-
 @functools.lru_cache(maxsize=65536)
 def _reader_key(principal: str) -> str:
     """The name of the reader index of ``principal`` (never that of a scope index, which
@@ -544,21 +537,31 @@ def _members_key(group_id: str) -> str:
     return "members:" + escape_part(group_id)
 
 
-def _index_names(e: MemoryEntry) -> list[str]:
+def _index_names(e: MemoryEntry) -> tuple[str, ...]:
     """The indexes ``e`` belongs to: those of its scope parts, of its readers, of its key and
     of its namespace."""
-    names = [_index_key(name, value) for name, value in
-             (("agent_id", e.agent_id), ("group_id", e.group_id), ("context_id", e.context_id))
+    names = _names_of(e.agent_id, e.group_id, e.context_id, e.readable_by)
+    if e.key is None and not e.namespace:
+        return names
+    return (*names, *_address_names(e.namespace, e.key))
+
+
+@functools.lru_cache(maxsize=65536)
+def _names_of(agent_id: str | None, group_id: str | None, context_id: str | None,
+              readable_by: tuple[str, ...]) -> tuple[str, ...]:
+    """The indexes of a scope and readers (memories share them: made once each)."""
+    names = [scope_key(name, value) for name, value in
+             (("agent_id", agent_id), ("group_id", group_id), ("context_id", context_id))
              if value is not None]
-    return names + [_reader_key(p) for p in e.readable_by] + _address_names(e)
+    return (*names, *(_reader_key(p) for p in readable_by))
 
 
-def _address_names(e: MemoryEntry) -> list[str]:
-    """The indexes of ``e``'s key, of its namespace and of every prefix of it."""
-    names = [] if e.key is None else [_keyed_key(e.namespace, e.key)]
-    if e.namespace:
-        names.append(_space_key(e.namespace))
-        names += [_under_key(e.namespace[:depth]) for depth in range(1, len(e.namespace) + 1)]
+def _address_names(namespace: Namespace, key: str | None) -> list[str]:
+    """The indexes of a key, of its namespace and of every prefix of it."""
+    names = [] if key is None else [_keyed_key(namespace, key)]
+    if namespace:
+        names.append(_space_key(namespace))
+        names += [_under_key(namespace[:depth]) for depth in range(1, len(namespace) + 1)]
     return names
 
 
@@ -585,6 +588,8 @@ def _commit_args(changes: Sequence[Change],
     entries to set, ids to delete, ids to (re)score in ``all``, the names of indexes and
     membership hashes written to, the membership changes (five items each), then per index
     (of a scope part or of a reader) its name, its additions and its removals."""
+    # The entries encoded as events.encode does, by one packer (packb makes one per call).
+    pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
     entries: list[Any] = []
     deleted: list[str] = []
     added: list[Any] = []
@@ -592,13 +597,13 @@ def _commit_args(changes: Sequence[Change],
     removals: dict[str, list[str]] = {}
     for change in changes:
         before, after = change.before, change.after
-        old = [] if before is None else _index_names(before)
+        old = () if before is None else _index_names(before)
         if after is None:
             deleted.append(change.memory_id)
             for name in old:
                 removals.setdefault(name, []).append(change.memory_id)
             continue
-        entries += (change.memory_id, _pack(after))
+        entries += (change.memory_id, pack(entry_row(after)))
         new = _index_names(after)
         # written (a foreign log may write one id twice): scored at its position everywhere
         written = before is None or before.position != after.position

@@ -32,6 +32,8 @@ from memswarm_es.errors import (
     StorageError,
 )
 from memswarm_es.log.base import EventLog
+from memswarm_es.telemetry import rebuilt, watch
+from memswarm_es.telemetry.logs import event
 from memswarm_es.waiting import wait_until
 
 from .base import Lease, LeaseProvider, ReadModel
@@ -118,6 +120,7 @@ class ProjectorRunner:
         self.error: BaseException | None = None  # what stopped :meth:`run`, if not stop()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        watch(self)  # its lease and lag, in the metrics
 
     # --- one round -----------------------------------------------------------------------------
 
@@ -136,10 +139,11 @@ class ProjectorRunner:
         checkpoint = self.read_model.checkpoint()
         head = self.log.head()
         if self._state in ("", "standing by"):
-            logger.info("%s: holding the lease", self.owner)
+            logger.info("%s: holding the lease", self.owner,
+                        extra=event("projection.lease_acquired", owner=self.owner))
         if head - checkpoint > self.projector.batch_size:
             self._now("lagging", f"{head - checkpoint} events behind (checkpoint {checkpoint}, "
-                                 f"head {head})")
+                                 f"head {head})", checkpoint=checkpoint, head=head)
         try:
             if checkpoint > head:
                 self._rebuilding(f"its checkpoint {checkpoint} is ahead of the log (head {head})")
@@ -150,29 +154,33 @@ class ProjectorRunner:
                 checkpoint = self.projector.catch_up(progress=self._applied)
         except _LeaseLost:
             logger.warning("%s: lost the lease to %s; standing by", self.owner,
-                           self.lease.holder())
+                           self.lease.holder(), extra=event("projection.lease_lost",
+                                                            owner=self.owner))
             self.holding = False
             self._state = "standing by"
             return None
         self._last_checkpoint = checkpoint
-        self._now("caught up", f"at position {checkpoint}")
+        self._now("caught up", f"at position {checkpoint}", checkpoint=checkpoint)
         return checkpoint
 
-    def _now(self, state: str, detail: str) -> None:
+    def _now(self, state: str, detail: str, **fields: object) -> None:
         """Log that the runner is now in ``state``, only if it was not already: a line when
-        something changes, not on every poll."""
+        something changes, not on every poll (event ``projection.<state>``, with ``fields``)."""
         if state != self._state:
             self._state = state
-            logger.info("%s: %s: %s", self.owner, state, detail)
+            logger.info("%s: %s: %s", self.owner, state, detail, extra=event(
+                f"projection.{state.replace(' ', '_')}", owner=self.owner, **fields))
 
     def _rebuilding(self, why: str) -> None:
         self.rebuilds += 1
-        logger.warning("%s: rebuilding the read model from the log: %s", self.owner, why)
+        logger.warning("%s: rebuilding the read model from the log: %s", self.owner, why,
+                       extra=event("projection.rebuilding", owner=self.owner, reason=why))
 
     def _check_not_lost(self, checkpoint: int) -> None:
         """A checkpoint below the last one seen means the read model lost data (FLUSHDB, a
         restart without persistence, a clear): catching up from it is a rebuild."""
         if checkpoint < self._last_checkpoint:
+            rebuilt(self.read_model)  # (one ahead of the log counts in the projector)
             self._rebuilding(f"its checkpoint went back from {self._last_checkpoint} to "
                              f"{checkpoint} (its data was lost or cleared)")
         self._last_checkpoint = checkpoint
@@ -202,7 +210,8 @@ class ProjectorRunner:
             self._run()
         except BaseException as exc:
             self.error = exc
-            logger.error("%s: projector stopped: %s: %s", self.owner, type(exc).__name__, exc)
+            logger.error("%s: projector stopped: %s: %s", self.owner, type(exc).__name__, exc,
+                         extra=event("projection.stopped", owner=self.owner, error=repr(exc)))
             raise
 
     def _run(self) -> None:
@@ -221,7 +230,8 @@ class ProjectorRunner:
         except FATAL:
             raise
         except StorageError as exc:
-            logger.warning("%s: %s; retrying", self.owner, exc)
+            logger.warning("%s: %s; retrying", self.owner, exc,
+                           extra=event("projection.retrying", owner=self.owner, error=repr(exc)))
             self.holding = False
             return self._stop.is_set()
         renew_every = self.lease.ttl / 3
@@ -248,7 +258,9 @@ class ProjectorRunner:
         try:
             self.lease.release(self.owner)
         except StorageError as exc:
-            logger.warning("%s: could not release the lease: %s", self.owner, exc)
+            logger.warning("%s: could not release the lease: %s", self.owner, exc,
+                           extra=event("projection.lease_release_failed", owner=self.owner,
+                                       error=repr(exc)))
         self.holding = False
 
     def start(self) -> threading.Thread:

@@ -130,7 +130,7 @@ def change_value(state: bytes) -> bytes:
     view = decode_view(state)
     first = min(view.entries)
     entry = view.entries[first]
-    row = entry_row(entry)
+    row = list(entry_row(entry))
     row[1] = "forged value"
     view.entries[first] = entry_from_row(row)
     return encode_view(view)
@@ -144,7 +144,7 @@ def drop_entry(state: bytes) -> bytes:
 
 def add_entry(state: bytes) -> bytes:
     view = decode_view(state)
-    row = entry_row(next(iter(view.entries.values())))
+    row = list(entry_row(next(iter(view.entries.values()))))
     row[0] = "planted"
     view.entries["planted"] = entry_from_row(row)
     return encode_view(view)

@@ -39,13 +39,18 @@ def cli() -> click.Group:
 
     @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
     @click.version_option(__version__, prog_name="memswarm")
-    def memswarm() -> None:
+    @click.option("--log-format", type=click.Choice(logs.FORMATS), default="text",
+                  envvar="MEMSWARM_LOG_FORMAT", show_default=True,
+                  help="log lines on stderr as text, or one JSON object per line "
+                       "[env MEMSWARM_LOG_FORMAT]")
+    def memswarm(log_format: str) -> None:
         """MemSwarm: an event-sourced shared memory for multi-agent systems.
 
         Settings come from flags, then the environment (MEMSWARM_LOG_URL, MEMSWARM_READ_MODEL,
         MEMSWARM_REDIS_URL, MEMSWARM_PREFIX, MEMSWARM_AGENT_ID, MEMSWARM_CHROMA_PATH), then a
         config file (--config, MEMSWARM_CONFIG, or ./memswarm.toml).
         """
+        logs.use_format(log_format)
 
     for module in COMMAND_MODULES:
         add: Callable[[click.Group], None] = module.add_commands

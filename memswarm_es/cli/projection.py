@@ -21,6 +21,7 @@ import click
 from projections.projector import Projector
 from projections.runner import Lease, ProjectorRunner, RunnerStatus
 
+from .. import telemetry
 from ..errors import InvalidInputError, LogMismatchError, NotSupportedError, StorageError
 from . import logs
 from .options import memswarm_command, settings_of, store_options
@@ -128,6 +129,16 @@ def _follow(runner: ProjectorRunner, report_every: float, as_json: bool) -> int:
     return 0
 
 
+def _serve_metrics(host: str, port: int, as_json: bool) -> None:
+    """Serve ``/metrics`` at ``host:port`` for as long as the command runs."""
+    try:
+        telemetry.serve_metrics(port, host)
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        raise InvalidInputError(f"cannot serve metrics on {host}:{port}: {exc}") from None
+    if not as_json:
+        say(f"metrics at http://{host}:{port}/metrics")
+
+
 def _load_embedder(spec: str) -> tuple[Embedder, str]:
     """``minilm`` (the default offline model) or ``package.module:factory`` (called with no
     arguments); returns the embedder and its model id."""
@@ -167,11 +178,18 @@ def add_commands(group: click.Group) -> None:
                   show_default=True,
                   help="at most one progress or status line this often, and only on change")
     @click.option("--once", is_flag=True, help="catch up, then exit")
+    @click.option("--metrics-port", type=click.IntRange(1, 65535), default=None,
+                  help="serve Prometheus metrics at http://HOST:PORT/metrics (extra metrics)")
+    @click.option("--metrics-host", default="127.0.0.1", show_default=True,
+                  help="the address --metrics-port listens on")
     @store_options("log", "prefix", "redis_url")
     def project(batch_size: int, lease_ttl: float, report_every: float, once: bool,
-                as_json: bool, **options: Any) -> int:
+                metrics_port: int | None, metrics_host: str, as_json: bool,
+                **options: Any) -> int:
         settings = settings_of(options)
         runner = _runner(settings, lease_ttl, batch_size)
+        if metrics_port is not None:
+            _serve_metrics(metrics_host, metrics_port, as_json)
         if once:
             return _project_once(runner, as_json)
         logs.follow("projections.runner")

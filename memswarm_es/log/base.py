@@ -22,6 +22,7 @@ from ..events import (
     seal,
 )
 from ..scopes import Scope
+from ..telemetry import timed_append
 from ..waiting import wait_until
 
 
@@ -99,6 +100,12 @@ class EventLog(ABC):
 
     def __init__(self) -> None:
         self._appended = threading.Condition()
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if EventLog in cls.__bases__ and "append" in cls.__dict__:  # every store's appends
+            cls.append = timed_append(  # type: ignore[method-assign]
+                cls.__dict__["append"], cls.__name__)
 
     # --- writing -------------------------------------------------------------------------------
 

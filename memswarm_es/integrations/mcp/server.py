@@ -11,9 +11,12 @@ from typing import Any
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver import MCPServer
 from pydantic import AnyHttpUrl
+from starlette.requests import Request
+from starlette.responses import Response
 
 from ...errors import MemSwarmError
 from ...memory import SharedMemory
+from ...telemetry import METRICS, exposition
 from .config import Config, open_memory, parse
 from .identity import StaticTokens
 from .resources import MemoryResources
@@ -42,7 +45,16 @@ def build(memory: SharedMemory, config: Config) -> MCPServer[Any]:
     MemoryTools(memory, config.agent_id).register(server, read_only=config.read_only,
                                                   allow_forget=config.allow_forget)
     MemoryResources(memory, config.agent_id).register(server)
+    if config.http is not None and METRICS:
+        server.custom_route("/metrics", methods=["GET"])(_metrics)
     return server
+
+
+async def _metrics(_request: Request) -> Response:
+    """``GET /metrics``: the Prometheus metrics of this process, without a bearer token (they
+    name no agent nor memory; serve on loopback, or keep the port from other hosts)."""
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
