@@ -46,6 +46,10 @@ _LAZY = {
     "PostgresSharedMemory": "memswarm_es.memory",
     "AsyncSharedMemory": "memswarm_es.aio",
     "MemoryEntry": "projections.fold",
+    "Write": "memswarm_es.batch",
+    "Put": "memswarm_es.batch",
+    "Update": "memswarm_es.batch",
+    "Delete": "memswarm_es.batch",
 }
 
 

@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from projections.base import SearchHit
 from projections.fold import MemoryEntry
+from projections.keys import NamespaceQuery, Query
 from projections.projector import Progress
 
 from .audit import AuditPage, MemoryVersion
+from .batch import UNSET, Change, Put, Result, apply_changes
 from .errors import InvalidIdError, PermissionDeniedError
 from .events import EventType
-from .memory import UNSET
 from .principals import OPERATOR
 from .scopes import Scope, check_id
 from .timetravel import PastMemory
@@ -66,12 +67,32 @@ class AgentMemory:
                     context_id: str | None = None, *, event_id: str | None = None,
                     embedding: Sequence[float] | None = None,
                     readable_by: Iterable[str] | None = None,
-                    writable_by: Iterable[str] | None = None) -> str:
+                    writable_by: Iterable[str] | None = None, key: str | None = None,
+                    namespace: Sequence[str] | None = None) -> str:
         """Write a memory of this agent (``metadata["agent_id"]``, if given, must be this
         agent; a ``group_id`` needs membership of that group); return its id (with
-        ``event_id``, the id :func:`own_event_id` derives from it: the same for every retry)."""
+        ``event_id``, the id :func:`own_event_id` derives from it: the same for every retry).
+        With a ``key`` a live memory holds, an update of it (see :meth:`put`)."""
         return self.memory._write(self.agent_id, self.agent_id, value, metadata, context_id,
-                                  self._key(event_id), embedding, readable_by, writable_by)
+                                  self._key(event_id), embedding, readable_by, writable_by,
+                                  key, namespace)
+
+    def put(self, namespace: Sequence[str], key: str, value: Any,
+            metadata: Mapping[str, Any] | None = None, *,
+            embedding: Sequence[float] | None = None,
+            readable_by: Iterable[str] | None = None,
+            writable_by: Iterable[str] | None = None) -> str:
+        """See :meth:`SharedMemory.put`. A key held by a memory this agent may not change
+        raises :class:`PermissionDeniedError` naming only the namespace and key: all a key
+        tells of a memory the agent may not read is that it is taken."""
+        (held,) = self.apply([Put(namespace, key, value, metadata, embedding, readable_by,
+                                  writable_by)])
+        assert isinstance(held, str)
+        return held
+
+    def apply(self, changes: Sequence[Change]) -> list[Result]:
+        """See :meth:`SharedMemory.apply`; every change is checked as this agent's."""
+        return apply_changes(self.memory, self.agent_id, self.agent_id, changes)
 
     def update(self, memory_id: str, value: Any = UNSET,
                metadata: Mapping[str, Any] | None = None, *, expected_version: int | None = None,
@@ -130,10 +151,27 @@ class AgentMemory:
     # --- reading -------------------------------------------------------------------------------
 
     def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
-                   context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
-        """The live memories inside every scope given (AND) that this agent may read."""
-        return self.memory._read_scope(self.agent_id,
-                                       Scope.from_query(agent_id, group_id, context_id, unknown))
+                   context_id: str | None = None, *, namespace_prefix: Sequence[str] | None = None,
+                   filter: Mapping[str, Any] | None = None, order_by: str | None = None,
+                   limit: int | None = None, offset: int = 0,
+                   **unknown: Any) -> list[MemoryEntry]:
+        """The live memories inside every scope given (AND) that this agent may read (the
+        options as in :meth:`SharedMemory.read_scope`)."""
+        query = Query.checked(namespace_prefix, filter, order_by, limit, offset)
+        return self.memory._read_scope(
+            self.agent_id, Scope.from_query(agent_id, group_id, context_id, unknown), query)
+
+    def get_by_key(self, namespace: Sequence[str], key: str) -> MemoryEntry | None:
+        """The live memory holding ``key`` in ``namespace``, if this agent may read it."""
+        return self.memory._get_by_key(self.agent_id, namespace, key)
+
+    def namespaces(self, prefix: Sequence[str] | None = None,
+                   suffix: Sequence[str] | None = None, max_depth: int | None = None,
+                   limit: int = 100, offset: int = 0) -> list[tuple[str, ...]]:
+        """The namespaces holding memories this agent may read (see
+        :meth:`SharedMemory.namespaces`)."""
+        return self.memory._namespaces(
+            self.agent_id, NamespaceQuery.checked(prefix, suffix, max_depth, limit, offset))
 
     def get(self, memory_id: str) -> MemoryEntry:
         """One live memory this agent may read, or :class:`MemoryNotFoundError`."""

@@ -9,7 +9,7 @@ subscriptions) awaits its change signal instead of holding a thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,12 +20,16 @@ from projections.projector import Progress
 from .access import Gate
 from .agent import AgentMemory
 from .audit import AuditPage, MemoryVersion
+from .batch import Change, Result
 from .errors import MemoryNotFoundError
 from .log.base import Digest, Verification
 from .memory import SharedMemory
 from .scopes import Scope, check_id
 from .subscribe import AsyncSubscription, check_after
 from .timetravel import PastMemory
+
+#: The options of a read beyond its scope (served in a worker thread).
+QUERY_OPTIONS = frozenset({"namespace_prefix", "filter", "order_by", "limit", "offset"})
 
 
 class AsyncSharedMemory:
@@ -54,6 +58,19 @@ class AsyncSharedMemory:
     async def set_permissions(self, memory_id: str, *args: Any, **options: Any) -> int:
         return await asyncio.to_thread(self.memory.set_permissions, memory_id, *args, **options)
 
+    async def put(self, namespace: Sequence[str], key: str, value: Any,
+                  *args: Any, **options: Any) -> str:
+        return await asyncio.to_thread(self.memory.put, namespace, key, value, *args, **options)
+
+    async def apply(self, changes: Sequence[Change], **options: Any) -> list[Result]:
+        return await asyncio.to_thread(self.memory.apply, changes, **options)
+
+    async def get_by_key(self, namespace: Sequence[str], key: str) -> MemoryEntry | None:
+        return await asyncio.to_thread(self.memory.get_by_key, namespace, key)
+
+    async def namespaces(self, **options: Any) -> list[tuple[str, ...]]:
+        return await asyncio.to_thread(self.memory.namespaces, **options)
+
     # --- groups ----------------------------------------------------------------------------------
 
     def agent(self, agent_id: str) -> AsyncAgentMemory:
@@ -76,6 +93,9 @@ class AsyncSharedMemory:
 
     async def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
                          context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
+        if QUERY_OPTIONS & unknown.keys():
+            return await asyncio.to_thread(self.memory.read_scope, agent_id, group_id,
+                                           context_id, **unknown)
         scope = Scope.from_query(agent_id, group_id, context_id, unknown)
         await self._fresh()
         return await self.memory.read_model.read_scope_async(scope)
@@ -197,6 +217,19 @@ class AsyncAgentMemory:
     async def delete(self, memory_id: str, **options: Any) -> int:
         return await asyncio.to_thread(self.agent.delete, memory_id, **options)
 
+    async def put(self, namespace: Sequence[str], key: str, value: Any,
+                  *args: Any, **options: Any) -> str:
+        return await asyncio.to_thread(self.agent.put, namespace, key, value, *args, **options)
+
+    async def apply(self, changes: Sequence[Change]) -> list[Result]:
+        return await asyncio.to_thread(self.agent.apply, changes)
+
+    async def get_by_key(self, namespace: Sequence[str], key: str) -> MemoryEntry | None:
+        return await asyncio.to_thread(self.agent.get_by_key, namespace, key)
+
+    async def namespaces(self, **options: Any) -> list[tuple[str, ...]]:
+        return await asyncio.to_thread(self.agent.namespaces, **options)
+
     async def forget(self, memory_id: str, reason: str) -> int:
         return await asyncio.to_thread(self.agent.forget, memory_id, reason)
 
@@ -214,6 +247,9 @@ class AsyncAgentMemory:
 
     async def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
                          context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
+        if QUERY_OPTIONS & unknown.keys():
+            return await asyncio.to_thread(self.agent.read_scope, agent_id, group_id,
+                                           context_id, **unknown)
         scope = Scope.from_query(agent_id, group_id, context_id, unknown)
         memory = self.agent.memory
         await memory.freshness.before_read_async()

@@ -13,11 +13,13 @@ from typing import TYPE_CHECKING, Any
 from projections import open_read_model
 from projections.base import ReadModel, SearchableReadModel, SearchHit
 from projections.fold import MemoryEntry
+from projections.keys import NamespaceQuery, Query
 from projections.projector import Progress, Projector
 from projections.sql import kept_view
 
 from .access import Gate, audit_seen_by
 from .audit import AuditPage, MemoryVersion, audit, history
+from .batch import UNSET, Change, Plan, Put, Result, Write, append_plan, apply_changes
 from .commands import append_change, recorded_retry
 from .errors import (
     InvalidIdError,
@@ -46,6 +48,7 @@ from .log import open_log
 from .log.base import Digest, EventFilter, EventLog, Verification
 from .log.inprocess import InMemoryEventLog
 from .log.sql import SQLEventLog
+from .namespaces import check_key, check_namespace
 from .principals import OPERATOR, PERMISSION_FIELDS, check_principals
 from .scopes import SCOPE_NAMES, Scope, check_id
 from .snapshots import snapshot_store_for
@@ -59,8 +62,6 @@ if TYPE_CHECKING:
 DEFAULT_MAX_VALUE_BYTES = 1 << 20
 DEFAULT_WAIT_TIMEOUT = 10.0
 MAX_REASON_LENGTH = 1000
-#: The default of ``update(value=...)``: no new value (``None`` is a value).
-UNSET: Any = object()
 
 
 class SharedMemory:
@@ -140,7 +141,8 @@ class SharedMemory:
                     context_id: str | None = None, *, actor: str | None = None,
                     event_id: str | None = None, embedding: Sequence[float] | None = None,
                     readable_by: Iterable[str] | None = None,
-                    writable_by: Iterable[str] | None = None) -> str:
+                    writable_by: Iterable[str] | None = None, key: str | None = None,
+                    namespace: Sequence[str] | None = None) -> str:
         """Write a new memory and return its ``memory_id``.
 
         ``metadata`` may carry the scopes ``agent_id`` and ``group_id`` (and ``context_id``),
@@ -151,14 +153,61 @@ class SharedMemory:
         defaults to ``"operator"``. Giving the same ``event_id`` again returns the first
         write's memory id and writes nothing. ``embedding``, if given, is the memory's vector
         for a searching read model (kept in the event, so a replay uses it too).
+
+        ``namespace`` (a tuple of labels) and ``key`` address the memory: a key names at most
+        one live memory of its namespace, so a write with a key that a live memory holds
+        updates that memory (see :meth:`put`).
         """
         return self._write(None, _actor(actor) or OPERATOR, value, metadata, context_id,
-                           event_id, embedding, readable_by, writable_by)
+                           event_id, embedding, readable_by, writable_by, key, namespace)
+
+    def put(self, namespace: Sequence[str], key: str, value: Any,
+            metadata: Mapping[str, Any] | None = None, *, actor: str | None = None,
+            embedding: Sequence[float] | None = None,
+            readable_by: Iterable[str] | None = None,
+            writable_by: Iterable[str] | None = None) -> str:
+        """Write ``value`` under ``key`` in ``namespace`` and return the memory's id: a new
+        memory if no live memory holds the key (after a delete, a new one), else an update of
+        the one that does (nothing is recorded if it holds this value and metadata already).
+        """
+        (held,) = self.apply([Put(namespace, key, value, metadata, embedding, readable_by,
+                                  writable_by)], actor=actor)
+        assert isinstance(held, str)
+        return held
+
+    def apply(self, changes: Sequence[Change], *, actor: str | None = None) -> list[Result]:
+        """Record ``changes`` (:class:`~memswarm_es.batch.Write`, ``Put``, ``Update``,
+        ``Delete``) as one atomic append, all or nothing: every change is checked first, and
+        any error records none of them. Returns what each change returns (a memory id for a
+        write or put, the new version for an update or delete, 0 for a delete of an absent
+        key)."""
+        return apply_changes(self, None, _actor(actor) or OPERATOR, changes)
 
     def _write(self, agent: str | None, actor: str, value: Any,
                metadata: Mapping[str, Any] | None, context_id: str | None,
                event_id: str | None, embedding: Sequence[float] | None,
-               readable_by: Iterable[str] | None, writable_by: Iterable[str] | None) -> str:
+               readable_by: Iterable[str] | None, writable_by: Iterable[str] | None,
+               key: str | None = None, namespace: Sequence[str] | None = None) -> str:
+        # A memory's id is the event_id of its write, so a retried write finds the same memory.
+        memory_id = check_id(event_id, "event_id") if event_id is not None else None
+        write = Write(value, metadata, context_id, key, namespace or (), embedding, readable_by,
+                      writable_by)
+        if key is None:  # one event, decided without reading the log
+            plan = Plan(self, agent, actor)
+            new_id = plan.write(write, memory_id)
+            self._append(plan.events[0])
+            return new_id
+        (held,) = append_plan(self, agent, actor, lambda plan: [plan.write(write, memory_id)])
+        assert isinstance(held, str)
+        return held
+
+    def _write_fields(self, agent: str | None, groups: Callable[[], Mapping[str, bool]],
+                      value: Any,
+                      metadata: Mapping[str, Any] | None, context_id: str | None,
+                      embedding: Sequence[float] | None, readable_by: Iterable[str] | None,
+                      writable_by: Iterable[str] | None) -> tuple[Scope, dict[str, Any]]:
+        """The scope and the payload of a new memory, checked, for ``agent`` (whose groups
+        ``groups`` tells) or the operator (``None``)."""
         scope_ids, extra, permissions = _split_metadata(metadata)
         permissions = _permissions(permissions, readable_by, writable_by)
         if context_id is not None:
@@ -168,20 +217,11 @@ class SharedMemory:
         if agent is not None and scope_ids.setdefault("agent_id", agent) != agent:
             raise PermissionDeniedError(agent, "write as", f"agent {scope_ids['agent_id']!r}")
         scope = Scope(**scope_ids)
-        if agent is not None and scope.group_id is not None:
-            gate = self._gate(agent)
-            assert gate is not None
-            if scope.group_id not in gate.groups():
-                raise PermissionDeniedError(agent, "write into", f"group {scope.group_id!r}")
-        # A memory's id is the event_id of its write, so a retried write finds the same memory.
-        memory_id = check_id(event_id, "event_id") if event_id is not None else new_id()
-        new = self._new_event(
-            EventType.MEMORY_WRITTEN, scope, actor,
-            {"value": value, "metadata": extra, **permissions, **self._vector(embedding)},
-            memory_id=memory_id, version=1, event_id=memory_id,
-        )
-        self._append(new)
-        return memory_id
+        if agent is not None and scope.group_id is not None \
+                and scope.group_id not in groups():
+            raise PermissionDeniedError(agent, "write into", f"group {scope.group_id!r}")
+        return scope, {"value": value, "metadata": extra, **permissions,
+                       **self._vector(embedding)}
 
     def update(self, memory_id: str, value: Any = UNSET,
                metadata: Mapping[str, Any] | None = None, *, expected_version: int | None = None,
@@ -202,6 +242,14 @@ class SharedMemory:
                 metadata: Mapping[str, Any] | None, expected_version: int | None,
                 event_id: str | None, embedding: Sequence[float] | None,
                 readable_by: Iterable[str] | None, writable_by: Iterable[str] | None) -> int:
+        data = self._update_fields(value, metadata, embedding, readable_by, writable_by)
+        return self._change(agent, actor, EventType.MEMORY_UPDATED, memory_id, data,
+                            expected_version, event_id)
+
+    def _update_fields(self, value: Any, metadata: Mapping[str, Any] | None,
+                       embedding: Sequence[float] | None, readable_by: Iterable[str] | None,
+                       writable_by: Iterable[str] | None) -> dict[str, Any]:
+        """The payload of an update, checked."""
         data: dict[str, Any] = self._vector(embedding)
         if value is not UNSET:
             data["value"] = value
@@ -214,8 +262,7 @@ class SharedMemory:
                 raise InvalidScopeError(
                     f"the scopes of a memory cannot change (got {sorted(scope_ids)})")
         data.update(_permissions(permissions, readable_by, writable_by))
-        return self._change(agent, actor, EventType.MEMORY_UPDATED, memory_id, data,
-                            expected_version, event_id)
+        return data
 
     def set_permissions(self, memory_id: str, readable_by: Iterable[str] | None = None,
                         writable_by: Iterable[str] | None = None, *,
@@ -245,9 +292,7 @@ class SharedMemory:
                 data: dict[str, Any], expected_version: int | None, event_id: str | None,
                 what: str | None = None) -> int:
         check_id(memory_id, "memory_id")
-        if expected_version is not None and (
-                not _is_int(expected_version) or expected_version < 1):
-            raise InvalidValueError("expected_version must be a positive int")
+        self._check_expected(expected_version)
         what = what or ("delete" if type == EventType.MEMORY_DELETED else "update")
         payload = encode_content(data)
         self._check_size(payload)
@@ -279,6 +324,12 @@ class SharedMemory:
         recorded = append_change(self.log, memory_id, decide, retry=expected_version is None)
         self.freshness.wrote(recorded.position)
         return recorded.version or 0
+
+    @staticmethod
+    def _check_expected(expected_version: int | None) -> None:
+        if expected_version is not None and (
+                not _is_int(expected_version) or expected_version < 1):
+            raise InvalidValueError("expected_version must be a positive int")
 
     def _new_event(self, type: str, scope: Scope, actor: str, data: dict[str, Any], *,
                    memory_id: str, version: int, event_id: str) -> NewEvent:
@@ -350,14 +401,50 @@ class SharedMemory:
     # --- reading -------------------------------------------------------------------------------
 
     def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
-                   context_id: str | None = None, **unknown: Any) -> list[MemoryEntry]:
-        """Live memories inside every scope given (AND), ordered by position."""
-        return self._read_scope(None, Scope.from_query(agent_id, group_id, context_id, unknown))
+                   context_id: str | None = None, *, namespace_prefix: Sequence[str] | None = None,
+                   filter: Mapping[str, Any] | None = None, order_by: str | None = None,
+                   limit: int | None = None, offset: int = 0,
+                   **unknown: Any) -> list[MemoryEntry]:
+        """Live memories inside every scope given (AND), ordered by position.
+
+        ``namespace_prefix`` keeps those whose namespace is it or lies below it; ``filter``
+        those whose value (a map) matches: ``{"field": v}`` (equal) or ``{"field": {"$gt": v}}``
+        (``$eq $ne $gt $gte $lt $lte``). ``order_by="updated_at"`` puts the last changed
+        first; ``limit`` and ``offset`` take a page."""
+        query = Query.checked(namespace_prefix, filter, order_by, limit, offset)
+        return self._read_scope(None, Scope.from_query(agent_id, group_id, context_id, unknown),
+                                query)
 
     @timed_read("read_scope")
-    def _read_scope(self, reader: str | None, scope: Scope) -> list[MemoryEntry]:
+    def _read_scope(self, reader: str | None, scope: Scope,
+                    query: Query | None = None) -> list[MemoryEntry]:
         self.freshness.before_read()
-        return self.read_model.read_scope(scope, reader)
+        if query is None or query.plain():
+            return self.read_model.read_scope(scope, reader)
+        return self.read_model.query(scope, query, reader)
+
+    def get_by_key(self, namespace: Sequence[str], key: str) -> MemoryEntry | None:
+        """The live memory holding ``key`` in ``namespace``, or ``None``."""
+        return self._get_by_key(None, namespace, key)
+
+    def _get_by_key(self, reader: str | None, namespace: Sequence[str],
+                    key: str) -> MemoryEntry | None:
+        address = check_namespace(namespace), check_key(key)
+        self.freshness.before_read()
+        return self.read_model.get_by_key(*address, reader)
+
+    def namespaces(self, prefix: Sequence[str] | None = None,
+                   suffix: Sequence[str] | None = None, max_depth: int | None = None,
+                   limit: int = 100, offset: int = 0) -> list[tuple[str, ...]]:
+        """The namespaces holding live memories, sorted: those starting with ``prefix`` and
+        ending with ``suffix`` (a label ``*`` matches any), cut to ``max_depth`` labels, a
+        page of ``limit`` from ``offset``."""
+        return self._namespaces(None, NamespaceQuery.checked(prefix, suffix, max_depth, limit,
+                                                             offset))
+
+    def _namespaces(self, reader: str | None, query: NamespaceQuery) -> list[tuple[str, ...]]:
+        self.freshness.before_read()
+        return self.read_model.list_namespaces(query, reader)
 
     def get(self, memory_id: str) -> MemoryEntry:
         """One live memory, or :class:`MemoryNotFoundError`."""

@@ -15,12 +15,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from memswarm_es.errors import CheckpointConflictError
+from memswarm_es.errors import CheckpointConflictError, NotSupportedError
 from memswarm_es.events import Event, EventType
+from memswarm_es.namespaces import Namespace
 from memswarm_es.scopes import Scope
 from memswarm_es.waiting import wait_until, wait_until_async
 
 from .fold import Change, MembershipChange, MemoryEntry, changes, membership_changes
+from .keys import NamespaceQuery, Query
 from .signal import Signal
 
 logger = logging.getLogger(__name__)
@@ -154,6 +156,40 @@ class ReadModel(ABC):
 
     def get(self, memory_id: str, reader: str | None = None) -> MemoryEntry | None:
         return self.get_many([memory_id], reader).get(memory_id)
+
+    # --- keys and namespaces (see projections.keys) ------------------------------------------
+
+    def get_by_key(self, namespace: Namespace, key: str,
+                   reader: str | None = None) -> MemoryEntry | None:
+        """The live memory holding ``key`` in ``namespace`` (see
+        :func:`~projections.keys.key_holder`), if ``reader`` may read it; found through an
+        index, never a scan."""
+        raise NotSupportedError(f"{type(self).__name__} does not index keys")
+
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
+        """Like :meth:`read_scope`, only the memories whose namespace is ``prefix`` or lies
+        below it, found through an index of namespaces; at most the ``first`` of them (in
+        position order), if given."""
+        raise NotSupportedError(f"{type(self).__name__} does not index namespaces")
+
+    def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
+        """The namespaces at or below ``prefix`` that hold a live memory ``reader`` may read."""
+        raise NotSupportedError(f"{type(self).__name__} does not index namespaces")
+
+    def query(self, scope: Scope, query: Query, reader: str | None = None) -> list[MemoryEntry]:
+        """The answer to ``query`` (namespace prefix, value filter, order, page) inside
+        ``scope``, as ``reader`` sees it."""
+        if query.plain():
+            return self.read_scope(scope, reader)
+        first = None if query.conditions or query.order_by or query.limit is None \
+            else query.offset + query.limit  # the page is a head of the answer: read no more
+        return query.answer(self.read_namespace(scope, query.prefix, reader, first))
+
+    def list_namespaces(self, query: NamespaceQuery,
+                        reader: str | None = None) -> list[Namespace]:
+        """The namespaces holding live memories ``reader`` may read that ``query`` asks for."""
+        return query.answer(self.namespaces_held(query.fixed_prefix, reader))
 
     def apply(self, events: Sequence[Event]) -> int:
         """Apply the events after the checkpoint (they must follow it without a gap).

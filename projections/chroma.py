@@ -12,6 +12,7 @@ reads the index. Chroma merges the metadata of an upsert into the record's, so a
 also removes the keys its previous one had and it has not (a principal no longer allowed, a
 metadata key gone). The checkpoint record names the :data:`FORMAT` of the documents; a
 collection of another format is cleared when opened, and rebuilt by replay.
+_ADDRESS = "addr:"  # + "key", "ns" (the namespace as text) and "ns:<depth>" (each prefix)
 
 Memberships are records of the bookkeeping collection, one per (group, agent). An agent's read
 looks up its groups there, then asks Chroma for the documents flagged for one of its principals
@@ -59,13 +60,14 @@ from memswarm_es.errors import (
     LogMismatchError,
 )
 from memswarm_es.events import Event, EventType, decode, encode
+from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text
 from memswarm_es.principals import principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import SearchableReadModel, SearchHit
 from .chroma_guard import guard_for, place_of, purge_content, residue
 from .embedding import CachedEmbedder
-from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row
+from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row, may_read
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +77,12 @@ _CONTENT_EVENTS = {EventType.MEMORY_WRITTEN, EventType.MEMORY_UPDATED}
 _RESERVED = "._"  # in bookkeeping collection names only
 _INT64 = 1 << 63
 _READER = "r:"  # + principal: the flag (1) of a document that principal may read
-#: The format of the documents and bookkeeping, in the checkpoint record; 2: int reader flags.
-FORMAT = 2
+#: The format of the documents and bookkeeping, in the checkpoint record; 2: int reader flags;
+#: 3: key and namespace addresses.
+FORMAT = 3
 #: A search whose filter keeps at most this many documents ranks them all exactly.
 EXACT_SEARCH = 2000
+_ADDRESS = "addr:"  # + "key", "ns" (the namespace as text) and "ns:<depth>" (each prefix)
 _MEMBER = {"kind": "member"}  # what marks a membership record among the bookkeeping
 
 
@@ -176,7 +180,7 @@ class ChromaReadModel(SearchableReadModel):
 
     def get_many(self, memory_ids: Iterable[str],
                  reader: str | None = None) -> dict[str, MemoryEntry]:
-        ids = list(memory_ids)
+        ids = list(dict.fromkeys(memory_ids))  # Chroma refuses an id asked for twice
         if not ids:
             return {}
         flt = _all_of(self._reader_clauses(reader))
@@ -308,6 +312,40 @@ class ChromaReadModel(SearchableReadModel):
         flt = _all_of(_scope_clauses(scope) + self._reader_clauses(reader))
         found = _patient(lambda: self._docs.get(where=flt, include=["metadatas"]))
         return sorted((_entry(m) for m in found["metadatas"]), key=lambda e: e.position)
+
+    # --- keys and namespaces: metadata keys the ``where`` selects by ----------------------
+
+    def get_by_key(self, namespace: Namespace, key: str,
+                   reader: str | None = None) -> MemoryEntry | None:
+        flt = {"$and": [{_ADDRESS + "ns": namespace_text(namespace) or _ROOT},
+                        {_ADDRESS + "key": key}]}
+        found = _patient(lambda: self._docs.get(where=flt, include=["metadatas"]))
+        holders = [_entry(m) for m in found["metadatas"]]
+        if not holders:
+            return None
+        entry = min(holders, key=lambda e: e.position)
+        if reader is None or may_read(entry, principals_of(reader, self.groups_of(reader))):
+            return entry
+        return None
+
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
+        if not prefix:
+            return self.read_scope(scope, reader)[:first]
+        flt = _all_of(_scope_clauses(scope) + self._reader_clauses(reader)
+                      + [{f"{_ADDRESS}ns:{len(prefix)}": namespace_text(prefix)}])
+        found = _patient(lambda: self._docs.get(where=flt, include=["metadatas"]))
+        return sorted((_entry(m) for m in found["metadatas"]),
+                      key=lambda e: e.position)[:first]
+
+    def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
+        """Read from the metadata of the memories under ``prefix`` (Chroma lists no distinct
+        values): this costs what the prefix holds."""
+        under = [{f"{_ADDRESS}ns:{len(prefix)}": namespace_text(prefix)}] if prefix else \
+            [{_ADDRESS + "in": True}]
+        flt = _all_of(under + self._reader_clauses(reader))
+        found = _patient(lambda: self._docs.get(where=flt, include=["metadatas"]))
+        return {namespace_from_text(m[_ADDRESS + "ns"]) for m in found["metadatas"]}
 
     # --- search --------------------------------------------------------------------------------
 
@@ -464,7 +502,25 @@ def _optional_keys(entry: MemoryEntry) -> dict[str, Any]:
     for key, value in metadata.items():
         if _filterable(value):
             keys[f"md:{key}"] = value
+    return keys | _address_keys(entry)
+
+
+def _address_keys(entry: MemoryEntry) -> dict[str, Any]:
+    """The metadata keys of ``entry``'s key and namespace: the namespace and each of its
+    prefixes as text, so that a ``where`` finds a key, or the memories under a prefix."""
+    keys: dict[str, Any] = {}
+    if entry.key is not None:
+        keys[_ADDRESS + "key"] = entry.key
+    if entry.key is not None or entry.namespace:
+        keys[_ADDRESS + "ns"] = namespace_text(entry.namespace) or _ROOT
+    for depth in range(1, len(entry.namespace) + 1):
+        keys[f"{_ADDRESS}ns:{depth}"] = namespace_text(entry.namespace[:depth])
+    if entry.namespace:
+        keys[_ADDRESS + "in"] = True  # in a namespace: what a listing of them all selects
     return keys
+
+
+_ROOT = "."  # the namespace () as an address (no namespace's text is ".")
 
 
 def _filterable(value: Any) -> bool:

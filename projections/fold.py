@@ -23,6 +23,7 @@ from memswarm_es.events import (
     EventType,
     from_micros,
 )
+from memswarm_es.namespaces import stored_key, stored_namespace
 from memswarm_es.principals import (
     allows,
     default_readers,
@@ -41,7 +42,8 @@ class MemoryEntry:
     ``last_position`` is where its current version was recorded. ``damaged`` is ``None``, or
     why the event behind the current version could not be read (its value is then ``None``).
     ``readable_by`` and ``writable_by`` are the principals allowed (see
-    :mod:`memswarm_es.principals`), the defaults spelled out.
+    :mod:`memswarm_es.principals`), the defaults spelled out. ``key`` and ``namespace`` are
+    the caller's address of the memory, if it gave one (see :mod:`memswarm_es.namespaces`).
     """
 
     memory_id: str
@@ -60,6 +62,8 @@ class MemoryEntry:
     damaged: str | None = None
     readable_by: tuple[str, ...] = ()
     writable_by: tuple[str, ...] = ()
+    key: str | None = None
+    namespace: tuple[str, ...] = ()
 
     @property
     def scope(self) -> Scope:
@@ -94,6 +98,7 @@ class MemoryEntry:
 
 ENTRY_FIELDS = tuple(f.name for f in fields(MemoryEntry))
 _REQUIRED_FIELDS = sum(1 for f in fields(MemoryEntry) if f.default is MISSING)
+_PERMISSIONS_AT = ENTRY_FIELDS.index("writable_by")
 
 
 _fields_of = operator.attrgetter(*ENTRY_FIELDS)
@@ -112,7 +117,8 @@ def with_content(entry: MemoryEntry, value: Any, metadata: dict[str, Any]) -> Me
     return MemoryEntry(entry.memory_id, value, metadata, entry.agent_id, entry.group_id,
                        entry.context_id, entry.version, entry.position, entry.last_position,
                        entry.created_at_us, entry.updated_at_us, entry.created_by,
-                       entry.updated_by, entry.damaged, entry.readable_by, entry.writable_by)
+                       entry.updated_by, entry.damaged, entry.readable_by, entry.writable_by,
+                       entry.key, entry.namespace)
 
 
 def entry_from_row(row: Sequence[Any]) -> MemoryEntry:
@@ -121,10 +127,12 @@ def entry_from_row(row: Sequence[Any]) -> MemoryEntry:
     another shape."""
     if not _REQUIRED_FIELDS <= len(row) <= len(ENTRY_FIELDS):
         raise ValueError(f"an entry row has {len(row)} fields, not {len(ENTRY_FIELDS)}")
-    if len(row) == len(ENTRY_FIELDS):
+    if len(row) > _PERMISSIONS_AT:
         fields = list(row)  # stored as lists: back to tuples, and unreadable ones allow nobody
-        fields[-2] = stored_principals(fields[-2]) or ()
-        fields[-1] = stored_principals(fields[-1]) or ()
+        fields[_PERMISSIONS_AT - 1] = stored_principals(fields[_PERMISSIONS_AT - 1]) or ()
+        fields[_PERMISSIONS_AT] = stored_principals(fields[_PERMISSIONS_AT]) or ()
+        if len(fields) == len(ENTRY_FIELDS):
+            fields[-1] = stored_namespace(fields[-1])
         return MemoryEntry(*fields)
     entry = MemoryEntry(*row)
     return with_permissions(entry, default_readers(entry.agent_id, entry.group_id),
@@ -138,7 +146,7 @@ def with_permissions(entry: MemoryEntry, readable_by: tuple[str, ...],
                        entry.group_id, entry.context_id, entry.version, entry.position,
                        entry.last_position, entry.created_at_us, entry.updated_at_us,
                        entry.created_by, entry.updated_by, entry.damaged, readable_by,
-                       writable_by)
+                       writable_by, entry.key, entry.namespace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,7 +177,8 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
                            content.get("metadata") or {}, scope.agent_id, scope.group_id,
                            scope.context_id, event.version or 1, event.position,
                            event.position, at, at, event.actor, event.actor, problem,
-                           readers, writers)
+                           readers, writers, stored_key(content.get("key")),
+                           stored_namespace(content.get("namespace")))
     if entry is None:
         return None
     if kind == _UPDATED:
@@ -185,7 +194,7 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             entry.context_id, event.version or entry.version + 1, entry.position,
             event.position, entry.created_at_us, event.recorded_at_us, entry.created_by,
             event.actor, problem or (entry.damaged if "value" not in changed else None),
-            readers, writers)
+            readers, writers, entry.key, entry.namespace)
     if kind in ENDING_EVENT_TYPES:
         return None
     return entry

@@ -3,12 +3,14 @@ the memberships, guarded by one lock."""
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event
+from memswarm_es.namespaces import Namespace
 from memswarm_es.principals import principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
@@ -22,6 +24,7 @@ from .fold import (
     may_read,
 )
 from .frozen import frozen, is_frozen
+from .key_index import KeyIndex
 
 #: (scope part name, id): the key of one scope index.
 IndexKey = tuple[str, str]
@@ -51,6 +54,7 @@ class InMemoryReadModel(ReadModel):
         self._members: Memberships = {}
         self._groups: Memberships = {}  # the same, by agent: agent -> group -> admin
         self._followed: str | None = None
+        self._keyed = KeyIndex()
 
     def followed_log(self) -> str | None:
         return self._followed
@@ -100,12 +104,15 @@ class InMemoryReadModel(ReadModel):
                     self._remove(change.memory_id)
                     continue
                 before = self._entries.get(change.memory_id)
-                if before is None or before.scope != after.scope:  # (a foreign log's
-                    self._remove(change.memory_id)  # second write of one id moves it)
-                elif before.readable_by != after.readable_by:
+                moved = before is None or before.scope != after.scope \
+                    or _address(before) != _address(after)
+                if moved:  # (a foreign log's second write of one id moves it)
+                    self._remove(change.memory_id)
+                    self._keyed.add(after)
+                elif before is not None and before.readable_by != after.readable_by:
                     self._unindex_readers(before)
                     self._index_readers(after)
-                self._put(after, index_readers=before is None or before.scope != after.scope)
+                self._put(after, index_readers=moved)
             apply_memberships(self._members, memberships)
             apply_memberships(self._groups,  # the same changes, keyed the other way round
                               [MembershipChange(c.group_id, c.agent_id, c.admin)
@@ -153,6 +160,7 @@ class InMemoryReadModel(ReadModel):
                 del self._index[name][value]
                 self._dirty.discard((name, value))
         self._unindex_readers(entry)
+        self._keyed.remove(entry)
 
     def clear(self) -> None:
         with self._lock:
@@ -165,6 +173,7 @@ class InMemoryReadModel(ReadModel):
             self._groups.clear()
             self._checkpoint = 0
             self._followed = None
+            self._keyed = KeyIndex()
 
     def staging(self) -> InMemoryReadModel:
         return InMemoryReadModel()
@@ -183,6 +192,7 @@ class InMemoryReadModel(ReadModel):
             self._readers, self._members, self._groups = (staged._readers, staged._members,
                                                           staged._groups)
             self._checkpoint, self._followed = staged._checkpoint, staged._followed
+            self._keyed, staged._keyed = staged._keyed, KeyIndex()
             staged._entries, staged._index, staged._dirty = ({}, {n: {} for n in SCOPE_NAMES},
                                                              set())
             staged._readers, staged._members, staged._groups = {}, {}, {}
@@ -218,6 +228,36 @@ class InMemoryReadModel(ReadModel):
                                   if all(m in s for s in id_sets)), key=lambda e: e.position)
             return self._frozen(entries)
 
+    # --- keys and namespaces ----------------------------------------------------------------
+
+    def get_by_key(self, namespace: Namespace, key: str,
+                   reader: str | None = None) -> MemoryEntry | None:
+        with self._lock:
+            holder = next(self._keyed.holders(namespace, key), None)
+            if holder is None:
+                return None
+            entry = self._entries[holder]
+            if not may_read(entry, self._principals(reader)):
+                return None
+            return self._frozen([entry])[0]
+
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
+        if not prefix:
+            return self.read_scope(scope, reader)[:first]
+        with self._lock:
+            principals = self._principals(reader)
+            found = (e for m in self._keyed.ids_under(prefix, lambda m: self._entries[m].position)
+                     if scope.matches((e := self._entries[m]).scope) and may_read(e, principals))
+            return self._frozen(list(itertools.islice(found, first)))
+
+    def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
+        with self._lock:
+            principals = self._principals(reader)
+            return {ns for ns in self._keyed.spaces(prefix)
+                    if principals is None
+                    or any(may_read(self._entries[m], principals) for m in self._keyed.ids(ns))}
+
     def _clean(self, key: IndexKey) -> dict[str, MemoryEntry]:
         """The scope index ``key`` (empty if there is none), every entry in it frozen."""
         name, value = key
@@ -237,6 +277,10 @@ class InMemoryReadModel(ReadModel):
                 found[i] = e = frozen(e)
                 self._put(e)
         return found
+
+
+def _address(entry: MemoryEntry) -> tuple[Namespace, str | None]:
+    return entry.namespace, entry.key
 
 
 def open_url(url: str, **options: Any) -> InMemoryReadModel:

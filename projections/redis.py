@@ -15,6 +15,11 @@ Layout under a configurable prefix ``P`` (escaped, so two prefixes never share a
 - ``P:g<gen>:i:r:<escaped principal>`` (sorted sets), e.g. ``P:g0:i:r:group%3Ateam``: the live
   memories whose ``readable_by`` names that principal, scored by position (``r:`` keeps them
   apart from the scope indexes, whose names start with the part's name).
+- ``P:g<gen>:i:k:<escaped namespace>:<escaped key>``, ``P:g<gen>:i:m:<escaped namespace>``
+  and ``P:g<gen>:i:n:<escaped prefix>`` (sorted sets, scored by position): the live memories
+  holding a key, in a namespace, and in a namespace or below it (namespaces as text, labels
+  joined by ``.``); ``P:g<gen>:i:present`` (sorted set, lexically ordered): the namespaces
+  holding live memories, kept by the commit script.
 - ``P:g<gen>:i:groups:<escaped agent>`` and ``P:g<gen>:i:members:<escaped group>`` (hashes):
   the memberships, group -> admin flag and agent -> admin flag (``1`` or ``0``).
 - ``P:g<gen>:idx`` (set) names every key under ``i:``, so that collecting a generation and
@@ -74,12 +79,13 @@ with needs_extra():
     import redis.asyncio
 
 from memswarm_es.events import Event, decode
-from memswarm_es.principals import agent
+from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text, under
+from memswarm_es.principals import agent, principals_of
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 from memswarm_es.waiting import wait_until, wait_until_async
 
 from .base import LeaseProvider, ReadModel
-from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row
+from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row, may_read
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +158,30 @@ for _ = 1, joined do
   touched[#touched + 1] = members
   i = i + 5
 end
+local spaces = {}  -- namespaces touched: the name of the index of the memories in each, and
+for _ = 1, tonumber(A[i]) do  -- the namespace as text
+  spaces[#spaces + 1] = {A[i + 1], A[i + 2]}
+  i = i + 2
+end
+i = i + 1
 while i <= #A do              -- per index: name, then additions, then removals
   local key = base .. 'i:' .. A[i]
   touched[#touched + 1] = key
   i = i + 1
   section('ZADD', key)
   section('ZREM', key)
+end
+if #spaces > 0 then  -- the namespaces present, lexically sorted: those whose index holds any
+  local present = base .. 'i:present'
+  redis.call('SADD', base .. 'idx', 'present')
+  touched[#touched + 1] = present
+  for _, space in ipairs(spaces) do
+    if redis.call('EXISTS', base .. 'i:' .. space[1]) == 1 then
+      redis.call('ZADD', present, 0, space[2])
+    else
+      redis.call('ZREM', present, space[2])
+    end
+  end
 end
 redis.call('HSET', meta, 'checkpoint', ARGV[2], 'format', ARGV[4])
 if ARGV[6] ~= '' then
@@ -221,6 +245,26 @@ if ARGV[4] ~= '' then  -- principals, its groups as it belongs to them now
   for _, g in ipairs(redis.call('HKEYS', base .. 'i:groups:' .. esc(ARGV[4]:sub(7)))) do
     readable[#readable + 1] = base .. 'i:r:' .. esc('group:' .. g)
   end
+end
+if mode == 'spaces' then  -- the namespaces present in a lexical range (ARGV[5], ARGV[6]);
+  local out = {0}          -- for an agent, those holding a memory it may read
+  for _, text in ipairs(redis.call('ZRANGE', base .. 'i:present', ARGV[5], ARGV[6], 'BYLEX')) do
+    local held = not readable
+    local space = base .. 'i:m:' .. (text:gsub('%%', '%%25'):gsub(':', '%%3A'))
+    local start = 0
+    while not held do  -- walk the namespace a chunk at a time until a readable memory
+      local ids = redis.call('ZRANGE', space, start, start + 999)
+      if #ids == 0 then break end
+      for _, key in ipairs(readable) do
+        for _, score in ipairs(redis.call('ZMSCORE', key, unpack(ids))) do
+          if score then held = true end
+        end
+      end
+      start = start + 1000
+    end
+    if held then out[#out + 1] = text end
+  end
+  return out
 end
 if mode ~= 'scope' then  -- ids: the entries of those the reader may read, in their order
   local ids = {}
@@ -494,18 +538,47 @@ def _members_key(group_id: str) -> str:
 
 
 def _index_names(e: MemoryEntry) -> tuple[str, ...]:
-    """The indexes ``e`` belongs to: those of its scope parts and of its readers."""
-    return _names_of(e.agent_id, e.group_id, e.context_id, e.readable_by)
+    """The indexes ``e`` belongs to: those of its scope parts, of its readers, of its key and
+    of its namespace."""
+    names = _names_of(e.agent_id, e.group_id, e.context_id, e.readable_by)
+    if e.key is None and not e.namespace:
+        return names
+    return (*names, *_address_names(e.namespace, e.key))
 
 
 @functools.lru_cache(maxsize=65536)
 def _names_of(agent_id: str | None, group_id: str | None, context_id: str | None,
               readable_by: tuple[str, ...]) -> tuple[str, ...]:
-    """:func:`_index_names` of a scope and readers (memories share them: made once each)."""
+    """The indexes of a scope and readers (memories share them: made once each)."""
     names = [scope_key(name, value) for name, value in
              (("agent_id", agent_id), ("group_id", group_id), ("context_id", context_id))
              if value is not None]
     return (*names, *(_reader_key(p) for p in readable_by))
+
+
+def _address_names(namespace: Namespace, key: str | None) -> list[str]:
+    """The indexes of a key, of its namespace and of every prefix of it."""
+    names = [] if key is None else [_keyed_key(namespace, key)]
+    if namespace:
+        names.append(_space_key(namespace))
+        names += [_under_key(namespace[:depth]) for depth in range(1, len(namespace) + 1)]
+    return names
+
+
+def _keyed_key(namespace: Namespace, key: str) -> str:
+    """The index of the memories holding ``key`` in ``namespace`` (one, in a log written by
+    MemSwarm)."""
+    return f"k:{escape_part(namespace_text(namespace))}:{escape_part(key)}"
+
+
+def _space_key(namespace: Namespace) -> str:
+    """The index of the memories in ``namespace`` itself."""
+    return "m:" + escape_part(namespace_text(namespace))
+
+
+def _under_key(prefix: Namespace) -> str:
+    """The index of the memories in ``prefix`` and every namespace below it."""
+    return "n:" + escape_part(namespace_text(prefix))
 
 
 def _commit_args(changes: Sequence[Change],
@@ -551,8 +624,11 @@ def _commit_args(changes: Sequence[Change],
         joined += (*names, m.agent_id, m.group_id,
                    "" if m.admin is None else "1" if m.admin else "0")
     written_to = [*additions, *hashes]
+    spaces = {_space_key(e.namespace): namespace_text(e.namespace)
+              for c in changes for e in (c.before, c.after) if e is not None and e.namespace}
     args: list[Any] = [len(entries), *entries, len(deleted), *deleted, len(added), *added,
-                       len(written_to), *written_to, len(memberships), *joined]
+                       len(written_to), *written_to, len(memberships), *joined,
+                       len(spaces), *(item for pair in spaces.items() for item in pair)]
     for name in additions.keys() | removals.keys():
         plus, minus = additions.get(name, []), removals.get(name, [])
         args += [name, len(plus), *plus, len(minus), *minus]
@@ -760,9 +836,32 @@ class RedisReadModel(ReadModel, LeaseProvider):
     def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
         return [_unpack(b) for b in self._read_complete(self._read_args(scope, reader))]
 
-    def _read_args(self, scope: Scope, reader: str | None) -> list[str]:
+    def _read_args(self, scope: Scope, reader: str | None, *more: str) -> list[str]:
         return [self.meta_key, self._gen_base, "scope", _principal(reader),
-                *(scope_key(name, value) for name, value in scope.parts())]
+                *(scope_key(name, value) for name, value in scope.parts()), *more]
+
+    # --- keys and namespaces: more indexes the read script intersects -----------------------
+
+    def get_by_key(self, namespace: Namespace, key: str,
+                   reader: str | None = None) -> MemoryEntry | None:
+        found = self._read_complete(self._read_args(Scope(), None, _keyed_key(namespace, key)))
+        entry = _unpack(found[0]) if found else None
+        if entry is None or reader is None:
+            return entry
+        return entry if may_read(entry, principals_of(reader, self.groups_of(reader))) else None
+
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
+        more = (_under_key(prefix),) if prefix else ()
+        found = self._read_complete(self._read_args(scope, reader, *more))
+        return [_unpack(b) for b in found[:first]]
+
+    def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
+        low = namespace_text(prefix)  # then keep those under it: "a-b" lies between a and a/
+        lex = (f"[{low}", f"({low}/") if prefix else ("-", "+")
+        texts = self._read_complete([self.meta_key, self._gen_base, "spaces",
+                                     _principal(reader), *lex])
+        return {ns for ns in (namespace_from_text(_text(t)) for t in texts) if under(ns, prefix)}
 
     def _read_complete(self, args: list[Any]) -> list[Any]:
         """Run the read script; while the view is being built from nothing, wait for it."""

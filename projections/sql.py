@@ -43,7 +43,8 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, EventType, decode, encode
 from memswarm_es.log.sql import SQLEventLog
-from memswarm_es.principals import EVERYONE, GROUP, agent
+from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text, text_range
+from memswarm_es.principals import EVERYONE, GROUP, agent, principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
@@ -54,6 +55,7 @@ from .fold import (
     changes,
     entry_from_row,
     entry_row,
+    may_read,
     membership_changes,
 )
 
@@ -66,6 +68,8 @@ _VIEW = "view_"  # after the log's table prefix: the served view's tables
 _STAGING = "view_next_"  # the tables a replay fills beside it
 _POSITION = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # the rowid on SQLite
 _ID = sa.String(512)
+# Compared byte by byte, so that a prefix's namespaces lie in one range (see text_range).
+_NAMESPACE = sa.Text().with_variant(sa.Text(collation="C"), "postgresql")
 
 
 @dataclass(frozen=True)
@@ -85,10 +89,13 @@ def _tables(prefix: str) -> _Tables:
         sa.Column("memory_id", _ID, nullable=False),
         *(sa.Column(name, _ID) for name in SCOPE_NAMES),
         sa.Column("entry", sa.LargeBinary, nullable=False),
+        sa.Column("namespace", _NAMESPACE, nullable=False, server_default=""),
+        sa.Column("key", _ID),
         sa.UniqueConstraint("memory_id", name=f"{prefix}memory_id"),
     )
     for name in SCOPE_NAMES:
         sa.Index(f"{prefix}memories_{name}", memories.c[name], memories.c.position)
+    sa.Index(f"{prefix}memories_key", memories.c.namespace, memories.c.key)
     readers = sa.Table(
         f"{prefix}readers", metadata,
         sa.Column("position", sa.BigInteger, primary_key=True, autoincrement=False),
@@ -180,10 +187,13 @@ class SQLReadModel(ReadModel):
         self._compiled: dict[tuple[object, ...], _Statement] = {}
         with self._engine.connect() as conn:
             present = sa.inspect(conn).has_table(self._t.state.name)
-        if self._staging or not present:
+            # A view made before memories had keys is folded again, with them.
+            outdated = present and "namespace" not in {
+                c["name"] for c in sa.inspect(conn).get_columns(self._t.memories.name)}
+        if self._staging or not present or outdated:
             with log.write_transaction() as conn:
-                if self._staging:  # left by a replay that did not finish: start afresh
-                    self._drop(conn)
+                if self._staging or outdated:  # left by a replay that did not finish, or
+                    self._drop(conn)  # made before keys: start afresh
                 self._create(conn)
 
     @property
@@ -281,32 +291,62 @@ class SQLReadModel(ReadModel):
             return sa.select(mb.c.agent_id, mb.c.admin).where(mb.c.group_id == at)
         if kind == "groups":
             return sa.select(mb.c.group_id, mb.c.admin).where(mb.c.agent_id == at)
+        if kind in ("key", "spaces"):
+            return self._keyed(key)
         return self._read(key)
 
     def _read(self, key: tuple[object, ...]) -> sa.Select[Any]:
-        """``("read", scope names, agent reads)`` or ``("ids", IN size, agent reads)``: the
-        entries a scope (or a list of ids) selects, for the operator or for an agent."""
+        """``("read", scope names, agent reads)``, ``("ids", IN size, agent reads)`` or
+        ``("under", scope names, agent reads)``: the entries a scope (or a list of ids, or a
+        scope under a namespace prefix) selects, for the operator or for an agent."""
         kind, what, agent_reads = key
-        m, r, mb = self._t.memories, self._t.readers, self._t.members
+        m, r = self._t.memories, self._t.readers
         if kind == "ids":
             assert isinstance(what, int)
             stmt = sa.select(m.c.entry).where(m.c.memory_id.in_(_binds(what)))
         else:
             assert isinstance(what, tuple)
             stmt = sa.select(m.c.entry).where(*(m.c[n] == sa.bindparam(n) for n in what))
+            if kind == "under":
+                stmt = stmt.where(self._under_prefix())
         if agent_reads:  # the agent's principals, from the members table in the same statement
-            principals = sa.union_all(
-                sa.select(sa.literal_column(f"'{EVERYONE}'", sa.Text)),
-                sa.select(sa.cast(sa.bindparam("me"), sa.Text)),
-                sa.select(sa.literal_column(f"'{GROUP}'", sa.Text) + mb.c.group_id)
-                .where(mb.c.agent_id == sa.bindparam("reader")))
-            if kind == "ids" or what:  # probe the readers of each memory selected
+            principals = self._principals()
+            if kind != "read" or what:  # probe the readers of each memory selected
                 stmt = stmt.where(sa.exists().where(r.c.position == m.c.position,
                                                     r.c.principal.in_(principals)))
             else:  # no scope: walk what the agent's principals may read
                 stmt = stmt.where(m.c.position.in_(
                     sa.select(r.c.position).where(r.c.principal.in_(principals))))
         return stmt.order_by(m.c.position)
+
+    def _principals(self) -> sa.CompoundSelect:
+        """The principals of the agent ``reader`` (bound as ``me`` too), from the members."""
+        mb = self._t.members
+        return sa.union_all(
+            sa.select(sa.literal_column(f"'{EVERYONE}'", sa.Text)),
+            sa.select(sa.cast(sa.bindparam("me"), sa.Text)),
+            sa.select(sa.literal_column(f"'{GROUP}'", sa.Text) + mb.c.group_id)
+            .where(mb.c.agent_id == sa.bindparam("reader")))
+
+    def _under_prefix(self) -> sa.ColumnElement[bool]:
+        """The namespace is ``ns`` or lies in ``[low, high)`` (see ``text_range``)."""
+        ns = self._t.memories.c.namespace
+        return sa.or_(ns == sa.bindparam("ns"),
+                      sa.and_(ns >= sa.bindparam("low"), ns < sa.bindparam("high")))
+
+    def _keyed(self, key: tuple[object, ...]) -> sa.Select[Any]:
+        """``("key",)``: the first live memory holding a key; ``("spaces", agent reads)``:
+        the namespaces under a prefix holding memories (that the agent may read)."""
+        m, r = self._t.memories, self._t.readers
+        if key[0] == "key":
+            return sa.select(m.c.entry).where(
+                m.c.namespace == sa.bindparam("ns"), m.c.key == sa.bindparam("key")
+            ).order_by(m.c.position)  # one row, unless a foreign log wrote more
+        stmt = sa.select(m.c.namespace).distinct().where(self._under_prefix())
+        if key[1]:
+            stmt = stmt.where(sa.exists().where(r.c.position == m.c.position,
+                                                r.c.principal.in_(self._principals())))
+        return stmt
 
     # --- what the log calls when it keeps the view (TransactionView) -------------------------
 
@@ -400,7 +440,8 @@ class SQLReadModel(ReadModel):
             if old is None:
                 added.append({"position": new.position, "memory_id": new.memory_id,
                               "agent_id": new.agent_id, "group_id": new.group_id,
-                              "context_id": new.context_id, "entry": blob})
+                              "context_id": new.context_id, "entry": blob,
+                              "namespace": namespace_text(new.namespace), "key": new.key})
             else:
                 updated.append({"at": new.position, "blob": blob})
                 if old.readable_by == new.readable_by:
@@ -567,6 +608,36 @@ class SQLReadModel(ReadModel):
 
         return self._with_cursor(read) if ids else {}
 
+    def get_by_key(self, namespace: Namespace, key: str,
+                   reader: str | None = None) -> MemoryEntry | None:
+        stmt = self._statement(("key",))
+        values = {"ns": namespace_text(namespace), "key": key}
+        rows = self._with_cursor(lambda c: stmt.run(c, values))
+        entry = _entry(rows[0][0]) if rows else None
+        if entry is None or reader is None:
+            return entry
+        return entry if may_read(entry, principals_of(reader, self.groups_of(reader))) else None
+
+    def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
+                       first: int | None = None) -> list[MemoryEntry]:
+        if not prefix:
+            return self.read_scope(scope, reader)[:first]
+        parts = scope.parts()
+        stmt = self._statement(("under", tuple(name for name, _ in parts), reader is not None))
+        values = self._reader(_prefix_values(prefix) | dict(parts), reader)
+
+        def read(cursor: Any) -> list[Any]:
+            cursor.execute(stmt.sql, stmt.params(values))
+            return cursor.fetchall() if first is None else cursor.fetchmany(first)
+
+        return [_entry(blob) for (blob,) in self._with_cursor(read)]
+
+    def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:
+        stmt = self._statement(("spaces", reader is not None))
+        values = self._reader(_prefix_values(prefix), reader)
+        rows = self._with_cursor(lambda c: stmt.run(c, values))
+        return {namespace_from_text(text) for (text,) in rows}
+
     def members(self, group_id: str) -> dict[str, bool]:
         stmt = self._statement(("members",))
         rows = self._with_cursor(lambda c: stmt.run(c, {"at": group_id}))
@@ -576,6 +647,11 @@ class SQLReadModel(ReadModel):
         stmt = self._statement(("groups",))
         rows = self._with_cursor(lambda c: stmt.run(c, {"at": agent_id}))
         return {group_id: bool(admin) for group_id, admin in rows}
+
+
+def _prefix_values(prefix: Namespace) -> dict[str, str]:
+    low, high = text_range(prefix)
+    return {"ns": namespace_text(prefix), "low": low, "high": high}
 
 
 def _binds(size: object) -> list[sa.BindParameter[Any]]:

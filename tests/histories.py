@@ -12,12 +12,15 @@ from memswarm_es.log.base import EventLog
 from memswarm_es.scopes import Scope
 from projections.base import ReadModel
 from projections.fold import fold, reader_principals, select
+from projections.keys import NamespaceQuery, Query, key_holder, namespaces_of, select_query
 
 AGENTS = ["a", "b", "a:b", "ä", "%"]
 GROUPS = [None, "g1", "g2"]
 CONTEXTS = [None, "c1", "c2"]
 # Group ids that are also agent ids: a principal must never read as the other kind.
 MEMBER_GROUPS = ["g1", "g2", "a", "a:b"]
+NAMESPACES = [("a",), ("a", "b"), ("a", "b", "c"), ("a", "c"), ("b",), ("a:b", "%"), ("ab",)]
+KEYS = ["k1", "k2", "k.3"]
 PRINCIPALS = ["*", *(f"agent:{a}" for a in AGENTS), *(f"group:{g}" for g in MEMBER_GROUPS)]
 
 
@@ -62,9 +65,13 @@ def memory_events(count: int, seed: int = 0) -> Iterator[NewEvent]:
             scope = Scope(rng.choice(AGENTS), rng.choice(GROUPS), rng.choice(CONTEXTS))
             memory_id = new_id()
             live[memory_id] = (scope, 1)
-            data = {"value": i, "metadata": {"n": i}}
+            data: dict[str, object] = {"value": {"n": i % 7, "i": i}, "metadata": {"n": i}}
             if rng.random() < 0.3:
                 data["readable_by"] = _principals(rng)
+            if rng.random() < 0.6:
+                data["namespace"] = list(rng.choice(NAMESPACES))
+                if rng.random() < 0.7:  # a random id, as another program might write: keys
+                    data["key"] = rng.choice(KEYS)  # may then repeat among live memories
             yield NewEvent.create(EventType.MEMORY_WRITTEN, scope, scope.agent_id or "x",
                                   data, memory_id=memory_id, version=1, event_id=memory_id)
 
@@ -101,3 +108,44 @@ def assert_is_fold(model: ReadModel, log: EventLog, upto: int | None = None) -> 
     for agent in AGENTS:
         assert model.groups_of(agent) == {g: m[agent] for g, m in view.members.items()
                                           if agent in m}, agent
+
+
+def queries() -> list[Query]:
+    """Queries of every kind: prefixes, filters, both orders, pages."""
+    prefixes: list[tuple[str, ...]] = [(), ("a",), ("a", "b"), ("b",), ("a:b",), ("nothing",)]
+    filters = [{}, {"n": 3}, {"n": {"$gte": 2, "$lt": 5}}, {"n": {"$ne": 1}}, {"i": {"$gt": 40}}]
+    return [Query.checked(p, f or None, o, limit, offset)
+            for p in prefixes for f in filters for o in (None, "updated_at")
+            for limit, offset in ((None, 0), (3, 2))]
+
+
+NAMESPACE_QUERIES = [
+    NamespaceQuery.checked(prefix, suffix, depth, limit, offset)
+    for prefix in (None, ("a",), ("a", "*"), ("*", "b"))
+    for suffix in (None, ("c",), ("*",))
+    for depth in (None, 1, 2)
+    for limit, offset in ((100, 0), (2, 1))
+]
+
+
+def assert_keys_are_fold(model: ReadModel, log: EventLog) -> None:
+    """``model`` answers every key, namespace query and namespaces listing as the fold of the
+    log does, for the operator and for every agent."""
+    view = fold(log.read(0, model.checkpoint()))
+    entries = view.entries.values()
+    for reader in [None, *AGENTS]:
+        principals = reader_principals(view.members, reader)
+        for namespace in NAMESPACES:
+            for key in KEYS:
+                holder = key_holder(entries, namespace, key)
+                expected = holder if holder is not None and (
+                    principals is None or holder in select([holder], Scope(), principals)
+                ) else None
+                assert model.get_by_key(namespace, key, reader) == expected, (namespace, key)
+        for scope in (Scope(), Scope(agent_id="a"), Scope(group_id="g1")):
+            for query in queries():
+                assert model.query(scope, query, reader) == select_query(
+                    entries, scope, query, principals), (scope, query, reader)
+        for listing in NAMESPACE_QUERIES:
+            assert model.list_namespaces(listing, reader) == namespaces_of(
+                entries, listing, principals), (listing, reader)

@@ -2,8 +2,8 @@
 
 Floors, lowest first (a module may import its own floor and the floors below it):
 1. values and write side: ``memswarm_es.errors``, ``scopes``, ``principals``, ``events``,
-   ``waiting``, ``commands`` (the decide-and-append loop), ``log``, ``telemetry`` (metrics,
-   spans and log events, which every floor reports to)
+   ``waiting``, ``commands`` (the decide-and-append loop), ``log``, ``namespaces``, ``telemetry``
+   (metrics, spans and log events, which every floor reports to)
 2. read side: ``projections``
 3. history and access: ``memswarm_es.audit``, ``timetravel``, ``snapshots``, ``forget``,
    ``reembed``, ``access``
@@ -24,7 +24,7 @@ PACKAGES = ("memswarm_es", "projections")
 FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (1, ("memswarm_es.errors", "memswarm_es.scopes", "memswarm_es.principals",
          "memswarm_es.events", "memswarm_es.waiting", "memswarm_es.commands", "memswarm_es.log",
-         "memswarm_es.telemetry")),
+         "memswarm_es.namespaces", "memswarm_es.telemetry")),
     (2, ("projections",)),
     (3, ("memswarm_es.audit", "memswarm_es.timetravel", "memswarm_es.snapshots",
          "memswarm_es.forget", "memswarm_es.reembed", "memswarm_es.access")),

@@ -1,0 +1,287 @@
+"""MemSwarmStore against LangGraph's own InMemoryStore: the same random operations sent to
+both (over SQLite with its SQL view, and over a SQLite log with its view in Redis), every
+answer compared; a real StateGraph using it through ``get_store()``."""
+
+from __future__ import annotations
+
+import itertools
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, TypedDict
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+from langgraph.config import get_store
+from langgraph.graph import END, START, StateGraph
+from langgraph.store.base import (
+    GetOp,
+    InvalidNamespaceError,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    PutOp,
+    SearchOp,
+)
+from langgraph.store.memory import InMemoryStore
+
+from memswarm_es import RedisSharedMemory, SharedMemory, SQLiteSharedMemory
+from memswarm_es.integrations.langgraph import MemSwarmStore
+from memswarm_es.namespaces import matches
+from projections.keys import check_filter, passes_value
+
+NAMESPACES = [("a",), ("a", "b"), ("a", "c"), ("b",), ("b", "x", "y"), ("a:b", "%")]
+KEYS = ["k1", "k2", "k.3"]
+namespaces = st.sampled_from(NAMESPACES)
+keys = st.sampled_from(KEYS)
+values = st.fixed_dictionaries({"n": st.integers(0, 5), "s": st.sampled_from(["x", "y"])})
+prefixes = st.sampled_from([(), ("a",), ("a", "b"), ("b",), ("c",)])
+filters = st.sampled_from([None, {"n": 2}, {"s": "y"}, {"n": {"$gt": 2}},
+                           {"n": {"$lte": 3}, "s": {"$ne": "x"}}])
+patterns = st.sampled_from([None, ("a",), ("a", "*"), ("*", "b"), ("b", "x")])
+suffixes = st.sampled_from([None, ("b",), ("*",), ("x", "y")])
+depths = st.sampled_from([None, 1, 2])
+pages = st.tuples(st.integers(1, 4), st.integers(0, 3))
+Address = tuple[tuple[str, ...], str]
+
+REDIS: dict[str, str] = {}  # the test's Redis server, for the machine
+
+
+def _open(kind: str, directory: str) -> SharedMemory:
+    if kind == "sqlite":
+        return SQLiteSharedMemory(f"{directory}/swarm.db", synchronous="OFF")
+    return RedisSharedMemory(REDIS["url"], prefix=f"lg{uuid.uuid4().hex[:12]}",
+                             log=f"sqlite:///{directory}/log.db")
+
+
+class StoreMachine(RuleBasedStateMachine):
+    """LangGraph's InMemoryStore and MemSwarmStore, sent the same operations. What is live is
+    tracked here too (with the order of first writes), because InMemoryStore lists namespaces
+    that were only read or emptied and orders items by namespace first."""
+
+    kind = "sqlite"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.directory = tempfile.TemporaryDirectory()
+        self.memory = _open(self.kind, self.directory.name)
+        self.store = MemSwarmStore(self.memory)
+        self.reference = InMemoryStore()
+        self.live: dict[Address, tuple[int, dict[str, Any]]] = {}
+        self.order = itertools.count()
+
+    def teardown(self) -> None:
+        if self.kind == "redis":
+            self.memory.read_model.drop()
+        self.memory.close()
+        self.directory.cleanup()
+
+    # --- what the answers must be -------------------------------------------------------------
+
+    def _found(self, prefix: tuple[str, ...], filter: dict[str, Any] | None) -> list[Address]:
+        conditions = check_filter(filter)
+        hits = [(order, address) for address, (order, value) in self.live.items()
+                if address[0][:len(prefix)] == prefix and passes_value(value, conditions)]
+        return [address for _, address in sorted(hits)]
+
+    def _expected_search(self, op: SearchOp) -> list[tuple[Address, dict[str, Any]]]:
+        found = self._found(op.namespace_prefix, op.filter)
+        return [(a, self.live[a][1]) for a in found[op.offset:op.offset + op.limit]]
+
+    def _expected_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
+        conditions = op.match_conditions or ()
+        present = {ns for ns, _ in self.live if all(
+            matches(ns, c.path if c.match_type == "prefix" else None,
+                    c.path if c.match_type == "suffix" else None) for c in conditions)}
+        cut = sorted({ns if op.max_depth is None else ns[:op.max_depth] for ns in present})
+        return cut[op.offset:op.offset + op.limit]
+
+    def _check(self, op: Any, ours: Any, theirs: Any) -> None:
+        """Our answer to ``op`` is the expected one; LangGraph's agrees where it can."""
+        if isinstance(op, GetOp):
+            expected = self.live.get((op.namespace, op.key))
+            assert _content(ours) == _content(theirs)
+            assert _content(ours) == (None if expected is None
+                                      else (op.namespace, op.key, expected[1]))
+        elif isinstance(op, SearchOp):
+            assert [(i.namespace, i.key, i.value) for i in ours] == [
+                (a[0], a[1], v) for a, v in self._expected_search(op)]
+            assert all(i.score is None for i in ours)
+            if op.offset == 0 and op.limit >= len(self._found(op.namespace_prefix, op.filter)):
+                # the whole answer: LangGraph's holds the same items, in its own order
+                assert sorted(map(_content, ours), key=_address) == \
+                    sorted(map(_content, theirs), key=_address)
+        elif isinstance(op, ListNamespacesOp):
+            assert ours == self._expected_namespaces(op)
+        else:
+            assert ours is None and theirs is None
+
+    def _apply(self, puts: list[PutOp]) -> None:
+        final: dict[Address, PutOp] = {}
+        for op in puts:
+            final[op.namespace, op.key] = op
+        for address, op in final.items():
+            if op.value is None:
+                self.live.pop(address, None)
+            elif address in self.live:
+                self.live[address] = (self.live[address][0], dict(op.value))
+            else:
+                self.live[address] = (next(self.order), dict(op.value))
+
+    def _run(self, ops: list[Any]) -> None:
+        ours = self.store.batch(ops)
+        theirs = self.reference.batch(ops)
+        for op, mine, reference in zip(ops, ours, theirs, strict=True):
+            self._check(op, mine, reference)
+        self._apply([op for op in ops if isinstance(op, PutOp)])
+
+    # --- the operations -----------------------------------------------------------------------
+
+    @initialize()
+    def start(self) -> None:
+        assert self.store.list_namespaces() == []
+
+    @rule(namespace=namespaces, key=keys, value=values)
+    def put(self, namespace: tuple[str, ...], key: str, value: dict[str, Any]) -> None:
+        self._run([PutOp(namespace, key, value)])
+
+    @rule(namespace=namespaces, key=keys)
+    def delete(self, namespace: tuple[str, ...], key: str) -> None:
+        self._run([PutOp(namespace, key, None)])
+
+    @rule(namespace=namespaces, key=keys)
+    def get(self, namespace: tuple[str, ...], key: str) -> None:
+        self._run([GetOp(namespace, key)])
+
+    @rule(prefix=prefixes, filter=filters, page=pages)
+    def search(self, prefix: tuple[str, ...], filter: dict[str, Any] | None,
+               page: tuple[int, int]) -> None:
+        self._run([SearchOp(prefix, filter, page[0], page[1])])
+
+    @rule(prefix=patterns, suffix=suffixes, depth=depths, page=pages)
+    def list_namespaces(self, prefix: tuple[str, ...] | None, suffix: tuple[str, ...] | None,
+                        depth: int | None, page: tuple[int, int]) -> None:
+        conditions = tuple([MatchCondition("prefix", prefix)] if prefix else []) + \
+            tuple([MatchCondition("suffix", suffix)] if suffix else [])
+        self._run([ListNamespacesOp(conditions or None, depth, page[0], page[1])])
+
+    @rule(ops=st.lists(st.one_of(
+        st.builds(PutOp, namespaces, keys, st.one_of(st.none(), values)),
+        st.builds(GetOp, namespaces, keys),
+        st.builds(SearchOp, prefixes, filters, st.integers(1, 4), st.integers(0, 2)),
+        st.builds(ListNamespacesOp, st.none(), depths, st.integers(1, 4), st.integers(0, 2))),
+        min_size=1, max_size=6))
+    def batch(self, ops: list[Any]) -> None:
+        self._run(ops)
+
+    @invariant()
+    def every_item_is_an_event(self) -> None:
+        """What the store holds is the fold of the log: as many live keyed memories as
+        items."""
+        assert len(self.memory.read_scope()) == len(self.live)
+
+
+def _content(item: Item | None) -> tuple[tuple[str, ...], str, Any] | None:
+    return None if item is None else (tuple(item.namespace), item.key, item.value)
+
+
+def _address(content: tuple[tuple[str, ...], str, Any] | None) -> Address:
+    assert content is not None
+    return content[0], content[1]
+
+
+class RedisStoreMachine(StoreMachine):
+    kind = "redis"
+
+
+MACHINE_SETTINGS = settings(max_examples=20, stateful_step_count=25, deadline=None,
+                            suppress_health_check=list(HealthCheck))
+
+
+def test_the_store_answers_as_langgraphs_over_sqlite() -> None:
+    StoreMachine.TestCase.settings = MACHINE_SETTINGS
+    StoreMachine.TestCase().runTest()
+
+
+def test_the_store_answers_as_langgraphs_over_redis(redis_url: str) -> None:
+    REDIS["url"] = redis_url
+    RedisStoreMachine.TestCase.settings = MACHINE_SETTINGS
+    RedisStoreMachine.TestCase().runTest()
+
+
+# --- the store in use ---------------------------------------------------------------------------
+
+
+class State(TypedDict):
+    user: str
+    seen: list[str]
+
+
+def remember(state: State) -> dict[str, Any]:
+    store = get_store()
+    store.put(("memories", state["user"]), "food", {"likes": "pizza", "n": 1})
+    store.put(("memories", state["user"]), "drink", {"likes": "tea", "n": 2})
+    return {}
+
+
+def recall(state: State) -> dict[str, Any]:
+    found = get_store().search(("memories", state["user"]), filter={"n": {"$gte": 1}})
+    return {"seen": [item.value["likes"] for item in found]}
+
+
+def test_a_state_graph_keeps_its_memories_as_events(tmp_path: Path) -> None:
+    with SQLiteSharedMemory(str(tmp_path / "swarm.db")) as swarm:
+        builder = StateGraph(State)
+        builder.add_node("remember", remember)
+        builder.add_node("recall", recall)
+        builder.add_edge(START, "remember")
+        builder.add_edge("remember", "recall")
+        builder.add_edge("recall", END)
+        graph = builder.compile(store=MemSwarmStore(swarm.agent("planner")))
+        assert graph.invoke({"user": "u1", "seen": []})["seen"] == ["pizza", "tea"]
+        assert graph.invoke({"user": "u1", "seen": []})["seen"] == ["pizza", "tea"]
+        entry = swarm.get_by_key(("memories", "u1"), "food")
+        assert entry is not None and entry.agent_id == "planner"
+        # the second run put the same values: nothing more was recorded
+        assert [(v.version, v.actor) for v in swarm.history(entry.memory_id)] == [
+            (1, "planner")]
+        assert swarm.verify().ok
+        # another agent does not see the planner's memories
+        other = MemSwarmStore(swarm.agent("intruder"))
+        assert other.search(("memories",)) == []
+        assert other.list_namespaces() == []
+
+
+def test_batches_validate_namespaces_and_write_nothing_bad(tmp_path: Path) -> None:
+    with MemSwarmStore.from_conn_string(f"sqlite:///{tmp_path / 's.db'}") as store:
+        store.setup()
+        with pytest.raises(InvalidNamespaceError):
+            store.batch([PutOp(("a",), "k", {"n": 1}), PutOp(("a.b",), "k", {"n": 1})])
+        assert store.search(()) == []
+        store.batch([PutOp(("a",), "k", {"n": 1}), PutOp(("a",), "k", {"n": 2}),
+                     PutOp(("b",), "k", {"n": 3}), PutOp(("b",), "k", None)])
+        item = store.get(("a",), "k")
+        assert item is not None and item.value == {"n": 2}
+        assert item.created_at <= item.updated_at
+        assert store.list_namespaces() == [("a",)]
+
+
+def test_langmem_tools_manage_and_search_memories_in_the_store(tmp_path: Path) -> None:
+    import langmem  # the dev extra installs it
+    with SQLiteSharedMemory(str(tmp_path / "swarm.db")) as swarm:
+        store = MemSwarmStore(swarm.agent("assistant"))
+        manage = langmem.create_manage_memory_tool(namespace=("memories", "u1"), store=store)
+        search = langmem.create_search_memory_tool(namespace=("memories", "u1"), store=store)
+        made = manage.invoke({"content": "likes golang", "action": "create"})
+        (item,) = store.search(("memories", "u1"))
+        assert item.key in made and item.value == {"content": "likes golang"}
+        manage.invoke({"content": "likes rust", "action": "update", "id": item.key})
+        assert "likes rust" in search.invoke({"query": "language"})
+        manage.invoke({"action": "delete", "id": item.key})
+        assert store.search(("memories", "u1")) == []
+        memory_id = swarm.log.read(0)[0].memory_id
+        assert memory_id is not None
+        assert [(v.version, v.actor) for v in swarm.history(memory_id)] == [
+            (1, "assistant"), (2, "assistant"), (3, "assistant")]
