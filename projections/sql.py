@@ -32,6 +32,7 @@ PostgreSQL).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -61,6 +62,8 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 BATCH = 1000  # events folded at a time when the view catches up
+CATCH_UP = 1000  # at most this many events a view missed are folded inside one append
+FOLD_SECONDS = 0.1  # a first fold's transactions last about this long (keep_view pauses between)
 _IN_CHUNK = 512  # ids per IN (...) clause (a power of two: see _padded)
 _VIEW = "view_"  # after the log's table prefix: the served view's tables
 _STAGING = "view_next_"  # the tables a replay fills beside it
@@ -128,6 +131,11 @@ class _Statement:
         """The rows of the statement with ``values``."""
         cursor.execute(self.sql, self.params(values))
         return cursor.fetchall() if cursor.description else []
+
+    def count(self, cursor: Any, values: Mapping[str, Any]) -> int:
+        """The rows the statement (an update) changed with ``values``."""
+        cursor.execute(self.sql, self.params(values))
+        return int(cursor.rowcount)
 
     def run_many(self, cursor: Any, values: Sequence[Mapping[str, Any]]) -> None:
         if values:
@@ -257,6 +265,13 @@ class SQLReadModel(ReadModel):
         one = st.c.id == sa.literal_column("1")  # the one row
         if kind == "state":
             return sa.select(st.c.checkpoint, st.c.log_id).where(one)
+        if kind == "advance":  # the checkpoint moves on only from where the caller expects
+            return sa.update(st).where(
+                one, st.c.checkpoint == at,
+                sa.or_(st.c.log_id.is_(None), st.c.log_id == sa.bindparam("log_id")),
+            ).values(checkpoint=sa.bindparam("checkpoint"), log_id=sa.bindparam("log_id"))
+        if kind == "present":
+            return _table_present(self._dialect)
         if kind == "set state":
             return sa.update(st).where(one).values(
                 checkpoint=sa.bindparam("checkpoint"), log_id=sa.bindparam("log_id"))
@@ -314,30 +329,62 @@ class SQLReadModel(ReadModel):
     def content_tables(self) -> tuple[str, ...]:
         return (self._t.memories.name,)
 
-    def prepare(self, conn: Connection) -> None:
+    def prepare(self, cursor: Any) -> bool:
         """Under the log's write lock: fold the events the view has not applied (all of them
-        the first time), unless it follows another log."""
-        cursor = conn.connection.cursor()
-        checkpoint, followed = self._state(cursor)
-        if followed not in (None, self._log.identity()):
-            return  # the view of another log: a projector refuses it, untouched
-        reached = self._catch_up(conn, cursor, checkpoint, None)
-        if reached > checkpoint:
-            self._set_state(cursor, reached, self._log.identity())
-
-    def apply_in(self, conn: Connection, events: Sequence[Event]) -> None:
-        """Inside the append's transaction: fold ``events`` (just inserted) into the view,
-        after the events it missed (appended by processes that do not keep it)."""
-        cursor = conn.connection.cursor()
-        checkpoint, followed = self._state(cursor)
+        the first time) for about :data:`FOLD_SECONDS`, committing the checkpoint with them;
+        True once the view is at the head, or follows another log, or is gone."""
+        state = self._state_if_present(cursor)
+        if state is None:
+            return True
+        checkpoint, followed = state
         mine = self._log.identity()
-        if followed not in (None, mine) or checkpoint >= events[0].position:
+        if followed not in (None, mine):
+            return True  # the view of another log: a projector refuses it, untouched
+        deadline = time.perf_counter() + FOLD_SECONDS
+        reached, done = checkpoint, False
+        while not done and time.perf_counter() < deadline:
+            batch = self._log.read_in(cursor, reached, BATCH)
+            if batch:
+                self._fold(cursor, batch)
+                reached = batch[-1].position
+            done = len(batch) < BATCH
+        if reached > checkpoint:
+            self._set_state(cursor, reached, mine)
+        return done
+
+    def apply_in(self, cursor: Any, events: Sequence[Event]) -> None:
+        """Inside the append's transaction: fold ``events`` (just inserted) into the view.
+        A view behind the log (appends by processes that do not keep it, a first fold under
+        way) is caught up by at most :data:`CATCH_UP` events here, and takes ``events`` only
+        if that reaches them; readers' projectors catch up the rest, a batch at a time."""
+        mine, first = self._log.identity(), events[0].position
+        if not self._present(cursor):
+            return  # dropped (by another process, say): appends go on without it
+        advanced = self._statement(("advance",)).count(cursor, {
+            "at": first - 1, "checkpoint": events[-1].position, "log_id": mine})
+        if advanced:  # the view was at the log's head, as it is whenever every writer keeps it
+            self._fold(cursor, events)
+            return
+        checkpoint, followed = self._state(cursor)
+        if followed not in (None, mine) or checkpoint >= first:
             return  # another log's view, or one ahead of the log: a projector sees to it
-        self._catch_up(conn, cursor, checkpoint, events[0].position - 1)
-        self._fold(cursor, events)
-        self._set_state(cursor, events[-1].position, mine)
+        reached = self._catch_up(cursor, checkpoint, min(first - 1, checkpoint + CATCH_UP))
+        if reached == first - 1:
+            self._fold(cursor, events)
+            reached = events[-1].position
+        self._set_state(cursor, reached, mine)
 
     # --- folding, in a transaction holding the log's write lock ------------------------------
+
+    def _present(self, cursor: Any) -> bool:
+        """Whether the view's tables are there (a dropped view's are not)."""
+        name = self._t.state.name
+        if self._dialect.name == "postgresql":  # to_regclass reads a name as SQL would
+            name = self._dialect.identifier_preparer.quote(name)
+        return bool(self._statement(("present",)).run(cursor, {"name": name}))
+
+    def _state_if_present(self, cursor: Any) -> tuple[int, str | None] | None:
+        return self._state(cursor) if self._present(cursor) else None
 
     def _state(self, cursor: Any) -> tuple[int, str | None]:
         rows = self._statement(("state",)).run(cursor, {})
@@ -346,18 +393,15 @@ class SQLReadModel(ReadModel):
     def _set_state(self, cursor: Any, checkpoint: int, log_id: str | None) -> None:
         self._statement(("set state",)).run(cursor, {"checkpoint": checkpoint, "log_id": log_id})
 
-    def _catch_up(self, conn: Connection, cursor: Any, after: int, until: int | None) -> int:
-        """Fold the log's events after ``after`` (up to ``until``) in batches; return the last
+    def _catch_up(self, cursor: Any, after: int, until: int) -> int:
+        """Fold the log's events after ``after`` up to ``until`` in batches; return the last
         position folded. The state is the caller's to write."""
-        while until is None or after < until:
-            batch = self._log.read_in(conn, after, BATCH if until is None
-                                      else min(BATCH, until - after))
+        while after < until:
+            batch = self._log.read_in(cursor, after, min(BATCH, until - after))
             if not batch:
                 break
             self._fold(cursor, batch)
             after = batch[-1].position
-            if len(batch) < BATCH and until is None:
-                break
         return after
 
     def _fold(self, cursor: Any, events: Sequence[Event]) -> None:
@@ -576,6 +620,18 @@ class SQLReadModel(ReadModel):
         stmt = self._statement(("groups",))
         rows = self._with_cursor(lambda c: stmt.run(c, {"at": agent_id}))
         return {group_id: bool(admin) for group_id, admin in rows}
+
+
+def _table_present(dialect: sa.Dialect) -> sa.Select[Any]:
+    """A statement with a row if the table named ``name`` exists (one that fails on a missing
+    table would spoil a PostgreSQL transaction)."""
+    name: sa.BindParameter[Any] = sa.bindparam("name")
+    if dialect.name == "postgresql":
+        return sa.select(sa.literal_column("1")).where(
+            sa.func.to_regclass(sa.cast(name, sa.Text)).is_not(None))
+    master = sa.table("sqlite_master", sa.column("type"), sa.column("name"))
+    return sa.select(sa.literal_column("1")).where(
+        master.c.type == sa.literal_column("'table'"), master.c.name == name)
 
 
 def _binds(size: object) -> list[sa.BindParameter[Any]]:
