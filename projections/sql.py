@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -66,7 +67,7 @@ CATCH_UP = 1000  # at most this many events a view missed are folded inside one 
 FOLD_SECONDS = 0.1  # a first fold's transactions last about this long (keep_view pauses between)
 _IN_CHUNK = 512  # ids per IN (...) clause (a power of two: see _padded)
 _VIEW = "view_"  # after the log's table prefix: the served view's tables
-_STAGING = "view_next_"  # the tables a replay fills beside it
+_STAGING = "view_next_"  # + a random part: the tables a replay fills beside it (one each)
 _POSITION = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # the rowid on SQLite
 _ID = sa.String(512)
 
@@ -183,15 +184,14 @@ class SQLReadModel(ReadModel):
         self._engine = log.engine
         self._dialect = self._engine.dialect
         self._close_log = close_log
-        self._staging = _tables_name == _STAGING
-        self._t = _tables(log.table_prefix + _tables_name)
+        self._staging = _tables_name.startswith(_STAGING)
+        self._prefix = log.table_prefix + _tables_name
+        self._t = _tables(self._prefix)
         self._compiled: dict[tuple[object, ...], _Statement] = {}
         with self._engine.connect() as conn:
             present = sa.inspect(conn).has_table(self._t.state.name)
-        if self._staging or not present:
+        if not present:
             with log.write_transaction() as conn:
-                if self._staging:  # left by a replay that did not finish: start afresh
-                    self._drop(conn)
                 self._create(conn)
 
     @property
@@ -202,21 +202,22 @@ class SQLReadModel(ReadModel):
     # --- tables ------------------------------------------------------------------------------
 
     def _create(self, conn: Connection) -> None:
-        """Make the tables (and, for the served view, the forget trigger) if missing."""
+        """Make the tables and their forget trigger if missing; a replay's twin records its
+        content table in the log for every redaction to scrub, as a kept view does."""
         if sa.inspect(conn).has_table(self._t.state.name):
             return
         self._t.metadata.create_all(conn)
         conn.execute(sa.insert(self._t.state), {"id": 1, "checkpoint": 0, "log_id": None})
         if self._staging:
-            return
+            self._log.record_content_tables(conn, self.content_tables)
         quote = conn.dialect.identifier_preparer.quote
         prefix = self._log.table_prefix
         events, meta = quote(f"{prefix}events"), quote(f"{prefix}meta")
         memories, readers = quote(self._t.memories.name), quote(self._t.readers.name)
         trigger, state = quote(self._trigger_name), quote(self._t.state.name)
-        # Only while the view follows this log: a view of another log keeps its memories.
-        ours = (f"(SELECT log_id FROM {state}) = "
-                f"(SELECT value FROM {meta} WHERE key = 'log_id')")
+        # Unless the view follows another log: a view of another log keeps its memories.
+        log_id = f"(SELECT value FROM {meta} WHERE key = 'log_id')"
+        ours = f"COALESCE((SELECT log_id FROM {state}), {log_id}) = {log_id}"
         erase = (f"DELETE FROM {readers} WHERE position IN "
                  f"(SELECT position FROM {memories} WHERE memory_id = NEW.memory_id); "
                  f"DELETE FROM {memories} WHERE memory_id = NEW.memory_id;")
@@ -235,19 +236,20 @@ class SQLReadModel(ReadModel):
 
     @property
     def _trigger_name(self) -> str:
-        return f"{self._log.table_prefix}{_VIEW}forget"
+        return f"{self._prefix}forget"
 
     def _drop(self, conn: Connection) -> None:
-        if not self._staging:
-            quote = conn.dialect.identifier_preparer.quote
-            trigger = quote(self._trigger_name)
-            if conn.dialect.name == "postgresql":
-                events = quote(f"{self._log.table_prefix}events")
-                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {events}")
-                conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {trigger}()")
-            else:
-                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+        quote = conn.dialect.identifier_preparer.quote
+        trigger = quote(self._trigger_name)
+        if conn.dialect.name == "postgresql":
+            events = quote(f"{self._log.table_prefix}events")
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {events}")
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {trigger}()")
+        else:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
         self._t.metadata.drop_all(conn)
+        if self._staging:
+            self._log.record_content_tables(conn, self.content_tables, held=False)
 
     # --- statements ----------------------------------------------------------------------------
 
@@ -341,13 +343,15 @@ class SQLReadModel(ReadModel):
         if followed not in (None, mine):
             return True  # the view of another log: a projector refuses it, untouched
         deadline = time.perf_counter() + FOLD_SECONDS
-        reached, done = checkpoint, False
-        while not done and time.perf_counter() < deadline:
+        reached = checkpoint
+        while True:  # a batch at least, so that every transaction makes progress
             batch = self._log.read_in(cursor, reached, BATCH)
             if batch:
                 self._fold(cursor, batch)
                 reached = batch[-1].position
             done = len(batch) < BATCH
+            if done or time.perf_counter() >= deadline:
+                break
         if reached > checkpoint:
             self._set_state(cursor, reached, mine)
         return done
@@ -534,7 +538,7 @@ class SQLReadModel(ReadModel):
     def staging(self) -> SQLReadModel:
         """An empty twin in tables of its own, which a replay fills while this view serves;
         :meth:`switch_to` copies it over in one transaction."""
-        return SQLReadModel(self._log, _tables_name=_STAGING)
+        return SQLReadModel(self._log, _tables_name=f"{_STAGING}{uuid.uuid4().hex[:8]}_")
 
     def switch_to(self, staged: ReadModel, *, force: bool = False) -> bool:
         if not isinstance(staged, SQLReadModel) or not staged._staging \

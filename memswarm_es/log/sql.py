@@ -347,13 +347,7 @@ class SQLEventLog(EventLog):
         to the view inside the transaction that records them, so the view's checkpoint is the
         head by construction."""
         with self._lock, self.write_transaction() as conn:
-            known = set(self._names(conn, _SCRUBBED))
-            new = [name for name in view.content_tables if name not in known]
-            if any(len(_SCRUBBED + name) > _META_KEY_LENGTH for name in new):
-                raise InvalidInputError(f"table names {new} are too long to be recorded")
-            if new:
-                conn.execute(sa.insert(self._meta),
-                             [{"key": _SCRUBBED + name, "value": "content"} for name in new])
+            self.record_content_tables(conn, view.content_tables)
         while True:
             started = time.perf_counter()
             with self._lock, self._cursor_transaction() as cursor:
@@ -361,6 +355,23 @@ class SQLEventLog(EventLog):
                     self._views.append(view)
                     return
             time.sleep(max(_MIN_PAUSE, (time.perf_counter() - started) * _PAUSE_SHARE))
+
+    def record_content_tables(self, conn: Connection, names: Sequence[str],
+                              held: bool = True) -> None:
+        """Record (or, with ``held=False``, no longer record) in ``conn``, a
+        :meth:`write_transaction`, tables beside the log whose rows hold memory content: every
+        redaction, in any process, scrubs them as it does the log's own."""
+        if not held:
+            conn.execute(sa.delete(self._meta).where(
+                self._meta.c.key.in_([_SCRUBBED + name for name in names])))
+            return
+        known = set(self._names(conn, _SCRUBBED))
+        new = [name for name in names if name not in known]
+        if any(len(_SCRUBBED + name) > _META_KEY_LENGTH for name in new):
+            raise InvalidInputError(f"table names {new} are too long to be recorded")
+        if new:
+            conn.execute(sa.insert(self._meta),
+                         [{"key": _SCRUBBED + name, "value": "content"} for name in new])
 
     def read_in(self, cursor: Any, after: int, limit: int) -> list[Event]:
         """At most ``limit`` events after ``after``, read with ``cursor`` (a kept view reads
