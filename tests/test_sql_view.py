@@ -27,9 +27,9 @@ from memswarm_es.log.sql import SQLEventLog
 from memswarm_es.memory import PostgresSharedMemory
 from memswarm_es.scopes import Scope
 from projections import open_read_model
+from projections import sql as view_module
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
-from projections import sql as view_module
 from projections.sql import SQLReadModel, kept_view
 from tests.histories import assert_is_fold, fill, memory_events
 
