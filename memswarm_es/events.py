@@ -85,9 +85,60 @@ def content_problem(obj: object, path: str = "value") -> str | None:
 
     Content is ``None``, bools, ints of 64 bits, finite floats, UTF-8 text, bytes, lists (tuples
     come back as lists) and dicts with text keys, nested at most :data:`MAX_DEPTH` deep: exactly
-    what msgpack carries unchanged in meaning. The walk is iterative, so no input can exhaust
-    the stack.
+    what msgpack carries unchanged in meaning. The walks are iterative, so no input can exhaust
+    the stack; the one that names where the problem is runs only when there is one.
     """
+    return None if _plain(obj) else _named_problem(obj, path)
+
+
+_PLAIN_SCALARS = frozenset({type(None), bool, bytes})
+
+
+def _plain(obj: object) -> bool:
+    """True if ``obj`` is content made of exactly the built-in types (the common case, checked
+    without naming paths); False if it is not content, or holds subclasses of them (which
+    :func:`_named_problem` then judges)."""
+    low, high = _INT_RANGE
+    stack: list[tuple[object, int]] = [(obj, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        item, depth = pop()
+        kind = type(item)
+        if kind is str:
+            if not (item.isascii() or _utf8(item)):  # type: ignore[attr-defined,arg-type]
+                return False
+        elif kind is int:
+            if not low <= item <= high:  # type: ignore[operator]
+                return False
+        elif kind is float:
+            if not math.isfinite(item):  # type: ignore[arg-type]
+                return False
+        elif kind is dict or kind is list or kind is tuple:
+            if depth >= MAX_DEPTH and item:
+                return False
+            if kind is dict:
+                for key, inner in item.items():  # type: ignore[attr-defined]
+                    if type(key) is not str or not (key.isascii() or _utf8(key)):
+                        return False
+                    push((inner, depth + 1))
+            else:
+                for inner in item:  # type: ignore[attr-defined]
+                    push((inner, depth + 1))
+        elif kind not in _PLAIN_SCALARS:
+            return False
+    return True
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _named_problem(obj: object, path: str) -> str | None:
+    """:func:`content_problem`, naming the path of the first problem found."""
     stack: list[tuple[object, int, str]] = [(obj, 1, path)]
     while stack:
         item, depth, path = stack.pop()

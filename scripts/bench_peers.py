@@ -126,15 +126,17 @@ def memories(count: int) -> list[Memory]:
     """``count`` memories, 1k per agent: agents take turns, so an agent's memories are spread
     through the log; an agent's group is fixed, contexts go round."""
     agents = max(1, count // PER_AGENT)
-    out = []
-    for i in range(count):
-        a = i % agents
-        out.append(Memory(uuid7(), f"agent-{a}", f"group-{a % GROUPS}", f"ctx-{i % CONTEXTS}", {
-            "value": f"Observation {i:07d} by agent-{a}: the bridge on route {i % 97} is "
-                     f"closed; a detour via route {i * 7 % 89} adds about {i % 40 + 5} minutes.",
-            "metadata": {"source": "sensor", "confidence": 0.5 + i % 50 / 100,
-                         "tags": ["route", "traffic"], "n": i}}))
-    return out
+    return [memory(i, agents) for i in range(count)]
+
+
+def memory(i: int, agents: int) -> Memory:
+    """The ``i``-th memory of a run with ``agents`` agents (see :func:`memories`)."""
+    a = i % agents
+    return Memory(uuid7(), f"agent-{a}", f"group-{a % GROUPS}", f"ctx-{i % CONTEXTS}", {
+        "value": f"Observation {i:07d} by agent-{a}: the bridge on route {i % 97} is "
+                 f"closed; a detour via route {i * 7 % 89} adds about {i % 40 + 5} minutes.",
+        "metadata": {"source": "sensor", "confidence": 0.5 + i % 50 / 100,
+                     "tags": ["route", "traffic"], "n": i}})
 
 
 def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
