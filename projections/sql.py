@@ -41,17 +41,17 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, EventType, decode, encode
 from memswarm_es.log.sql import SQLEventLog
+from memswarm_es.log.statements import Statement, compile_for
 from memswarm_es.principals import EVERYONE, GROUP, agent
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
@@ -124,39 +124,6 @@ def _tables(prefix: str) -> _Tables:
     return _Tables(metadata, memories, readers, members, state)
 
 
-@dataclass(frozen=True)
-class _Statement:
-    """A statement compiled once for the database's dialect, run on the DB-API cursor: the
-    SQL text, and the order of its parameters when the driver takes them by position."""
-
-    sql: str
-    order: tuple[str, ...] | None
-
-    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
-        return values if self.order is None else [values[name] for name in self.order]
-
-    def run(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
-        """The rows of the statement with ``values``."""
-        cursor.execute(self.sql, self.params(values))
-        return cursor.fetchall() if cursor.description else []
-
-    def count(self, cursor: Any, values: Mapping[str, Any]) -> int:
-        """The rows the statement (an update) changed with ``values``."""
-        cursor.execute(self.sql, self.params(values))
-        return int(cursor.rowcount)
-
-    def run_many(self, cursor: Any, values: Sequence[Mapping[str, Any]]) -> None:
-        if values:
-            cursor.executemany(self.sql, [self.params(v) for v in values])
-
-
-def _compile(dialect: sa.Dialect, stmt: sa.ClauseElement) -> _Statement:
-    compiled = stmt.compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
-    order = tuple(compiled.positiontup or ()) if dialect.positional else None
-    return _Statement(str(compiled), order)
-
-
 def _padded(ids: Sequence[str]) -> tuple[int, dict[str, str]]:
     """``ids`` as the parameters ``i0, i1, ...`` of an IN list whose length is the next power
     of two (the last id repeated), so that few statements serve every length."""
@@ -194,7 +161,7 @@ class SQLReadModel(ReadModel):
         self._staging = _tables_name.startswith(_STAGING)
         self._prefix = log.table_prefix + _tables_name
         self._t = _tables(self._prefix)
-        self._compiled: dict[tuple[object, ...], _Statement] = {}
+        self._compiled: dict[tuple[object, ...], Statement] = {}
         with self._engine.connect() as conn:
             present = sa.inspect(conn).has_table(self._t.state.name)
         if not present:
@@ -260,11 +227,11 @@ class SQLReadModel(ReadModel):
 
     # --- statements ----------------------------------------------------------------------------
 
-    def _statement(self, key: tuple[object, ...]) -> _Statement:
+    def _statement(self, key: tuple[object, ...]) -> Statement:
         """The compiled statement named by ``key`` (made on first use)."""
         found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[key] = _compile(self._dialect, self._build(key))
+            found = self._compiled[key] = compile_for(self._dialect, self._build(key))
         return found
 
     def _build(self, key: tuple[object, ...]) -> sa.ClauseElement:

@@ -62,6 +62,7 @@ from .redaction import (
     postgres_xid,
     read_forget_epoch,
 )
+from .statements import Statement, compile_for
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class SQLEventLog(EventLog):
                            .order_by(t.c.position.desc()).limit(1))
         self._lock_stmt = sa.text("SELECT pg_advisory_xact_lock(:key)")
         self._sql = _PlainSQL(self._engine.dialect, self._events.name)
+        self._queries: dict[tuple[tuple[str, ...], bool], Statement] = {}  # by filter shape
         self._integrity_error: type[Exception] = self._engine.dialect.loaded_dbapi.IntegrityError
         self._identity = ""
         self._open(create)
@@ -603,23 +605,31 @@ class SQLEventLog(EventLog):
 
     def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
               reverse: bool = False) -> list[Event]:
-        t = self._events
-        conditions = [t.c.position > after]
-        conditions += [t.c[name] == value for name, value in where.scope.parts()]
-        if where.memory_id is not None:
-            conditions.append(t.c.memory_id == where.memory_id)
-        if where.actor is not None:
-            conditions.append(t.c.actor == where.actor)
-        if where.until_position is not None:
-            conditions.append(t.c.position <= where.until_position)
-        order = t.c.position.desc() if reverse else t.c.position
-        return self._fetch(self._select.where(*conditions).order_by(order), limit)
+        values: dict[str, Any] = {"after": after, **dict(where.scope.parts()),
+                                  "memory_id": where.memory_id, "actor": where.actor,
+                                  "until": where.until_position, "limit": limit}
+        shape = (tuple(name for name, value in values.items() if value is not None), reverse)
+        stmt = self._queries.get(shape)
+        if stmt is None:
+            stmt = self._queries[shape] = compile_for(self._engine.dialect, self._query(*shape))
+        raw = self._engine.raw_connection()  # a single statement: one snapshot by itself
+        try:
+            rows = stmt.run(raw.cursor(), {k: v for k, v in values.items() if v is not None})
+        finally:
+            raw.close()
+        return [event_from_row(row) for row in rows]
 
-    def _fetch(self, stmt: sa.Select[Any], limit: int | None) -> list[Event]:
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self._engine.connect() as conn:
-            return [event_from_row(row) for row in conn.execute(stmt)]
+    def _query(self, names: tuple[str, ...], reverse: bool) -> sa.Select[Any]:
+        """The statement of :meth:`query` for the filters ``names`` (the others unset)."""
+        t = self._events
+        conditions = [t.c.position > sa.bindparam("after")]
+        conditions += [t.c[name] == sa.bindparam(name) for name in names
+                       if name in ("agent_id", "group_id", "context_id", "memory_id", "actor")]
+        if "until" in names:
+            conditions.append(t.c.position <= sa.bindparam("until"))
+        stmt = self._select.where(*conditions).order_by(
+            t.c.position.desc() if reverse else t.c.position)
+        return stmt.limit(sa.bindparam("limit")) if "limit" in names else stmt
 
     def redact(self, positions: Sequence[int]) -> int:
         """Remove the payloads at ``positions`` and finish every pending forget (see
