@@ -278,6 +278,9 @@ class Event:
     payload_hash: bytes
     hash: bytes
     schema: int = SCHEMA_VERSION
+    # Whether content() found the payload to be content once: it is immutable, and folds ask
+    # more than once per event.
+    _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def recorded_at(self) -> datetime:
@@ -316,8 +319,12 @@ class Event:
             return None, None
         if not isinstance(data, dict):
             return None, f"payload is a {type(data).__name__}, not a map"
-        problem = payload_problem(data, CONTENT_FIELDS)
-        return (None, problem) if problem else (data, None)
+        if not self._checked:
+            problem = payload_problem(data, CONTENT_FIELDS)
+            if problem:
+                return None, problem
+            object.__setattr__(self, "_checked", True)
+        return data, None
 
     def header(self) -> bytes:
         """The bytes the hash chain covers, besides the previous hash."""
