@@ -4,8 +4,9 @@ reads, the SQL view kept beside it)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+import operator
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,11 +21,24 @@ class Statement:
     sql: str
     order: tuple[str, ...] | None
     fixed: Mapping[str, Any]  # parameters the statement binds itself (SQLite's OFFSET 0, say)
+    _take: Callable[[Mapping[str, Any]], Any] | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # The values in the driver's order, taken in C (a tuple even for one parameter).
+        take: Callable[[Mapping[str, Any]], Any] | None = None
+        if self.order is not None and len(self.order) > 1:
+            take = operator.itemgetter(*self.order)
+        elif self.order:
+            name = self.order[0]
+            take = lambda values: (values[name],)  # noqa: E731
+        object.__setattr__(self, "_take", take)
 
     def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
         if self.fixed:
             values = {**self.fixed, **values}
-        return values if self.order is None else [values[name] for name in self.order]
+        if self.order is None:
+            return values
+        return self._take(values) if self._take is not None else ()
 
     def run(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
         """The rows of the statement with ``values``."""
