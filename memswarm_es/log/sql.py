@@ -196,6 +196,7 @@ class SQLEventLog(EventLog):
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._views: list[TransactionView] = []  # kept in every append (keep_view)
+        self._write_raw: Any = None  # the DB-API connection appends write on (under _lock)
         self._table_prefix = table_prefix
         self._metadata, self._meta, self._events = _tables(table_prefix)
         t = self._events
@@ -391,23 +392,24 @@ class SQLEventLog(EventLog):
     def _cursor_transaction(self) -> Iterator[Any]:
         """What :meth:`write_transaction` is, on the DB-API connection itself (a cursor), for
         the append's path: no per-statement cost of SQLAlchemy's. Commits when the block
-        ends; rolls back on an exception (a connection that cannot is dropped from the
-        pool)."""
-        raw = self._engine.raw_connection()
+        ends; rolls back on an exception (a connection that cannot is dropped). The caller
+        holds ``_lock``: the connection is the writer's own, kept from one transaction to the
+        next."""
+        if self._write_raw is None:
+            self._write_raw = self._engine.raw_connection()
+        raw = self._write_raw
         try:
             cursor = raw.cursor()
             cursor.execute(*self._sql.begin)
-            try:
-                yield cursor
-            except BaseException:
-                try:
-                    raw.rollback()
-                except Exception:
-                    raw.invalidate()
-                raise
+            yield cursor
             raw.commit()
-        finally:
-            raw.close()
+        except BaseException:
+            try:
+                raw.rollback()
+            except Exception:  # the connection is broken: the next transaction makes another
+                self._write_raw = None
+                raw.invalidate()
+            raise
 
     @property
     def _forgets(self) -> sa.Table:
@@ -424,6 +426,10 @@ class SQLEventLog(EventLog):
         self._identity = log_id
 
     def close(self) -> None:
+        with self._lock:
+            if self._write_raw is not None:
+                self._write_raw.close()
+                self._write_raw = None
         self._engine.dispose()
 
     # --- writing -------------------------------------------------------------------------------
