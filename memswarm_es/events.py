@@ -85,48 +85,47 @@ def content_problem(obj: object, path: str = "value") -> str | None:
 
     Content is ``None``, bools, ints of 64 bits, finite floats, UTF-8 text, bytes, lists (tuples
     come back as lists) and dicts with text keys, nested at most :data:`MAX_DEPTH` deep: exactly
-    what msgpack carries unchanged in meaning. The walks are iterative, so no input can exhaust
-    the stack; the one that names where the problem is runs only when there is one.
+    what msgpack carries unchanged in meaning. Every fold checks every payload, so the common
+    case is a fast walk that names nothing; only content it cannot pass is walked again to say
+    where the problem is.
     """
-    return None if _plain(obj) else _named_problem(obj, path)
+    return None if _storable(obj, 1) else _where_not_storable(obj, path)
 
 
-_PLAIN_SCALARS = frozenset({type(None), bool, bytes})
-
-
-def _plain(obj: object) -> bool:
-    """True if ``obj`` is content made of exactly the built-in types (the common case, checked
-    without naming paths); False if it is not content, or holds subclasses of them (which
-    :func:`_named_problem` then judges)."""
-    low, high = _INT_RANGE
-    stack: list[tuple[object, int]] = [(obj, 1)]
-    pop, push = stack.pop, stack.append
-    while stack:
-        item, depth = pop()
-        kind = type(item)
-        if kind is str:
-            if not (item.isascii() or _utf8(item)):  # type: ignore[attr-defined,arg-type]
-                return False
-        elif kind is int:
-            if not low <= item <= high:  # type: ignore[operator]
-                return False
-        elif kind is float:
-            if not math.isfinite(item):  # type: ignore[arg-type]
-                return False
-        elif kind is dict or kind is list or kind is tuple:
-            if depth >= MAX_DEPTH and item:
-                return False
-            if kind is dict:
-                for key, inner in item.items():  # type: ignore[attr-defined]
-                    if type(key) is not str or not (key.isascii() or _utf8(key)):
-                        return False
-                    push((inner, depth + 1))
-            else:
-                for inner in item:  # type: ignore[attr-defined]
-                    push((inner, depth + 1))
-        elif kind not in _PLAIN_SCALARS:
+def _storable(item: Any, depth: int) -> bool:
+    """True if :func:`content_problem` finds nothing in ``item`` (at ``depth``); False also
+    where it cannot tell at once (subclasses of the plain types: the full walk decides).
+    Recursion stops at :data:`MAX_DEPTH`; text, the most common item, is checked in place."""
+    kind = type(item)
+    if kind is dict:
+        if item and depth >= MAX_DEPTH:
             return False
-    return True
+        for key, inner in item.items():
+            if type(key) is not str or not (key.isascii() or _utf8(key)):
+                return False
+            if type(inner) is str:
+                if not (inner.isascii() or _utf8(inner)):
+                    return False
+            elif not _storable(inner, depth + 1):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        if item and depth >= MAX_DEPTH:
+            return False
+        for inner in item:
+            if type(inner) is str:
+                if not (inner.isascii() or _utf8(inner)):
+                    return False
+            elif not _storable(inner, depth + 1):
+                return False
+        return True
+    if kind is str:
+        return item.isascii() or _utf8(item)
+    if kind is int:
+        return _INT_RANGE[0] <= item <= _INT_RANGE[1]
+    if kind is float:
+        return math.isfinite(item)
+    return item is None or kind is bool or kind is bytes
 
 
 def _utf8(text: str) -> bool:
@@ -137,8 +136,9 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _named_problem(obj: object, path: str) -> str | None:
-    """:func:`content_problem`, naming the path of the first problem found."""
+def _where_not_storable(obj: object, path: str) -> str | None:
+    """:func:`content_problem`'s full walk, naming where the problem is. Iterative, so no
+    input can exhaust the stack."""
     stack: list[tuple[object, int, str]] = [(obj, 1, path)]
     while stack:
         item, depth, path = stack.pop()
@@ -278,9 +278,6 @@ class Event:
     payload_hash: bytes
     hash: bytes
     schema: int = SCHEMA_VERSION
-    # Whether content() found the payload to be content once: it is immutable, and folds ask
-    # more than once per event.
-    _checked: bool = field(default=False, init=False, repr=False, compare=False)
 
     @property
     def recorded_at(self) -> datetime:
@@ -319,12 +316,8 @@ class Event:
             return None, None
         if not isinstance(data, dict):
             return None, f"payload is a {type(data).__name__}, not a map"
-        if not self._checked:
-            problem = payload_problem(data, CONTENT_FIELDS)
-            if problem:
-                return None, problem
-            object.__setattr__(self, "_checked", True)
-        return data, None
+        problem = payload_problem(data, CONTENT_FIELDS)
+        return (None, problem) if problem else (data, None)
 
     def header(self) -> bytes:
         """The bytes the hash chain covers, besides the previous hash."""

@@ -12,7 +12,7 @@ from projections.fold import MemoryEntry, View, fold_into, select
 from .access import Gate
 from .errors import InvalidInputError, MemoryNotFoundError, PermissionDeniedError
 from .events import to_micros
-from .log.base import EventLog, Verification
+from .log.base import EventFilter, EventLog, Verification
 from .scopes import Scope, check_id
 from .snapshots import SnapshotStore
 
@@ -21,29 +21,50 @@ logger = logging.getLogger(__name__)
 DEFAULT_SNAPSHOT_EVERY = 10_000
 
 
+def _by_position(entry: MemoryEntry) -> int:
+    return entry.position
+
+
 class PastMemory:
     """A read-only view of the memory as it stood after the event at ``position``.
 
-    Seen by an agent (:meth:`seen_by`), it holds only the memories the agent may read *now*:
-    access is decided by today's permissions and memberships, also in the past.
+    Made at no cost: each query folds what it needs. A scoped read folds only that scope's
+    events up to ``position`` (found by the log's scope index); :meth:`get` only that memory's;
+    :meth:`members` only that group's; an unscoped read folds the whole view once, from the
+    nearest snapshot. Seen by an agent (:meth:`seen_by`), it holds only the memories the agent
+    may read *now*: access is decided by today's permissions and memberships, also in the past.
     """
 
-    def __init__(self, view: View, recorded_at: datetime | None,
-                 agent: Gate | None = None) -> None:
-        self._view = view
+    def __init__(self, machine: TimeMachine, position: int, recorded_at: datetime | None,
+                 agent: Gate | None = None,
+                 progress: Callable[[int, int], None] | None = None) -> None:
+        self._machine = machine
         self._agent = agent
-        self.position = view.position
+        self._progress = progress
+        self._view: View | None = None
+        self.position = position
         self.recorded_at = recorded_at  # when the event at ``position`` was recorded
 
     def seen_by(self, agent: Gate) -> PastMemory:
         """The same past, as ``agent`` may see it now."""
-        return PastMemory(self._view, self.recorded_at, agent)
+        past = PastMemory(self._machine, self.position, self.recorded_at, agent, self._progress)
+        past._view = self._view
+        return past
+
+    def view(self) -> View:
+        """The whole view at :attr:`position` (folded on first use, then kept)."""
+        if self._view is None:
+            self._view = self._machine.view_at(self.position, self._progress)
+        return self._view
 
     def read_scope(self, agent_id: str | None = None, group_id: str | None = None,
                    context_id: str | None = None, **unknown: object) -> list[MemoryEntry]:
         """The memories inside every scope given (AND), ordered by position, as they were."""
-        found = select(self._view.entries.values(),
-                       Scope.from_query(agent_id, group_id, context_id, unknown))
+        scope = Scope.from_query(agent_id, group_id, context_id, unknown)
+        found = None if self._view is not None or scope.is_empty() else \
+            self._machine.scoped(scope, self.position, self._progress)
+        if found is None:
+            found = select(self.view().entries.values(), scope)
         if self._agent is None:
             return found
         allowed = self._agent.readable(e.memory_id for e in found)
@@ -51,7 +72,12 @@ class PastMemory:
 
     def get(self, memory_id: str) -> MemoryEntry:
         check_id(memory_id, "memory_id")
-        entry = self._view.entries.get(memory_id)
+        if self._view is not None:
+            entry = self._view.entries.get(memory_id)
+        else:
+            events = self._machine.log.query(EventFilter(memory_id=memory_id,
+                                                         until_position=self.position))
+            entry = fold_into(View(), events).entries.get(memory_id)
         if entry is None or (self._agent is not None and not self._agent.readable([memory_id])):
             raise MemoryNotFoundError(memory_id)
         return entry
@@ -63,7 +89,9 @@ class PastMemory:
         if self._agent is not None and group_id not in self._agent.groups():
             raise PermissionDeniedError(self._agent.agent_id, "see the members of",
                                         f"group {group_id!r}")
-        return dict(self._view.members.get(group_id, {}))
+        if self._view is not None:
+            return dict(self._view.members.get(group_id, {}))
+        return self._machine.members(group_id, self.position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,9 +138,38 @@ class TimeMachine:
         if not isinstance(position, int) or position < 0:
             raise InvalidInputError("position must be a non-negative int")
         position = min(position, self.log.head())
-        view = self.view_at(position, progress)
         found = self.log.read(position - 1, 1) if position else []
-        return PastMemory(view, found[0].recorded_at if found else None)
+        return PastMemory(self, position, found[0].recorded_at if found else None,
+                          progress=progress)
+
+    def scoped(self, scope: Scope, position: int,
+               progress: Callable[[int, int], None] | None = None) -> list[MemoryEntry] | None:
+        """The memories inside ``scope`` after ``position``, folded from that scope's events
+        alone (the log finds them by its scope index), ordered by position; ``None`` when the
+        whole view is the better way: the scope has more than ``every`` events up to there (a
+        long history: the nearest snapshot and at most ``every`` events cost less), or a
+        memory among them has events naming other scopes (only a log written by another
+        program has such), so that they cannot be folded alone."""
+        events = self.log.query(EventFilter(scope=scope, until_position=position),
+                                limit=self.every + 1)
+        if len(events) > self.every:
+            return None
+        if progress:
+            progress(len(events), len(events))
+        scopes: dict[str, Scope] = {}
+        for event in events:
+            if event.memory_id is not None and \
+                    scopes.setdefault(event.memory_id, event.scope) != event.scope:
+                return None
+        # An entry comes from its write, which the query found inside ``scope``: the fold
+        # holds only memories of the scope, and a sort by position is the whole select.
+        return sorted(fold_into(View(), events).entries.values(), key=_by_position)
+
+    def members(self, group_id: str, position: int) -> dict[str, bool]:
+        """The members of ``group_id`` after ``position``, folded from that group's events."""
+        events = self.log.query(EventFilter(scope=Scope(group_id=group_id),
+                                            until_position=position))
+        return fold_into(View(), events).members.get(group_id, {})
 
     def view_at(self, position: int,
                 progress: Callable[[int, int], None] | None = None) -> View:

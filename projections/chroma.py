@@ -36,8 +36,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from numbers import Real
 from typing import Any, TypeVar
 
-import chromadb.errors
-import numpy as np
+from memswarm_es.errors import needs_extra
+
+with needs_extra():
+    import chromadb.errors
+    import numpy as np
 
 from memswarm_es.errors import (
     CheckpointConflictError,

@@ -7,9 +7,10 @@ import os
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import chromadb
+from memswarm_es.errors import InvalidInputError, needs_extra
 
-from memswarm_es.errors import InvalidInputError
+with needs_extra():
+    import chromadb
 from memswarm_es.events import new_id
 
 from .chroma import ChromaReadModel, check_name, current_collection

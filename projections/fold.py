@@ -9,6 +9,8 @@ sees the same memories, permissions and memberships by construction.
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime
@@ -94,9 +96,14 @@ ENTRY_FIELDS = tuple(f.name for f in fields(MemoryEntry))
 _REQUIRED_FIELDS = sum(1 for f in fields(MemoryEntry) if f.default is MISSING)
 
 
-def entry_row(entry: MemoryEntry) -> list[Any]:
-    """An entry as a plain list, field by field: the one storage codec of every read model."""
-    return [getattr(entry, name) for name in ENTRY_FIELDS]
+_fields_of = operator.attrgetter(*ENTRY_FIELDS)
+
+
+def entry_row(entry: MemoryEntry) -> tuple[Any, ...]:
+    """An entry as a plain tuple, field by field: the one storage codec of every read model
+    (msgpack writes it as an array)."""
+    row: tuple[Any, ...] = _fields_of(entry)
+    return row
 
 
 def with_content(entry: MemoryEntry, value: Any, metadata: dict[str, Any]) -> MemoryEntry:
@@ -148,42 +155,45 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
 
     Total: no event stops a fold. A version whose payload was redacted (forgotten) reads as
     value ``None``, no metadata; one whose payload cannot be read as content (damaged, or
-    written by another program) reads the same way with ``damaged`` saying why.
+    written by another program) reads the same way with ``damaged`` saying why. The payload
+    is decoded once, and the one new entry is built field by field.
     """
-    if event.type == EventType.MEMORY_WRITTEN:
-        data, problem = _content(event)
-        readers, writers = permissions_after(None, event)
-        return MemoryEntry(
-            memory_id=event.memory_id or "", value=data.get("value"),
-            metadata=data.get("metadata") or {}, agent_id=event.scope.agent_id,
-            group_id=event.scope.group_id, context_id=event.scope.context_id,
-            version=event.version or 1, position=event.position,
-            last_position=event.position, created_at_us=event.recorded_at_us,
-            updated_at_us=event.recorded_at_us, created_by=event.actor, updated_by=event.actor,
-            damaged=problem, readable_by=readers, writable_by=writers,
-        )
+    kind = event.type
+    if kind == _WRITTEN:
+        data, problem = event.content()
+        readers, writers = _permissions(None, event, data)
+        content = data or _NO_CONTENT
+        scope = event.scope
+        at = event.recorded_at_us
+        return MemoryEntry(event.memory_id or "", content.get("value"),
+                           content.get("metadata") or {}, scope.agent_id, scope.group_id,
+                           scope.context_id, event.version or 1, event.position,
+                           event.position, at, at, event.actor, event.actor, problem,
+                           readers, writers)
     if entry is None:
         return None
-    if event.type == EventType.MEMORY_UPDATED:
-        data, problem = _content(event)
-        readers, writers = permissions_after((entry.readable_by, entry.writable_by), event)
+    if kind == _UPDATED:
+        data, problem = event.content()
+        readers, writers = _permissions((entry.readable_by, entry.writable_by), event, data)
         if event.payload is None or problem:
-            data = {"value": None, "metadata": {}}
+            changed: Mapping[str, Any] = {"value": None, "metadata": {}}
+        else:
+            changed = data or _NO_CONTENT
         return MemoryEntry(
-            memory_id=entry.memory_id, value=data.get("value", entry.value),
-            metadata=data.get("metadata", entry.metadata),
-            agent_id=entry.agent_id, group_id=entry.group_id, context_id=entry.context_id,
-            version=event.version or entry.version + 1, position=entry.position,
-            last_position=event.position, created_at_us=entry.created_at_us,
-            updated_at_us=event.recorded_at_us, created_by=entry.created_by,
-            updated_by=event.actor,
-            damaged=problem or (entry.damaged if "value" not in data else None),
-            readable_by=readers, writable_by=writers,
-        )
-    if event.type in ENDING_EVENT_TYPES:
+            entry.memory_id, changed.get("value", entry.value),
+            changed.get("metadata", entry.metadata), entry.agent_id, entry.group_id,
+            entry.context_id, event.version or entry.version + 1, entry.position,
+            event.position, entry.created_at_us, event.recorded_at_us, entry.created_by,
+            event.actor, problem or (entry.damaged if "value" not in changed else None),
+            readers, writers)
+    if kind in ENDING_EVENT_TYPES:
         return None
     return entry
 
+
+_WRITTEN = EventType.MEMORY_WRITTEN
+_UPDATED = EventType.MEMORY_UPDATED
+_NO_CONTENT: Mapping[str, Any] = {}
 
 Permissions = tuple[tuple[str, ...], tuple[str, ...]]
 
@@ -197,10 +207,15 @@ def permissions_after(before: Permissions | None, event: Event) -> Permissions:
     erases the payloads before it). A list that cannot be read as principals fails closed: it
     allows no agent.
     """
-    if before is None or event.type == EventType.MEMORY_WRITTEN:
+    return _permissions(before, event, event.content()[0])
+
+
+def _permissions(before: Permissions | None, event: Event,
+                 data: Mapping[str, Any] | None) -> Permissions:
+    """:func:`permissions_after`, given the event's content as ``event.content()`` read it."""
+    if before is None or event.type == _WRITTEN:
         scope = event.scope
-        before = default_readers(scope.agent_id, scope.group_id), default_writers(scope.agent_id)
-    data, _ = event.content()
+        before = _defaults(scope.agent_id, scope.group_id)
     if not data:
         if event.payload is not None and data is None:  # unreadable: fail closed
             return (), ()
@@ -213,6 +228,12 @@ def permissions_after(before: Permissions | None, event: Event) -> Permissions:
     return readers, writers
 
 
+@functools.lru_cache(maxsize=4096)
+def _defaults(agent_id: str | None, group_id: str | None) -> Permissions:
+    """The permissions a write into this scope starts from (shared: tuples do not change)."""
+    return default_readers(agent_id, group_id), default_writers(agent_id)
+
+
 def last_permissions(events: Iterable[Event]) -> Permissions | None:
     """The permissions of a memory as its latest event left them (deleted and forgotten
     memories included), from its events in log order; ``None`` if it has none."""
@@ -221,13 +242,6 @@ def last_permissions(events: Iterable[Event]) -> Permissions | None:
         if event.memory_id is not None:
             found = permissions_after(found, event)
     return found
-
-
-def _content(event: Event) -> tuple[dict[str, Any], str | None]:
-    """A memory event's payload as content (``{}`` when redacted or damaged), and why it is
-    damaged, if it is."""
-    data, problem = event.content()
-    return data or {}, problem
 
 
 def changes(prior: Mapping[str, MemoryEntry], events: Iterable[Event]) -> list[Change]:

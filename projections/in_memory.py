@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
-from memswarm_es.events import Event, decode, encode
+from memswarm_es.events import Event
 from memswarm_es.principals import principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
@@ -20,27 +20,33 @@ from .fold import (
     MemoryEntry,
     apply_memberships,
     may_read,
-    with_content,
 )
+from .frozen import frozen, is_frozen
+
+#: (scope part name, id): the key of one scope index.
+IndexKey = tuple[str, str]
 
 
 class InMemoryReadModel(ReadModel):
-    """Entries by id; per scope part an insertion-ordered set of ids; per reader principal
-    the set of ids it may read; and the members of every group.
+    """Entries by id; per scope part the entries inside it, by id; per reader principal the
+    set of ids it may read; and the members of every group.
 
     Memories are created in log order and a memory's scope never changes, so each scope index
-    keeps its ids in position order without sorting. An agent's read walks the smaller of its
-    scope's index and its principals' sets, so it costs what its answer costs.
+    keeps its entries in position order without sorting. An agent's read walks the smaller of
+    its scope's index and its principals' sets, so it costs what its answer costs.
+
+    Entries are handed out as they are, never copied: their content is frozen
+    (:mod:`projections.frozen`) the first time a read meets them, not while projecting, so a
+    replay does not pay for it. A scope index holding an entry not frozen yet is *dirty*: its
+    next read freezes all its entries at once; a clean index is read as it stands.
     """
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._checkpoint = 0
         self._entries: dict[str, MemoryEntry] = {}
-        # Encoded (value, metadata) of entries holding mutable containers: each read decodes a
-        # fresh copy, so callers can change what they get without touching the model.
-        self._content: dict[str, bytes] = {}
-        self._index: dict[str, dict[str, dict[str, None]]] = {n: {} for n in SCOPE_NAMES}
+        self._index: dict[str, dict[str, dict[str, MemoryEntry]]] = {n: {} for n in SCOPE_NAMES}
+        self._dirty: set[IndexKey] = set()  # scope indexes holding entries not frozen yet
         self._readers: dict[str, dict[str, None]] = {}  # principal -> ids it may read
         self._members: Memberships = {}
         self._groups: Memberships = {}  # the same, by agent: agent -> group -> admin
@@ -59,9 +65,13 @@ class InMemoryReadModel(ReadModel):
                  reader: str | None = None) -> dict[str, MemoryEntry]:
         with self._lock:
             principals = self._principals(reader)
-            found = (self._entries.get(m) for m in memory_ids)
-            return {e.memory_id: self._detached(e) for e in found
-                    if e is not None and may_read(e, principals)}
+            found = [e for m in memory_ids if (e := self._entries.get(m)) is not None
+                     and may_read(e, principals)]
+            return {e.memory_id: e for e in self._frozen(found)}
+
+    def current(self, memory_ids: Iterable[str]) -> dict[str, MemoryEntry]:
+        with self._lock:  # the projector folds against them: no need to freeze them
+            return {m: e for m in memory_ids if (e := self._entries.get(m)) is not None}
 
     def members(self, group_id: str) -> dict[str, bool]:
         with self._lock:
@@ -72,7 +82,7 @@ class InMemoryReadModel(ReadModel):
             return dict(self._groups.get(agent_id, {}))
 
     def _principals(self, reader: str | None) -> frozenset[str] | None:
-        return None if reader is None else principals_of(reader, self.groups_of(reader))
+        return None if reader is None else principals_of(reader, self._groups.get(reader, ()))
 
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
                events: Sequence[Event] = (),
@@ -85,32 +95,41 @@ class InMemoryReadModel(ReadModel):
                     raise LogMismatchError(self.log_id, self._followed)
                 self._followed = self.log_id
             for change in changes:
-                if change.after is None:
+                after = change.after
+                if after is None:
                     self._remove(change.memory_id)
-                else:
-                    after = change.after
-                    before = self._entries.get(change.memory_id)
-                    if before is None or before.scope != after.scope:  # (a foreign log's
-                        self._remove(change.memory_id)  # second write of one id moves it)
-                        self._add_to_index(after)
-                    elif before.readable_by != after.readable_by:
-                        self._unindex_readers(before)
-                        self._index_readers(after)
-                    self._entries[change.memory_id] = after
-                    if after.metadata or isinstance(after.value, (list, dict)):
-                        self._content[change.memory_id] = encode([after.value, after.metadata])
-                    else:
-                        self._content.pop(change.memory_id, None)
+                    continue
+                before = self._entries.get(change.memory_id)
+                if before is None or before.scope != after.scope:  # (a foreign log's
+                    self._remove(change.memory_id)  # second write of one id moves it)
+                elif before.readable_by != after.readable_by:
+                    self._unindex_readers(before)
+                    self._index_readers(after)
+                self._put(after, index_readers=before is None or before.scope != after.scope)
             apply_memberships(self._members, memberships)
             apply_memberships(self._groups,  # the same changes, keyed the other way round
                               [MembershipChange(c.group_id, c.agent_id, c.admin)
                                for c in memberships])
             self._checkpoint = checkpoint
 
-    def _add_to_index(self, entry: MemoryEntry) -> None:
-        for name, value in entry.scope.parts():
-            self._index[name].setdefault(value, {})[entry.memory_id] = None
-        self._index_readers(entry)
+    def _put(self, entry: MemoryEntry, index_readers: bool = False) -> None:
+        """Hold ``entry`` (new, or a new state of one held) in its scope indexes."""
+        memory_id = entry.memory_id
+        self._entries[memory_id] = entry
+        clean = is_frozen(entry)
+        indexes = self._index
+        for name, value in (("agent_id", entry.agent_id), ("group_id", entry.group_id),
+                            ("context_id", entry.context_id)):
+            if value is not None:
+                index = indexes[name]
+                held = index.get(value)
+                if held is None:
+                    held = index[value] = {}
+                held[memory_id] = entry
+                if not clean:
+                    self._dirty.add((name, value))
+        if index_readers:
+            self._index_readers(entry)
 
     def _index_readers(self, entry: MemoryEntry) -> None:
         for principal in entry.readable_by:
@@ -125,7 +144,6 @@ class InMemoryReadModel(ReadModel):
 
     def _remove(self, memory_id: str) -> None:
         entry = self._entries.pop(memory_id, None)
-        self._content.pop(memory_id, None)
         if entry is None:
             return
         for name, value in entry.scope.parts():
@@ -133,14 +151,15 @@ class InMemoryReadModel(ReadModel):
             del ids[memory_id]
             if not ids:
                 del self._index[name][value]
+                self._dirty.discard((name, value))
         self._unindex_readers(entry)
 
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
-            self._content.clear()
             for index in self._index.values():
                 index.clear()
+            self._dirty.clear()
             self._readers.clear()
             self._members.clear()
             self._groups.clear()
@@ -159,12 +178,13 @@ class InMemoryReadModel(ReadModel):
                     raise LogMismatchError(staged._followed, self._followed)
                 if self._checkpoint > staged._checkpoint:
                     return False
-            self._entries, self._content, self._index = (staged._entries, staged._content,
-                                                         staged._index)
+            self._entries, self._index, self._dirty = (staged._entries, staged._index,
+                                                       staged._dirty)
             self._readers, self._members, self._groups = (staged._readers, staged._members,
                                                           staged._groups)
             self._checkpoint, self._followed = staged._checkpoint, staged._followed
-            staged._entries, staged._content, staged._index = {}, {}, {n: {} for n in SCOPE_NAMES}
+            staged._entries, staged._index, staged._dirty = ({}, {n: {} for n in SCOPE_NAMES},
+                                                             set())
             staged._readers, staged._members, staged._groups = {}, {}, {}
             staged._checkpoint, staged._followed = 0, None
         self.changed.notify()
@@ -173,7 +193,8 @@ class InMemoryReadModel(ReadModel):
     def read_scope(self, scope: Scope, reader: str | None = None) -> list[MemoryEntry]:
         with self._lock:
             principals = self._principals(reader)
-            id_sets = [self._index[name].get(value, {}) for name, value in scope.parts()]
+            keys = scope.parts()
+            id_sets = [self._clean(key) for key in keys]
             readable = None if principals is None else \
                 [self._readers[p] for p in principals if p in self._readers]
             if id_sets and (readable is None
@@ -181,21 +202,41 @@ class InMemoryReadModel(ReadModel):
                 # walk the scope's smallest index (in position order), probing the others
                 smallest = min(id_sets, key=len)
                 others = [s for s in id_sets if s is not smallest]
-                found = [e for m in smallest if all(m in s for s in others)
-                         if may_read(e := self._entries[m], principals)]
-            elif readable is None:
-                found = sorted(self._entries.values(), key=lambda e: e.position)
+                if others:
+                    found: Iterable[MemoryEntry] = [
+                        e for m, e in smallest.items() if all(m in s for s in others)]
+                else:
+                    found = smallest.values()
+                if principals is None:
+                    return list(found)
+                return [e for e in found if not principals.isdisjoint(e.readable_by)]
+            if readable is None:
+                entries = sorted(self._entries.values(), key=lambda e: e.position)
             else:  # walk what the reader may read: fewer than the scope holds
                 ids = dict.fromkeys(m for s in readable for m in s)
-                found = sorted((self._entries[m] for m in ids if all(m in s for s in id_sets)),
-                               key=lambda e: e.position)
-            return [self._detached(e) for e in found]
+                entries = sorted((self._entries[m] for m in ids
+                                  if all(m in s for s in id_sets)), key=lambda e: e.position)
+            return self._frozen(entries)
 
-    def _detached(self, e: MemoryEntry) -> MemoryEntry:
-        """A copy whose value and metadata a caller may change without touching the model."""
-        content = self._content.get(e.memory_id)
-        value, metadata = (e.value, {}) if content is None else decode(content)
-        return with_content(e, value, metadata)
+    def _clean(self, key: IndexKey) -> dict[str, MemoryEntry]:
+        """The scope index ``key`` (empty if there is none), every entry in it frozen."""
+        name, value = key
+        found = self._index[name].get(value)
+        if found is None:
+            return {}
+        if key in self._dirty:
+            self._frozen(list(found.values()))
+            self._dirty.discard(key)
+        return found
+
+    def _frozen(self, found: list[MemoryEntry]) -> list[MemoryEntry]:
+        """``found`` with every entry's content read-only: those not frozen yet are frozen and
+        held so from now on (the lock is held)."""
+        for i, e in enumerate(found):
+            if not is_frozen(e):
+                found[i] = e = frozen(e)
+                self._put(e)
+        return found
 
 
 def open_url(url: str, **options: Any) -> InMemoryReadModel:

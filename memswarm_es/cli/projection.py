@@ -1,32 +1,35 @@
 """``memswarm project | replay | reembed``: read models built from the log.
 
-``project`` and ``replay`` exit 2 when the view belongs to another log (it is left untouched;
-``replay --take-over`` replaces it); ``project`` exits 1 when its projector stops, so that a
-supervisor restarts it.
+``project`` follows the log and says what changes (the runner's log lines: lease gained or
+lost, lagging, caught up, rebuilding; a status line when the status moved), never the same
+line on every poll. It exits 1 when its projector stops, so that a supervisor restarts it;
+``project --once`` and ``replay`` exit 2 when the view belongs to another log (it is left
+untouched; ``replay --take-over`` replaces it).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import os
 import signal
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import click
 
 from projections.projector import Projector
-from projections.runner import Lease, ProjectorRunner
+from projections.runner import Lease, ProjectorRunner, RunnerStatus
 
 from ..errors import InvalidInputError, LogMismatchError, NotSupportedError, StorageError
-from .args import DEFAULT_LOG, command, log_argument
-from .output import fail, progress_bar, progress_lines, say
+from . import logs
+from .options import memswarm_command, settings_of, store_options
+from .output import fail, progress_bar, result, say, throttled
+from .settings import Settings
 from .stores import open_log, open_view
 
 if TYPE_CHECKING:  # the embedder needs numpy, which only the chroma extra installs
     from projections.embedding import Embedder
-
-    from .args import Commands
 
 
 @runtime_checkable
@@ -47,18 +50,44 @@ def _explain(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _print_status(runner: ProjectorRunner) -> None:
+def _share(done: int, total: int) -> str:
+    return f"{done}/{total} events ({100.0 * done / total if total else 100.0:.0f}%)"
+
+
+def _status_line(status: RunnerStatus) -> str:
+    return (f"{'holding the lease' if status.holding else 'standing by'}; checkpoint "
+            f"{status.checkpoint}, head {status.head}, lag {status.lag}, rebuilds "
+            f"{status.rebuilds}")
+
+
+def _status(runner: ProjectorRunner) -> RunnerStatus | None:
     try:
-        status = runner.status()
+        return runner.status()
     except StorageError as exc:
         say(f"status unavailable: {exc}")
-        return
-    say(f"{'holding the lease' if status.holding else 'standing by'}; checkpoint "
-        f"{status.checkpoint}, head {status.head}, lag {status.lag}, rebuilds "
-        f"{status.rebuilds}")
+        return None
 
 
-def _project_once(runner: ProjectorRunner) -> int:
+def _into(settings: Settings) -> str:
+    """The read model to build: ``--into``, else the Redis server of the settings."""
+    url = settings.read_model_url or settings.get("redis_url")
+    if not url:
+        raise click.UsageError("no read model: give --into redis://host:port/db (or set "
+                               "MEMSWARM_READ_MODEL or MEMSWARM_REDIS_URL)")
+    return url
+
+
+def _runner(settings: Settings, lease_ttl: float, batch_size: int) -> ProjectorRunner:
+    log = open_log(settings.log_url, create=False)
+    try:
+        view = open_view(_into(settings), settings.get("prefix") or "memswarm")
+    except BaseException:
+        log.close()
+        raise
+    return ProjectorRunner(log, view, lease_ttl=lease_ttl, batch_size=batch_size)
+
+
+def _project_once(runner: ProjectorRunner, as_json: bool) -> int:
     try:
         while runner.step() is None:
             say(f"waiting for the lease (held by {_holder(runner.lease)})")
@@ -70,43 +99,32 @@ def _project_once(runner: ProjectorRunner) -> int:
     except StorageError as exc:
         fail("project", str(exc))
         return 1
-    _print_status(runner)
+    status = _status(runner)
+    if status is not None:
+        result(as_json, {"checkpoint": status.checkpoint, "head": status.head,
+                         "lag": status.lag, "rebuilds": status.rebuilds},
+               f"projected: {_share(status.checkpoint, status.head)}\n{_status_line(status)}")
     return 0
 
 
-def _project(args: argparse.Namespace) -> int:
-    runner = ProjectorRunner(open_log(args.log, create=False), open_view(args.into, args.prefix),
-                             lease_ttl=args.lease_ttl, batch_size=args.batch_size,
-                             progress=progress_lines("projected"))
-    if args.once:
-        return _project_once(runner)
+def _follow(runner: ProjectorRunner, report_every: float, as_json: bool) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: runner.stop(timeout=0))
-    say(f"projecting {args.log} into {args.into} (prefix {args.prefix!r}) as {runner.owner}")
+    runner.progress = throttled(lambda done, total: say(f"projected: {_share(done, total)}"),
+                                report_every, time.monotonic)
     thread = runner.start()
+    shown: RunnerStatus | None = None
     while thread.is_alive():
-        thread.join(args.report_every)
-        if thread.is_alive():
-            _print_status(runner)
+        thread.join(report_every)
+        status = _status(runner) if thread.is_alive() else None
+        if status is not None and status != shown:  # a line when something changed only
+            shown = status
+            result(as_json, {"holding": status.holding, "checkpoint": status.checkpoint,
+                             "head": status.head, "lag": status.lag,
+                             "rebuilds": status.rebuilds}, _status_line(status))
     if runner.error is not None:  # exit non-zero, so that a supervisor restarts us
         fail("project", f"the projector stopped: {_explain(runner.error)}")
         return 1
-    return 0
-
-
-def _replay(args: argparse.Namespace) -> int:
-    event_log, model = open_log(args.log, create=False), open_view(args.into, args.prefix)
-    say(f"rebuilding {args.into} (prefix {args.prefix!r}) from {args.log}")
-    try:
-        position = Projector(event_log, model, args.batch_size).replay(
-            progress_lines("replayed"), take_over=args.take_over)
-    except LogMismatchError as exc:
-        fail("replay", _explain(exc))
-        return 2
-    finally:
-        model.close()
-        event_log.close()
-    say(f"done: read model at position {position}")
     return 0
 
 
@@ -121,7 +139,10 @@ def _load_embedder(spec: str) -> tuple[Embedder, str]:
     module, _, attr = spec.partition(":")
     if not attr:
         raise InvalidInputError(f"--model takes 'minilm' or 'module:factory', not {spec!r}")
-    made: Embedder = getattr(importlib.import_module(module), attr)()
+    try:
+        made: Embedder = getattr(importlib.import_module(module), attr)()
+    except (ImportError, AttributeError) as exc:
+        raise InvalidInputError(f"cannot load the embedder {spec!r}: {exc}") from None
     return made, str(getattr(made, "model_id", spec))
 
 
@@ -129,54 +150,101 @@ def _not_loaded(texts: Sequence[str]) -> list[list[float]]:
     raise NotSupportedError("the old model is not loaded by `memswarm reembed`")
 
 
-def _reembed(args: argparse.Namespace) -> int:
-    import chromadb
+def add_commands(group: click.Group) -> None:
+    """Register ``project``, ``replay`` and ``reembed`` on ``group``."""
+    into = click.option("--into", "--read-model", "read_model", default=None,
+                        help="the read model: redis://host:port/db [env MEMSWARM_READ_MODEL, "
+                             "else MEMSWARM_REDIS_URL]")
+    batch = click.option("--batch-size", type=click.IntRange(min=1), default=1000,
+                         show_default=True, help="events per commit")
+
+    @memswarm_command(group, "project", "project a log into a Redis read model, then follow it")
+    @into
+    @batch
+    @click.option("--lease-ttl", type=click.FloatRange(min=0.1), default=10.0,
+                  show_default=True, help="seconds before the lease of a dead projector expires")
+    @click.option("--report-every", type=click.FloatRange(min=0.1), default=10.0,
+                  show_default=True,
+                  help="at most one progress or status line this often, and only on change")
+    @click.option("--once", is_flag=True, help="catch up, then exit")
+    @store_options("log", "prefix", "redis_url")
+    def project(batch_size: int, lease_ttl: float, report_every: float, once: bool,
+                as_json: bool, **options: Any) -> int:
+        settings = settings_of(options)
+        runner = _runner(settings, lease_ttl, batch_size)
+        if once:
+            return _project_once(runner, as_json)
+        logs.follow("projections.runner")
+        say(f"projecting {settings.log_url} into {_into(settings)} (prefix "
+            f"{settings.get('prefix')!r}) as {runner.owner}")
+        return _follow(runner, report_every, as_json)
+
+    @memswarm_command(group, "replay", "rebuild a Redis read model from the log")
+    @into
+    @batch
+    @click.option("--take-over", is_flag=True,
+                  help="rebuild the view even if it holds another log's view (replacing it)")
+    @store_options("log", "prefix", "redis_url")
+    def replay(batch_size: int, take_over: bool, as_json: bool, **options: Any) -> int:
+        settings = settings_of(options)
+        event_log = open_log(settings.log_url, create=False)
+        try:
+            model = open_view(_into(settings), settings.get("prefix") or "memswarm")
+        except BaseException:
+            event_log.close()
+            raise
+        try:
+            with progress_bar("replaying") as progress:
+                position = Projector(event_log, model, batch_size).replay(
+                    progress, take_over=take_over)
+            head = event_log.head()
+        except LogMismatchError as exc:
+            fail("replay", _explain(exc))
+            return 2
+        finally:
+            model.close()
+            event_log.close()
+        result(as_json, {"position": position, "head": head},
+               f"replayed: {_share(position, head)}; read model at position {position}")
+        return 0
+
+    @memswarm_command(group, "reembed",
+                      "re-embed a Chroma view with another model, no downtime")
+    @click.option("--path", "chroma_path", default=None,
+                  help="the Chroma directory [env MEMSWARM_CHROMA_PATH; default "
+                       "memswarm-chroma]")
+    @click.option("--collection", default="memswarm", show_default=True)
+    @click.option("--model", required=True, help="'minilm' or 'package.module:factory'")
+    @store_options("log")
+    def reembed(collection: str, model: str, as_json: bool, **options: Any) -> int:
+        settings = settings_of(options)
+        new = _reembed(settings, settings.get("chroma_path") or "memswarm-chroma", collection,
+                       model, as_json)
+        result(as_json, {"collection": collection, "serving": new.name,
+                         "position": new.checkpoint()},
+               f"switched {collection} to {new.name} at position {new.checkpoint()}")
+        return 0
+
+
+def _reembed(settings: Settings, path: str, collection: str, model: str, as_json: bool) -> Any:
+    """Re-embed the Chroma collection at ``path`` with ``model``; the new read model."""
+    import chromadb  # installed with projections.chroma, which checked it
 
     from projections.chroma import ChromaReadModel, current_collection
+    from projections.chroma_open import settings as chroma_settings
     from projections.embedding import CachedEmbedder, EmbeddingCache
 
     from ..memory import SharedMemory
     from ..reembed import reembed
 
-    embedder, model_id = _load_embedder(args.model)
-    client = chromadb.PersistentClient(args.path,
-                                       settings=chromadb.Settings(anonymized_telemetry=False))
-    serving, old_model = current_collection(client, args.collection)
-    cache = EmbeddingCache(os.path.join(args.path, "vectors.db"))
+    embedder, model_id = _load_embedder(model)
+    client = chromadb.PersistentClient(path, settings=chroma_settings())
+    serving, old_model = current_collection(client, collection)
+    cache = EmbeddingCache(os.path.join(path, "vectors.db"))
     old = ChromaReadModel(client, CachedEmbedder(_not_loaded, old_model or "?", cache), serving)
-    memory = SharedMemory(open_log(args.log, create=False), old, project_inline=False)
-    say(f"re-embedding {serving} ({old_model or 'first model'}) with {model_id}; "
-        "the old collection serves until the switch")
-    new = reembed(memory, embedder, model_id, progress_bar("re-embedding"))
-    say(f"switched {args.collection} to {new.name} at position {new.checkpoint()}")
-    return 0
-
-
-def _view_arguments(parser: argparse.ArgumentParser) -> None:
-    log_argument(parser)
-    parser.add_argument("--into", required=True, help="the read model: redis://host:port/db")
-    parser.add_argument("--prefix", default="memswarm",
-                        help="key prefix of the read model in Redis (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="events per commit")
-
-
-def add_commands(commands: Commands) -> None:
-    """Register ``project``, ``replay`` and ``reembed`` on the ``memswarm`` parser."""
-    p = command(commands, "project", _project,
-                "project a log into a Redis read model, then follow it")
-    _view_arguments(p)
-    p.add_argument("--lease-ttl", type=float, default=10.0,
-                   help="seconds before the lease of a dead projector expires")
-    p.add_argument("--report-every", type=float, default=10.0,
-                   help="seconds between two status lines")
-    p.add_argument("--once", action="store_true", help="catch up, then exit")
-    p = command(commands, "replay", _replay, "rebuild a Redis read model from the log")
-    _view_arguments(p)
-    p.add_argument("--take-over", action="store_true",
-                   help="rebuild the view even if it holds another log's view (replacing it)")
-    p = command(commands, "reembed", _reembed,
-                "re-embed a Chroma view with another model, no downtime")
-    p.add_argument("--log", default=DEFAULT_LOG, help="the event log URL")
-    p.add_argument("--path", default="memswarm-chroma", help="the Chroma directory")
-    p.add_argument("--collection", default="memswarm")
-    p.add_argument("--model", required=True, help="'minilm' or 'package.module:factory'")
+    memory = SharedMemory(open_log(settings.log_url, create=False), old, project_inline=False)
+    if not as_json:
+        say(f"re-embedding {serving} ({old_model or 'first model'}) with {model_id}; "
+            "the old collection serves until the switch")
+    with progress_bar("re-embedding") as progress:
+        return reembed(memory, embedder, model_id, progress)

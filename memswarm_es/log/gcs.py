@@ -53,10 +53,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 
-from google.api_core import exceptions as gexc
-from google.cloud import storage
-from google.cloud.storage.retry import DEFAULT_RETRY
 from msgpack.exceptions import UnpackException
+
+from ..errors import needs_extra
+
+with needs_extra():
+    from google.api_core import exceptions as gexc
+    from google.cloud import storage
+    from google.cloud.storage.retry import DEFAULT_RETRY
 
 from ..errors import (
     ChainBrokenError,

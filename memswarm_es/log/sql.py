@@ -33,6 +33,7 @@ from ..errors import (
     RedactionIncompleteError,
     StorageError,
     VersionConflictError,
+    needs_extra,
 )
 from ..events import (
     GENESIS_HASH,
@@ -184,7 +185,8 @@ class SQLEventLog(EventLog):
         self.url = url
         if not create and engine is None:
             _check_sqlite_file(url)
-        self._engine = engine or sa.create_engine(url)
+        with needs_extra():  # the database's driver, e.g. psycopg: the postgres extra
+            self._engine = engine or sa.create_engine(url)
         self._dialect = self._engine.dialect.name
         if self._dialect == "sqlite":
             sa_event.listen(self._engine, "connect", _on_sqlite_connect)
