@@ -142,4 +142,4 @@ def test_the_quick_content_check_agrees_with_the_walk_that_names_paths(value: ob
                                                                        nesting: int) -> None:
     for _ in range(nesting * 30):  # near and past the depth limit too
         value = [value]
-    assert (ev.content_problem(value) is None) == (ev._named_problem(value, "value") is None)
+    assert (ev.content_problem(value) is None) == (ev._where_not_storable(value, "value") is None)

@@ -54,7 +54,7 @@ KILLED_FORGET = textwrap.dedent("""
 
     path, memory_id = sys.argv[1:]
     mem = SQLiteSharedMemory(path, snapshot_every=1)
-    mem.as_of(mem.log.head())  # snapshots holding the content
+    mem.as_of(mem.log.head()).read_scope()  # an unscoped read folds, saving snapshots
     # The forget event is committed; die for real before the redaction starts.
     SQLEventLog.redact = lambda self, positions: os.kill(os.getpid(), signal.SIGKILL)
     mem.forget(memory_id, reason="erasure")
