@@ -13,10 +13,14 @@ Kept by its log (:meth:`~memswarm_es.log.sql.SQLEventLog.keep_view`, as
 :class:`~memswarm_es.memory.SQLiteSharedMemory` does), the view is folded inside the
 transaction of every append, right after the events are inserted: its checkpoint is the log's
 head by construction, no event is applied twice or lost, and opening reads no event. A log
-that had no view yet is folded once, under the write lock. Appends by processes that do not
-keep it (a plain :class:`~memswarm_es.log.sql.SQLEventLog`) leave it behind; the next kept
-append catches it up in its own transaction, and so does any projector, since it is an
-ordinary :class:`~projections.base.ReadModel` too (``sql+<log url>`` opens it by URL).
+that had no view yet is folded once, in transactions of about :data:`FOLD_SECONDS` each
+(resumed where the last committed, if the folding process dies), with pauses between them in
+which other processes append. Appends by processes that do not keep it (a plain
+:class:`~memswarm_es.log.sql.SQLEventLog`) leave it behind; the next kept append catches up at
+most :data:`CATCH_UP` of the events it missed in its own transaction (taking its own events
+only once that reaches them), and so does any projector, a batch per transaction, since it is
+an ordinary :class:`~projections.base.ReadModel` too (``sql+<log url>`` opens it by URL). A
+view dropped by another process is skipped by appends, which go on without it.
 
 Every query filters inside the database: an agent reads what its scope's WHERE selects and an
 ``EXISTS`` finds among the readers, for the agent's principals, which the same statement
@@ -26,23 +30,28 @@ A forget ends the memory in the transaction of its event (the fold drops it), an
 the events table deletes its rows in that same transaction even when the appending process
 does not keep the view; the redaction that follows scrubs the view's table as it does the log's
 (the WAL checkpoint on SQLite, whose ``secure_delete`` zeroes freed space; VACUUM on
-PostgreSQL).
+PostgreSQL). A replay fills a twin in tables of its own (``view_next_<random>_*``, so that
+concurrent replays do not meet), with the same trigger and its content table recorded for the
+redactions to scrub; the twin deletes its tables when its replay ends (a killed replay leaves
+them, still kept clean of forgotten content).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, EventType, decode, encode
 from memswarm_es.log.sql import SQLEventLog
+from memswarm_es.log.statements import Statement, compile_for
 from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text, text_range
 from memswarm_es.principals import EVERYONE, GROUP, agent, principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
@@ -63,9 +72,11 @@ logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 BATCH = 1000  # events folded at a time when the view catches up
+CATCH_UP = 1000  # at most this many events a view missed are folded inside one append
+FOLD_SECONDS = 0.1  # a first fold's transactions last about this long (keep_view pauses between)
 _IN_CHUNK = 512  # ids per IN (...) clause (a power of two: see _padded)
 _VIEW = "view_"  # after the log's table prefix: the served view's tables
-_STAGING = "view_next_"  # the tables a replay fills beside it
+_STAGING = "view_next_"  # + a random part: the tables a replay fills beside it (one each)
 _POSITION = sa.BigInteger().with_variant(sa.Integer, "sqlite")  # the rowid on SQLite
 _ID = sa.String(512)
 # Compared byte by byte, so that a prefix's namespaces lie in one range (see text_range).
@@ -120,34 +131,6 @@ def _tables(prefix: str) -> _Tables:
     return _Tables(metadata, memories, readers, members, state)
 
 
-@dataclass(frozen=True)
-class _Statement:
-    """A statement compiled once for the database's dialect, run on the DB-API cursor: the
-    SQL text, and the order of its parameters when the driver takes them by position."""
-
-    sql: str
-    order: tuple[str, ...] | None
-
-    def params(self, values: Mapping[str, Any]) -> Sequence[Any] | Mapping[str, Any]:
-        return values if self.order is None else [values[name] for name in self.order]
-
-    def run(self, cursor: Any, values: Mapping[str, Any]) -> list[Any]:
-        """The rows of the statement with ``values``."""
-        cursor.execute(self.sql, self.params(values))
-        return cursor.fetchall() if cursor.description else []
-
-    def run_many(self, cursor: Any, values: Sequence[Mapping[str, Any]]) -> None:
-        if values:
-            cursor.executemany(self.sql, [self.params(v) for v in values])
-
-
-def _compile(dialect: sa.Dialect, stmt: sa.ClauseElement) -> _Statement:
-    compiled = stmt.compile(dialect=dialect)
-    assert isinstance(compiled, SQLCompiler)
-    order = tuple(compiled.positiontup or ()) if dialect.positional else None
-    return _Statement(str(compiled), order)
-
-
 def _padded(ids: Sequence[str]) -> tuple[int, dict[str, str]]:
     """``ids`` as the parameters ``i0, i1, ...`` of an IN list whose length is the next power
     of two (the last id repeated), so that few statements serve every length."""
@@ -182,18 +165,19 @@ class SQLReadModel(ReadModel):
         self._engine = log.engine
         self._dialect = self._engine.dialect
         self._close_log = close_log
-        self._staging = _tables_name == _STAGING
-        self._t = _tables(log.table_prefix + _tables_name)
-        self._compiled: dict[tuple[object, ...], _Statement] = {}
+        self._staging = _tables_name.startswith(_STAGING)
+        self._prefix = log.table_prefix + _tables_name
+        self._t = _tables(self._prefix)
+        self._compiled: dict[tuple[object, ...], Statement] = {}
         with self._engine.connect() as conn:
             present = sa.inspect(conn).has_table(self._t.state.name)
             # A view made before memories had keys is folded again, with them.
             outdated = present and "namespace" not in {
                 c["name"] for c in sa.inspect(conn).get_columns(self._t.memories.name)}
-        if self._staging or not present or outdated:
+        if not present or outdated:
             with log.write_transaction() as conn:
-                if self._staging or outdated:  # left by a replay that did not finish, or
-                    self._drop(conn)  # made before keys: start afresh
+                if outdated:  # made before keys: start afresh
+                    self._drop(conn)
                 self._create(conn)
 
     @property
@@ -204,21 +188,22 @@ class SQLReadModel(ReadModel):
     # --- tables ------------------------------------------------------------------------------
 
     def _create(self, conn: Connection) -> None:
-        """Make the tables (and, for the served view, the forget trigger) if missing."""
+        """Make the tables and their forget trigger if missing; a replay's twin records its
+        content table in the log for every redaction to scrub, as a kept view does."""
         if sa.inspect(conn).has_table(self._t.state.name):
             return
         self._t.metadata.create_all(conn)
         conn.execute(sa.insert(self._t.state), {"id": 1, "checkpoint": 0, "log_id": None})
         if self._staging:
-            return
+            self._log.record_content_tables(conn, self.content_tables)
         quote = conn.dialect.identifier_preparer.quote
         prefix = self._log.table_prefix
         events, meta = quote(f"{prefix}events"), quote(f"{prefix}meta")
         memories, readers = quote(self._t.memories.name), quote(self._t.readers.name)
         trigger, state = quote(self._trigger_name), quote(self._t.state.name)
-        # Only while the view follows this log: a view of another log keeps its memories.
-        ours = (f"(SELECT log_id FROM {state}) = "
-                f"(SELECT value FROM {meta} WHERE key = 'log_id')")
+        # Unless the view follows another log: a view of another log keeps its memories.
+        log_id = f"(SELECT value FROM {meta} WHERE key = 'log_id')"
+        ours = f"COALESCE((SELECT log_id FROM {state}), {log_id}) = {log_id}"
         erase = (f"DELETE FROM {readers} WHERE position IN "
                  f"(SELECT position FROM {memories} WHERE memory_id = NEW.memory_id); "
                  f"DELETE FROM {memories} WHERE memory_id = NEW.memory_id;")
@@ -237,27 +222,28 @@ class SQLReadModel(ReadModel):
 
     @property
     def _trigger_name(self) -> str:
-        return f"{self._log.table_prefix}{_VIEW}forget"
+        return f"{self._prefix}forget"
 
     def _drop(self, conn: Connection) -> None:
-        if not self._staging:
-            quote = conn.dialect.identifier_preparer.quote
-            trigger = quote(self._trigger_name)
-            if conn.dialect.name == "postgresql":
-                events = quote(f"{self._log.table_prefix}events")
-                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {events}")
-                conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {trigger}()")
-            else:
-                conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
+        quote = conn.dialect.identifier_preparer.quote
+        trigger = quote(self._trigger_name)
+        if conn.dialect.name == "postgresql":
+            events = quote(f"{self._log.table_prefix}events")
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger} ON {events}")
+            conn.exec_driver_sql(f"DROP FUNCTION IF EXISTS {trigger}()")
+        else:
+            conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {trigger}")
         self._t.metadata.drop_all(conn)
+        if self._staging:
+            self._log.record_content_tables(conn, self.content_tables, held=False)
 
     # --- statements ----------------------------------------------------------------------------
 
-    def _statement(self, key: tuple[object, ...]) -> _Statement:
+    def _statement(self, key: tuple[object, ...]) -> Statement:
         """The compiled statement named by ``key`` (made on first use)."""
         found = self._compiled.get(key)
         if found is None:
-            found = self._compiled[key] = _compile(self._dialect, self._build(key))
+            found = self._compiled[key] = compile_for(self._dialect, self._build(key))
         return found
 
     def _build(self, key: tuple[object, ...]) -> sa.ClauseElement:
@@ -267,6 +253,13 @@ class SQLReadModel(ReadModel):
         one = st.c.id == sa.literal_column("1")  # the one row
         if kind == "state":
             return sa.select(st.c.checkpoint, st.c.log_id).where(one)
+        if kind == "advance":  # the checkpoint moves on only from where the caller expects
+            return sa.update(st).where(
+                one, st.c.checkpoint == at,
+                sa.or_(st.c.log_id.is_(None), st.c.log_id == sa.bindparam("log_id")),
+            ).values(checkpoint=sa.bindparam("checkpoint"), log_id=sa.bindparam("log_id"))
+        if kind == "present":
+            return _table_present(self._dialect)
         if kind == "set state":
             return sa.update(st).where(one).values(
                 checkpoint=sa.bindparam("checkpoint"), log_id=sa.bindparam("log_id"))
@@ -354,30 +347,64 @@ class SQLReadModel(ReadModel):
     def content_tables(self) -> tuple[str, ...]:
         return (self._t.memories.name,)
 
-    def prepare(self, conn: Connection) -> None:
+    def prepare(self, cursor: Any) -> bool:
         """Under the log's write lock: fold the events the view has not applied (all of them
-        the first time), unless it follows another log."""
-        cursor = conn.connection.cursor()
-        checkpoint, followed = self._state(cursor)
-        if followed not in (None, self._log.identity()):
-            return  # the view of another log: a projector refuses it, untouched
-        reached = self._catch_up(conn, cursor, checkpoint, None)
-        if reached > checkpoint:
-            self._set_state(cursor, reached, self._log.identity())
-
-    def apply_in(self, conn: Connection, events: Sequence[Event]) -> None:
-        """Inside the append's transaction: fold ``events`` (just inserted) into the view,
-        after the events it missed (appended by processes that do not keep it)."""
-        cursor = conn.connection.cursor()
-        checkpoint, followed = self._state(cursor)
+        the first time) for about :data:`FOLD_SECONDS`, committing the checkpoint with them;
+        True once the view is at the head, or follows another log, or is gone."""
+        state = self._state_if_present(cursor)
+        if state is None:
+            return True
+        checkpoint, followed = state
         mine = self._log.identity()
-        if followed not in (None, mine) or checkpoint >= events[0].position:
+        if followed not in (None, mine):
+            return True  # the view of another log: a projector refuses it, untouched
+        deadline = time.perf_counter() + FOLD_SECONDS
+        reached = checkpoint
+        while True:  # a batch at least, so that every transaction makes progress
+            batch = self._log.read_in(cursor, reached, BATCH)
+            if batch:
+                self._fold(cursor, batch)
+                reached = batch[-1].position
+            done = len(batch) < BATCH
+            if done or time.perf_counter() >= deadline:
+                break
+        if reached > checkpoint:
+            self._set_state(cursor, reached, mine)
+        return done
+
+    def apply_in(self, cursor: Any, events: Sequence[Event]) -> None:
+        """Inside the append's transaction: fold ``events`` (just inserted) into the view.
+        A view behind the log (appends by processes that do not keep it, a first fold under
+        way) is caught up by at most :data:`CATCH_UP` events here, and takes ``events`` only
+        if that reaches them; readers' projectors catch up the rest, a batch at a time."""
+        mine, first = self._log.identity(), events[0].position
+        if not self._present(cursor):
+            return  # dropped (by another process, say): appends go on without it
+        advanced = self._statement(("advance",)).count(cursor, {
+            "at": first - 1, "checkpoint": events[-1].position, "log_id": mine})
+        if advanced:  # the view was at the log's head, as it is whenever every writer keeps it
+            self._fold(cursor, events)
+            return
+        checkpoint, followed = self._state(cursor)
+        if followed not in (None, mine) or checkpoint >= first:
             return  # another log's view, or one ahead of the log: a projector sees to it
-        self._catch_up(conn, cursor, checkpoint, events[0].position - 1)
-        self._fold(cursor, events)
-        self._set_state(cursor, events[-1].position, mine)
+        reached = self._catch_up(cursor, checkpoint, min(first - 1, checkpoint + CATCH_UP))
+        if reached == first - 1:
+            self._fold(cursor, events)
+            reached = events[-1].position
+        self._set_state(cursor, reached, mine)
 
     # --- folding, in a transaction holding the log's write lock ------------------------------
+
+    def _present(self, cursor: Any) -> bool:
+        """Whether the view's tables are there (a dropped view's are not)."""
+        name = self._t.state.name
+        if self._dialect.name == "postgresql":  # to_regclass reads a name as SQL would
+            name = self._dialect.identifier_preparer.quote(name)
+        return bool(self._statement(("present",)).run(cursor, {"name": name}))
+
+    def _state_if_present(self, cursor: Any) -> tuple[int, str | None] | None:
+        return self._state(cursor) if self._present(cursor) else None
 
     def _state(self, cursor: Any) -> tuple[int, str | None]:
         rows = self._statement(("state",)).run(cursor, {})
@@ -386,18 +413,15 @@ class SQLReadModel(ReadModel):
     def _set_state(self, cursor: Any, checkpoint: int, log_id: str | None) -> None:
         self._statement(("set state",)).run(cursor, {"checkpoint": checkpoint, "log_id": log_id})
 
-    def _catch_up(self, conn: Connection, cursor: Any, after: int, until: int | None) -> int:
-        """Fold the log's events after ``after`` (up to ``until``) in batches; return the last
+    def _catch_up(self, cursor: Any, after: int, until: int) -> int:
+        """Fold the log's events after ``after`` up to ``until`` in batches; return the last
         position folded. The state is the caller's to write."""
-        while until is None or after < until:
-            batch = self._log.read_in(conn, after, BATCH if until is None
-                                      else min(BATCH, until - after))
+        while after < until:
+            batch = self._log.read_in(cursor, after, min(BATCH, until - after))
             if not batch:
                 break
             self._fold(cursor, batch)
             after = batch[-1].position
-            if len(batch) < BATCH and until is None:
-                break
         return after
 
     def _fold(self, cursor: Any, events: Sequence[Event]) -> None:
@@ -531,7 +555,7 @@ class SQLReadModel(ReadModel):
     def staging(self) -> SQLReadModel:
         """An empty twin in tables of its own, which a replay fills while this view serves;
         :meth:`switch_to` copies it over in one transaction."""
-        return SQLReadModel(self._log, _tables_name=_STAGING)
+        return SQLReadModel(self._log, _tables_name=f"{_STAGING}{uuid.uuid4().hex[:8]}_")
 
     def switch_to(self, staged: ReadModel, *, force: bool = False) -> bool:
         if not isinstance(staged, SQLReadModel) or not staged._staging \
@@ -652,6 +676,18 @@ class SQLReadModel(ReadModel):
 def _prefix_values(prefix: Namespace) -> dict[str, str]:
     low, high = text_range(prefix)
     return {"ns": namespace_text(prefix), "low": low, "high": high}
+
+
+def _table_present(dialect: sa.Dialect) -> sa.Select[Any]:
+    """A statement with a row if the table named ``name`` exists (one that fails on a missing
+    table would spoil a PostgreSQL transaction)."""
+    name: sa.BindParameter[Any] = sa.bindparam("name")
+    if dialect.name == "postgresql":
+        return sa.select(sa.literal_column("1")).where(
+            sa.func.to_regclass(sa.cast(name, sa.Text)).is_not(None))
+    master = sa.table("sqlite_master", sa.column("type"), sa.column("name"))
+    return sa.select(sa.literal_column("1")).where(
+        master.c.type == sa.literal_column("'table'"), master.c.name == name)
 
 
 def _binds(size: object) -> list[sa.BindParameter[Any]]:

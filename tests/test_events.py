@@ -112,7 +112,7 @@ def test_a_row_damaged_by_hand_still_reads_as_an_event() -> None:
     field's type instead of failing: the chain check then names the event."""
     event = seal(NewEvent.create(EventType.MEMORY_WRITTEN, Scope("a"), "a", {"value": 1},
                                  memory_id="m", version=1), 1, 7, ev.GENESIS_HASH)
-    row = list(ev.event_row(event))
+    row: list[object] = list(ev.event_row(event))
     row[ev.ROW_FIELDS.index("position")] = "1"
     row[ev.ROW_FIELDS.index("version")] = "not a number"
     row[ev.ROW_FIELDS.index("actor")] = b"a"
@@ -121,3 +121,25 @@ def test_a_row_damaged_by_hand_still_reads_as_an_event() -> None:
     damaged = ev.event_from_row(row)
     assert (damaged.position, damaged.version, damaged.actor) == (1, -1, "a")
     assert damaged.payload == event.payload and damaged.hash == b"text"
+
+
+class _Text(str):
+    """A subclass of a content type: the quick walk leaves it to the one that names paths."""
+
+
+_leaves = st.one_of(
+    st.none(), st.booleans(), st.binary(max_size=4), st.text(max_size=4),
+    st.integers(min_value=-(1 << 65), max_value=1 << 65), st.floats(),
+    st.sampled_from(["\ud800", _Text("x"), 1j, object(), b"", 0.5]))
+_content = st.recursive(_leaves, lambda inner: st.one_of(
+    st.lists(inner, max_size=3), st.tuples(inner),
+    st.dictionaries(st.one_of(st.text(max_size=3), st.integers(), st.just("\udcff")), inner,
+                    max_size=3)), max_leaves=12)
+
+
+@given(_content, st.integers(min_value=0, max_value=3))
+def test_the_quick_content_check_agrees_with_the_walk_that_names_paths(value: object,
+                                                                       nesting: int) -> None:
+    for _ in range(nesting * 30):  # near and past the depth limit too
+        value = [value]
+    assert (ev.content_problem(value) is None) == (ev._where_not_storable(value, "value") is None)

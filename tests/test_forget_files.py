@@ -54,7 +54,7 @@ KILLED_FORGET = textwrap.dedent("""
 
     path, memory_id = sys.argv[1:]
     mem = SQLiteSharedMemory(path, snapshot_every=1)
-    mem.as_of(mem.log.head())  # snapshots holding the content
+    mem.as_of(mem.log.head()).read_scope()  # an unscoped read folds, saving snapshots
     # The forget event is committed; die for real before the redaction starts.
     SQLEventLog.redact = lambda self, positions: os.kill(os.getpid(), signal.SIGKILL)
     mem.forget(memory_id, reason="erasure")
@@ -132,15 +132,16 @@ def pg_pages(engine: sa.Engine, table: str) -> dict[str, bytes]:
     """The raw pages of ``table`` and of its TOAST table, as the server holds them."""
     with engine.connect() as conn:
         conn.exec_driver_sql("CHECKPOINT")
-        toast = conn.execute(sa.text("SELECT reltoastrelid::regclass::text FROM pg_class "
-                                     "WHERE oid = CAST(:t AS regclass)"), {"t": table}).scalar()
-        pages = {}
+        toast: str = conn.execute(sa.text("SELECT reltoastrelid::regclass::text FROM pg_class "
+                                          "WHERE oid = CAST(:t AS regclass)"),
+                                  {"t": table}).scalar_one()
+        pages: dict[str, bytes] = {}
         for relation in (table, toast):
-            size = conn.execute(sa.text("SELECT pg_relation_size(CAST(:r AS regclass))"),
-                                {"r": relation}).scalar()
+            size: int = conn.execute(sa.text("SELECT pg_relation_size(CAST(:r AS regclass))"),
+                                     {"r": relation}).scalar_one()
             pages[relation] = b"".join(
                 conn.execute(sa.text("SELECT get_raw_page(:r, :b)"),
-                             {"r": relation, "b": block}).scalar()
+                             {"r": relation, "b": block}).scalar_one()
                 for block in range(size // 8192))
         return pages
 

@@ -27,6 +27,7 @@ from memswarm_es.log.sql import SQLEventLog
 from memswarm_es.memory import PostgresSharedMemory
 from memswarm_es.scopes import Scope
 from projections import open_read_model
+from projections import sql as view_module
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.sql import SQLReadModel, kept_view
@@ -213,43 +214,108 @@ def test_a_writer_killed_mid_append_leaves_the_view_equal_to_the_fold(tmp_path: 
 
 
 FIRST_BUILD = """
-import sys
-from memswarm_es import SQLiteSharedMemory
+import sys, time
+import memswarm_es.log.sql as log_module
 import projections.sql as view
-view.BATCH = 50
+from memswarm_es import SQLiteSharedMemory
+view.BATCH, view.FOLD_SECONDS = 50, 0  # a transaction of one batch of 50 at a time
+stop, where = int(sys.argv[2]), sys.argv[3]
 fold = view.SQLReadModel._fold
 folded = [0]
-def slow(self, conn, events):
-    fold(self, conn, events)
+def counted(self, cursor, events):
+    fold(self, cursor, events)
     folded[0] += 1
     print("folded", flush=True)
-    if folded[0] == 5:
-        sys.stdin.readline()  # half way through: wait here to be killed
-view.SQLReadModel._fold = slow
+    if where == "in a transaction" and folded[0] == stop:
+        sys.stdin.readline()  # holding the write lock: wait here to be killed
+class Pausing:  # the log's clock, pausing between two transactions of the build
+    perf_counter = staticmethod(time.perf_counter)
+    @staticmethod
+    def sleep(seconds):
+        if where == "between transactions" and folded[0] == stop:
+            print("paused", flush=True)
+            sys.stdin.readline()
+        time.sleep(seconds)
+view.SQLReadModel._fold = counted
+log_module.time = Pausing
 SQLiteSharedMemory(sys.argv[1])
+print("done", flush=True)
 """
 
 
-def test_a_first_build_killed_half_way_is_done_again_whole(tmp_path: Path) -> None:
+def first_build(path: Path, stop: int, where: str) -> subprocess.Popen[str]:
+    """A process opening ``path``, folding its view 50 events per transaction, stopped
+    after ``stop`` batches ``where`` (holding the write lock, or between transactions)."""
+    builder = subprocess.Popen([sys.executable, "-c", FIRST_BUILD, str(path), str(stop), where],
+                               cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert builder.stdout is not None
+    for _ in range(stop):
+        assert builder.stdout.readline().strip() == "folded"
+    if where == "between transactions":
+        assert builder.stdout.readline().strip() == "paused"
+    return builder
+
+
+def view_checkpoint(path: Path) -> int:
+    with sqlite3.connect(path) as peek:
+        (checkpoint,) = peek.execute("SELECT checkpoint FROM memswarm_view_state").fetchone()
+    peek.close()
+    return int(checkpoint)
+
+
+def test_a_first_build_killed_half_way_resumes_where_it_committed(tmp_path: Path,
+                                                                  decoded: list[int]) -> None:
     path = tmp_path / "build.db"
     log = SQLEventLog(sqlite_url(path), synchronous="OFF")
     fill(log, 1000, batch=500)
     log.close()
-    builder = subprocess.Popen([sys.executable, "-c", FIRST_BUILD, str(path)], cwd=ROOT,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)))
-    assert builder.stdout is not None
-    for _ in range(5):
-        assert builder.stdout.readline().strip() == "folded"
+    builder = first_build(path, 5, "in a transaction")
     os.kill(builder.pid, signal.SIGKILL)
     builder.wait(timeout=30)
-    with sqlite3.connect(path) as peek:  # nothing of the half-built view was committed
-        assert peek.execute("SELECT checkpoint FROM memswarm_view_state").fetchone() == (0,)
-        assert peek.execute("SELECT count(*) FROM memswarm_view_memories").fetchone() == (0,)
-    peek.close()
+    assert view_checkpoint(path) == 200  # the four batches committed before the fifth's
+    decoded[0] = 0
     mem = SQLiteSharedMemory(str(path))
+    assert decoded[0] == 800  # the rest, and nothing twice
     assert mem.read_model.checkpoint() == 1000
     assert_is_fold(mem.read_model, mem.log)
+    mem.close()
+
+
+def test_other_processes_append_while_a_first_build_runs(tmp_path: Path) -> None:
+    path = tmp_path / "busy.db"
+    log = SQLEventLog(sqlite_url(path), synchronous="OFF")
+    fill(log, 2000, batch=500)
+    builder = first_build(path, 3, "between transactions")
+    for round_ in range(3):  # the lock is free between the build's transactions
+        log.append(list(memory_events(10, seed=10 + round_)))
+    assert view_checkpoint(path) == 150  # and what the build folded so far is committed
+    assert builder.stdin is not None
+    builder.stdin.write("go\n")
+    out, _ = builder.communicate(timeout=120)
+    assert builder.returncode == 0 and out.split()[-1] == "done"
+    mem = SQLiteSharedMemory(str(path))
+    assert mem.read_model.checkpoint() == mem.log.head() == 2030
+    assert_is_fold(mem.read_model, mem.log)
+    log.close()
+    mem.close()
+
+
+def test_an_append_catches_up_a_view_far_behind_by_a_bounded_part(tmp_path: Path) -> None:
+    path = tmp_path / "behind.db"
+    mem = SQLiteSharedMemory(str(path), synchronous="OFF")
+    fill(mem.log, 100, seed=1)
+    plain = SQLEventLog(sqlite_url(path), synchronous="OFF")  # keeps no view
+    fill(plain, 2500, seed=2)
+    mem.log.append(list(memory_events(10, seed=3)))  # 1000 caught up, its own not reached
+    assert mem.read_model.checkpoint() == 100 + view_module.CATCH_UP
+    assert_is_fold(mem.read_model, mem.log)
+    mem.log.append(list(memory_events(10, seed=4)))
+    assert mem.read_model.checkpoint() == 100 + 2 * view_module.CATCH_UP
+    mem.log.append(list(memory_events(10, seed=5)))  # the rest, and its own
+    assert mem.read_model.checkpoint() == mem.log.head() == 2630
+    assert_is_fold(mem.read_model, mem.log)
+    plain.close()
     mem.close()
 
 
@@ -332,6 +398,69 @@ def test_dropping_the_view_takes_its_trigger_along(tmp_path: Path) -> None:
                               ).fetchall()
     db.close()
     mem.close()
+
+
+def test_appends_go_on_after_another_process_drops_the_view(tmp_path: Path) -> None:
+    path = tmp_path / "dropped-elsewhere.db"
+    mem = SQLiteSharedMemory(str(path))
+    m = mem.write_scope("x", metadata={"agent_id": "a"})
+    view = open_read_model(f"sql+sqlite:///{path}")
+    assert isinstance(view, SQLReadModel)
+    view.drop()  # another process, say, while this one keeps the view
+    view.close()
+    mem.log.append(list(memory_events(20, seed=7)))  # recorded without the view
+    assert mem.log.head() == 21
+    again = SQLiteSharedMemory(str(path))  # made anew, folded from the log
+    assert again.read_model.checkpoint() == 21
+    mem.update(m, "y")  # and kept by both again
+    assert again.get(m).value == "y"
+    assert_is_fold(again.read_model, again.log)
+    mem.close()
+    again.close()
+
+
+def test_concurrent_replays_each_fill_a_twin_of_their_own(tmp_path: Path) -> None:
+    path = tmp_path / "replays.db"
+    mem = SQLiteSharedMemory(str(path))
+    fill(mem.log, 300, batch=100)
+    one, two = mem.read_model.staging(), mem.read_model.staging()
+    for twin in (one, two):
+        Projector(mem.log, twin).catch_up()
+    assert mem.read_model.switch_to(one)
+    one.close()
+    assert mem.read_model.switch_to(two)  # the other's twin was left whole
+    two.close()
+    assert_is_fold(mem.read_model, mem.log)
+    assert not [n for n in table_names(path) if "view_next" in n]
+    mem.close()
+
+
+def test_a_forget_during_a_replay_leaves_nothing_in_its_twin(tmp_path: Path) -> None:
+    path = tmp_path / "twin-forget.db"
+    mem = SQLiteSharedMemory(str(path))
+    m = mem.write_scope("secret", metadata={"agent_id": "a"})
+    mem.write_scope("kept", metadata={"agent_id": "a"})
+    twin = mem.read_model.staging()
+    Projector(mem.log, twin).catch_up()
+    with sqlite3.connect(path) as db:  # recorded for every redaction to scrub
+        keys = {k for (k,) in db.execute("SELECT key FROM memswarm_meta")}
+    db.close()
+    assert any(k.startswith("scrubbed:") and "view_next" in k for k in keys)
+    mem.forget(m, reason="erasure")  # the trigger empties the twin in the forget's transaction
+    with sqlite3.connect(path) as db:
+        twins = [n for n in table_names(path) if "view_next" in n and n.endswith("memories")]
+        assert [db.execute(f"SELECT count(*) FROM {n}").fetchone() for n in twins] == [(1,)]
+    db.close()
+    assert b"secret" not in path.read_bytes()
+    twin.close()
+    mem.close()
+
+
+def table_names(path: Path) -> list[str]:
+    with sqlite3.connect(path) as db:
+        names = [n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    db.close()
+    return names
 
 
 @pytest.fixture

@@ -63,6 +63,7 @@ from .redaction import (
     postgres_xid,
     read_forget_epoch,
 )
+from .statements import Statement, compile_for
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,10 @@ _CHECKPOINT_WAIT_MS = 250  # each waiting this long for them
 _META_KEY_LENGTH = 64
 _DERIVED = "derived:"  # meta keys naming the tables derived from the events (add_derived_table)
 _SCRUBBED = "scrubbed:"  # meta keys naming the tables of kept views that hold content (keep_view)
+# Between the bounded transactions of a first fold (keep_view), the lock is left free this
+# long (a share of the time it was held, at least the minimum) for other processes' appends.
+_PAUSE_SHARE = 0.25
+_MIN_PAUSE = 0.005
 
 
 def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
@@ -140,21 +145,25 @@ class TransactionView(Protocol):
     """A view kept in the log's own database and in its own transactions (the SQL read model
     of :mod:`projections.sql` is one), so that it is exactly once by construction. The log
     calls these and knows nothing else of the view: it is passed in
-    (:meth:`SQLEventLog.keep_view`)."""
+    (:meth:`SQLEventLog.keep_view`). Both get the DB-API cursor of a transaction holding the
+    log's write lock."""
 
     @property
     def content_tables(self) -> Sequence[str]:
         """Tables of the view whose rows hold memory content: every redaction, in any
         process, makes their freed row versions leave the files as it does the log's own."""
 
-    def prepare(self, conn: Connection) -> None:
-        """Under the log's write lock, when kept: bring the view up to the log's head (events
-        are read in ``conn`` with :meth:`SQLEventLog.read_in`)."""
+    def prepare(self, cursor: Any) -> bool:
+        """Fold a bounded part of the events the view has not applied (read in the same
+        transaction with :meth:`SQLEventLog.read_in`); True once the view is at the head (or
+        is not this log's to keep). The log calls it in transactions of their own until it
+        is, so that other writers take turns with a long first fold."""
 
-    def apply_in(self, conn: Connection, events: Sequence[Event]) -> None:
+    def apply_in(self, cursor: Any, events: Sequence[Event]) -> None:
         """Inside the transaction that records ``events`` (the batch's savepoint, when several
-        batches commit together), right after they are inserted: apply them to the view. An
-        exception fails the batch; the view's changes roll back with its events."""
+        batches commit together), right after they are inserted: apply them to the view
+        (after at most a bounded number of the events it missed). An exception fails the
+        batch; the view's changes roll back with its events."""
 
 
 class SQLEventLog(EventLog):
@@ -189,17 +198,17 @@ class SQLEventLog(EventLog):
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._views: list[TransactionView] = []  # kept in every append (keep_view)
+        self._write_raw: Any = None  # the DB-API connection appends write on (under _lock)
         self._table_prefix = table_prefix
         self._metadata, self._meta, self._events = _tables(table_prefix)
         t = self._events
         self._select = sa.select(*(t.c[name] for name in ROW_FIELDS))
         self._last_stmt = (sa.select(t.c.position, t.c.hash, t.c.recorded_at)
                            .order_by(t.c.position.desc()).limit(1))
-        self._insert_stmt = sa.insert(t)
         self._lock_stmt = sa.text("SELECT pg_advisory_xact_lock(:key)")
-        # The store's clock, so that no client's clock can pin recorded_at into the future.
-        self._clock_stmt = sa.text(
-            "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint")
+        self._sql = _PlainSQL(self._engine.dialect, self._events.name)
+        self._queries: dict[tuple[tuple[str, ...], bool], Statement] = {}  # by filter shape
+        self._integrity_error: type[Exception] = self._engine.dialect.loaded_dbapi.IntegrityError
         self._identity = ""
         self._open(create)
         self._finish_forgets()
@@ -335,33 +344,74 @@ class SQLEventLog(EventLog):
     # --- for a view kept in the log's own transactions (projections.sql) --------------------
 
     def keep_view(self, view: TransactionView) -> None:
-        """Keep ``view`` in this log's transactions from now on: under the write lock it is
-        brought up to the head (:meth:`TransactionView.prepare`) and its content tables are
-        recorded (so that every redaction scrubs them, in any process); then every append and
-        import through this object applies its events to the view inside the transaction that
-        records them, so the view's checkpoint is the head by construction."""
-        with self._lock:
-            with self.write_transaction() as conn:
-                view.prepare(conn)
-                known = set(self._names(conn, _SCRUBBED))
-                new = [name for name in view.content_tables if name not in known]
-                if any(len(_SCRUBBED + name) > _META_KEY_LENGTH for name in new):
-                    raise InvalidInputError(f"table names {new} are too long to be recorded")
-                if new:
-                    conn.execute(sa.insert(self._meta),
-                                 [{"key": _SCRUBBED + name, "value": "content"} for name in new])
-            self._views.append(view)
+        """Keep ``view`` in this log's transactions from now on: its content tables are
+        recorded (so that every redaction scrubs them, in any process), it is brought up to
+        the head in bounded transactions, pausing between them so that other processes'
+        appends go on (:meth:`TransactionView.prepare`; a killed fold resumes where it
+        committed), and then every append and import through this object applies its events
+        to the view inside the transaction that records them, so the view's checkpoint is the
+        head by construction."""
+        with self._lock, self.write_transaction() as conn:
+            self.record_content_tables(conn, view.content_tables)
+        while True:
+            started = time.perf_counter()
+            with self._lock, self._cursor_transaction() as cursor:
+                if view.prepare(cursor):
+                    self._views.append(view)
+                    return
+            time.sleep(max(_MIN_PAUSE, (time.perf_counter() - started) * _PAUSE_SHARE))
 
-    def read_in(self, conn: Connection, after: int, limit: int) -> list[Event]:
-        """At most ``limit`` events after ``after``, read in ``conn`` (a kept view reads the
-        events it has not applied yet inside the log's transaction)."""
-        t = self._events
-        stmt = self._select.where(t.c.position > after).order_by(t.c.position).limit(limit)
-        return [event_from_row(row) for row in conn.execute(stmt)]
+    def record_content_tables(self, conn: Connection, names: Sequence[str],
+                              held: bool = True) -> None:
+        """Record (or, with ``held=False``, no longer record) in ``conn``, a
+        :meth:`write_transaction`, tables beside the log whose rows hold memory content: every
+        redaction, in any process, scrubs them as it does the log's own."""
+        if not held:
+            conn.execute(sa.delete(self._meta).where(
+                self._meta.c.key.in_([_SCRUBBED + name for name in names])))
+            return
+        known = set(self._names(conn, _SCRUBBED))
+        new = [name for name in names if name not in known]
+        if any(len(_SCRUBBED + name) > _META_KEY_LENGTH for name in new):
+            raise InvalidInputError(f"table names {new} are too long to be recorded")
+        if new:
+            conn.execute(sa.insert(self._meta),
+                         [{"key": _SCRUBBED + name, "value": "content"} for name in new])
 
-    def _keep_views(self, conn: Connection, events: list[Event]) -> None:
+    def read_in(self, cursor: Any, after: int, limit: int) -> list[Event]:
+        """At most ``limit`` events after ``after``, read with ``cursor`` (a kept view reads
+        the events it has not applied yet inside the log's transaction)."""
+        cursor.execute(self._sql.read_some, (after, limit))
+        return [event_from_row(row) for row in cursor.fetchall()]
+
+    def _record(self, cursor: Any, events: list[Event]) -> None:
+        """Insert ``events`` and apply them to the kept views, in the caller's transaction."""
+        cursor.executemany(self._sql.insert, [event_row(e) for e in events])
         for view in self._views:
-            view.apply_in(conn, events)
+            view.apply_in(cursor, events)
+
+    @contextmanager
+    def _cursor_transaction(self) -> Iterator[Any]:
+        """What :meth:`write_transaction` is, on the DB-API connection itself (a cursor), for
+        the append's path: no per-statement cost of SQLAlchemy's. Commits when the block
+        ends; rolls back on an exception (a connection that cannot is dropped). The caller
+        holds ``_lock``: the connection is the writer's own, kept from one transaction to the
+        next."""
+        if self._write_raw is None:
+            self._write_raw = self._engine.raw_connection()
+        raw = self._write_raw
+        try:
+            cursor = raw.cursor()
+            cursor.execute(*self._sql.begin)
+            yield cursor
+            raw.commit()
+        except BaseException:
+            try:
+                raw.rollback()
+            except Exception:  # the connection is broken: the next transaction makes another
+                self._write_raw = None
+                raw.invalidate()
+            raise
 
     @property
     def _forgets(self) -> sa.Table:
@@ -378,6 +428,10 @@ class SQLEventLog(EventLog):
         self._identity = log_id
 
     def close(self) -> None:
+        with self._lock:
+            if self._write_raw is not None:
+                self._write_raw.close()
+                self._write_raw = None
         self._engine.dispose()
 
     # --- writing -------------------------------------------------------------------------------
@@ -434,12 +488,9 @@ class SQLEventLog(EventLog):
         written: list[tuple[_Pending, list[Event]]] = []
         spoiler: _Pending | None = None
         try:
-            with self.write_transaction() as conn:
-                now = (conn.execute(self._clock_stmt).scalar()
-                       if self._dialect == "postgresql" else None)
-                last = conn.execute(self._last_stmt).first()
-                head, head_hash, head_time = (
-                    (last.position, last.hash, last.recorded_at) if last else (0, GENESIS_HASH, 0))
+            with self._cursor_transaction() as cursor:
+                now = self._sql.clock(cursor)
+                head, head_hash, head_time = self._sql.last(cursor)
                 for pending in group:
                     if pending.expected_head is not None and pending.expected_head != head:
                         pending.error = HeadConflictError(pending.expected_head, head)
@@ -452,13 +503,10 @@ class SQLEventLog(EventLog):
                         continue
                     try:
                         if len(group) == 1:
-                            conn.execute(self._insert_stmt, [_row(e) for e in sealed])
-                            self._keep_views(conn, sealed)
+                            self._record(cursor, sealed)
                         else:
-                            with conn.begin_nested():
-                                conn.execute(self._insert_stmt, [_row(e) for e in sealed])
-                                self._keep_views(conn, sealed)
-                    except sa.exc.IntegrityError as exc:  # a constraint: this batch alone
+                            self._record_in_savepoint(cursor, sealed)
+                    except self._integrity_error as exc:  # a constraint: this batch alone
                         pending.error = exc
                         if len(group) == 1:
                             raise
@@ -474,17 +522,28 @@ class SQLEventLog(EventLog):
                 return spoiler
             for pending in group:
                 if pending.error is None:
-                    pending.error = StorageError(f"append failed: {getattr(exc, 'orig', exc)}")
+                    pending.error = StorageError(f"append failed: {exc!r}")
             return None
         for pending, sealed in written:  # committed: only now acknowledged
             pending.result = sealed
         return None
 
+    def _record_in_savepoint(self, cursor: Any, events: list[Event]) -> None:
+        """:meth:`_record` in a savepoint of its own: a refused batch leaves the others."""
+        cursor.execute("SAVEPOINT memswarm_batch")
+        try:
+            self._record(cursor, events)
+        except BaseException:
+            cursor.execute("ROLLBACK TO SAVEPOINT memswarm_batch")
+            raise
+        finally:
+            cursor.execute("RELEASE SAVEPOINT memswarm_batch")
+
     def _settle(self, pending: _Pending) -> None:
         """A batch was refused: a retry of recorded events gets them back; else a typed error."""
         if isinstance(pending.error, StorageError):
             return
-        if not isinstance(pending.error, (sa.exc.IntegrityError, HeadConflictError)):
+        if not isinstance(pending.error, (self._integrity_error, HeadConflictError)):
             error = pending.error
             pending.error = StorageError(f"append failed: {getattr(error, 'orig', error)!r}")
             pending.error.__cause__ = error
@@ -505,14 +564,12 @@ class SQLEventLog(EventLog):
             return self.head()
         with self._lock:
             try:
-                with self.write_transaction() as conn:
-                    last = conn.execute(self._last_stmt).first()
-                    check_import(events, last.position if last else 0,
-                                 last.hash if last else GENESIS_HASH)
-                    conn.execute(self._insert_stmt, [_row(e) for e in events])
-                    self._keep_views(conn, list(events))
-            except sa.exc.IntegrityError as exc:
-                raise IdempotencyError(f"imported events clash with recorded ones: {exc.orig}"
+                with self._cursor_transaction() as cursor:
+                    head, head_hash, _ = self._sql.last(cursor)
+                    check_import(events, head, head_hash)
+                    self._record(cursor, list(events))
+            except self._integrity_error as exc:
+                raise IdempotencyError(f"imported events clash with recorded ones: {exc}"
                                        ) from exc
         self._notify()
         return events[-1].position
@@ -543,28 +600,44 @@ class SQLEventLog(EventLog):
     # --- reading -------------------------------------------------------------------------------
 
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
-        t = self._events
-        return self._fetch(self._select.where(t.c.position > after).order_by(t.c.position), limit)
+        raw = self._engine.raw_connection()  # a single statement: one snapshot by itself
+        try:
+            cursor = raw.cursor()
+            if limit is None:
+                cursor.execute(self._sql.read_all, (after,))
+            else:
+                cursor.execute(self._sql.read_some, (after, limit))
+            return [event_from_row(row) for row in cursor.fetchall()]
+        finally:
+            raw.close()
 
     def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
               reverse: bool = False) -> list[Event]:
-        t = self._events
-        conditions = [t.c.position > after]
-        conditions += [t.c[name] == value for name, value in where.scope.parts()]
-        if where.memory_id is not None:
-            conditions.append(t.c.memory_id == where.memory_id)
-        if where.actor is not None:
-            conditions.append(t.c.actor == where.actor)
-        if where.until_position is not None:
-            conditions.append(t.c.position <= where.until_position)
-        order = t.c.position.desc() if reverse else t.c.position
-        return self._fetch(self._select.where(*conditions).order_by(order), limit)
+        values: dict[str, Any] = {"after": after, **dict(where.scope.parts()),
+                                  "memory_id": where.memory_id, "actor": where.actor,
+                                  "until": where.until_position, "limit": limit}
+        shape = (tuple(name for name, value in values.items() if value is not None), reverse)
+        stmt = self._queries.get(shape)
+        if stmt is None:
+            stmt = self._queries[shape] = compile_for(self._engine.dialect, self._query(*shape))
+        raw = self._engine.raw_connection()  # a single statement: one snapshot by itself
+        try:
+            rows = stmt.run(raw.cursor(), {k: v for k, v in values.items() if v is not None})
+        finally:
+            raw.close()
+        return [event_from_row(row) for row in rows]
 
-    def _fetch(self, stmt: sa.Select[Any], limit: int | None) -> list[Event]:
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        with self._engine.connect() as conn:
-            return [event_from_row(row) for row in conn.execute(stmt)]
+    def _query(self, names: tuple[str, ...], reverse: bool) -> sa.Select[Any]:
+        """The statement of :meth:`query` for the filters ``names`` (the others unset)."""
+        t = self._events
+        conditions = [t.c.position > sa.bindparam("after")]
+        conditions += [t.c[name] == sa.bindparam(name) for name in names
+                       if name in ("agent_id", "group_id", "context_id", "memory_id", "actor")]
+        if "until" in names:
+            conditions.append(t.c.position <= sa.bindparam("until"))
+        stmt = self._select.where(*conditions).order_by(
+            t.c.position.desc() if reverse else t.c.position)
+        return stmt.limit(sa.bindparam("limit")) if "limit" in names else stmt
 
     def redact(self, positions: Sequence[int]) -> int:
         """Remove the payloads at ``positions`` and finish every pending forget (see
@@ -668,6 +741,49 @@ class SQLEventLog(EventLog):
                 .order_by(self._events.c.position.desc()).limit(1)
             ).first()
         return Digest(row.position, row.hash) if row else Digest(0, GENESIS_HASH)
+
+
+class _PlainSQL:
+    """The statements of the append's path and of reading in order, as SQL text for the
+    DB-API cursor of ``dialect`` (parameters by position)."""
+
+    def __init__(self, dialect: sa.Dialect, table: str) -> None:
+        quote = dialect.identifier_preparer.quote
+        events = quote(table)
+        columns = ", ".join(quote(name) for name in ROW_FIELDS)
+        mark = _MARKS.get(dialect.paramstyle)
+        if mark is None:
+            raise ValueError(f"parameter style {dialect.paramstyle!r} is not supported")
+        self.postgres = dialect.name == "postgresql"
+        self.begin: tuple[Any, ...] = (
+            (f"SELECT pg_advisory_xact_lock({mark})", (_ADVISORY_LOCK_KEY,)) if self.postgres
+            else ("BEGIN IMMEDIATE",) if dialect.name == "sqlite" else ("SELECT 1",))
+        self.insert = (f"INSERT INTO {events} ({columns}) "
+                       f"VALUES ({', '.join([mark] * len(ROW_FIELDS))})")
+        position = quote("position")
+        last = (f"SELECT {position}, {quote('hash')}, {quote('recorded_at')} FROM {events} "
+                f"ORDER BY {position} DESC LIMIT 1")
+        self._last = last
+        self.read_all = (f"SELECT {columns} FROM {events} WHERE {position} > {mark} "
+                         f"ORDER BY {position}")
+        self.read_some = f"{self.read_all} LIMIT {mark}"
+
+    def last(self, cursor: Any) -> tuple[int, bytes, int]:
+        """The head's position, hash and time, read in the caller's transaction."""
+        cursor.execute(self._last)
+        row = cursor.fetchone()
+        return (0, GENESIS_HASH, 0) if row is None else (row[0], bytes(row[1]), row[2])
+
+    def clock(self, cursor: Any) -> int | None:
+        """The store's clock in microseconds where it has one (PostgreSQL), so that no
+        client's clock can pin recorded_at into the future; else ``None``."""
+        if not self.postgres:
+            return None
+        cursor.execute("SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint")
+        return int(cursor.fetchone()[0])
+
+
+_MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 
 
 @dataclass(eq=False)
