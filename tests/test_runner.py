@@ -156,13 +156,13 @@ def test_projectors_racing_apply_every_event_exactly_once(redis_url: str,
 
 def test_projector_killed_mid_projection_resumes_exactly(redis_url: str, redis_prefix: str,
                                                          tmp_path: Path) -> None:
-    log_url = sqlite_log(tmp_path, 30_000, seed=3)
+    log_url = sqlite_log(tmp_path, 8_000, seed=3)
     log = SQLEventLog(log_url)
     head = log.head()
     model = RedisReadModel(redis_url, prefix=redis_prefix)
     seen = []
     for round_ in range(1, 5):
-        child = spawn_projector(log_url, redis_url, redis_prefix, "--batch-size", "100",
+        child = spawn_projector(log_url, redis_url, redis_prefix, "--batch-size", "25",
                                 "--lease-ttl", "1")
         target = round_ * head // 6
         def reached(t: int = target, c: subprocess.Popen[str] = child) -> bool:
