@@ -26,10 +26,11 @@ What the test changes in a block, and nothing else:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-import subprocess
 import signal
+import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -80,7 +81,8 @@ def readme_blocks(text: str) -> list[Block]:
     """The fenced blocks of ``text``, in order; an unclosed fence is an error."""
     blocks: list[Block] = []
     language: str | None = None
-    start, body = 0, []
+    start = 0
+    body: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         fence = FENCE.match(line)
         if language is None and fence:
@@ -130,7 +132,7 @@ def _prepared(block: Block, redis_url: str, prefix: str, postgres_url: str) -> s
     for line in code.splitlines():
         if block.language == "bash" and line.strip().startswith("pip install"):
             line = ":"
-        lines.append(":" if line.strip() in NOT_RUN else line)
+        lines.append(":" if line.split("#")[0].strip() in NOT_RUN else line)
     return "\n".join(lines) + "\n"
 
 
@@ -195,7 +197,5 @@ def _run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int | None
         out, err = process.communicate()
         return None, out, err
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
