@@ -28,7 +28,7 @@ from .errors import (
     PermissionDeniedError,
     VersionConflictError,
 )
-from .events import GENESIS_HASH, Event, EventType, NewEvent, new_id, seal
+from .events import GENESIS_HASH, Event, EventType, NewEvent, encode_content, new_id, seal
 from .log.base import EventFilter, backoff
 from .namespaces import Namespace, check_key, check_namespace, keyed_memory_id
 from .principals import allows
@@ -149,12 +149,26 @@ class Plan:
         return found
 
     def _add(self, new: NewEvent) -> None:
-        """Take ``new`` into the batch and the state the changes after it see."""
+        """Take ``new`` into the batch and the state the changes after it see (a memory's first
+        version starts from nothing: no need to read the log for it)."""
         assert new.memory_id is not None and new.version is not None
         as_recorded: Event = seal(new, 0, 0, GENESIS_HASH)
-        self._states[new.memory_id] = _State(
-            evolve(self._state(new.memory_id).entry, as_recorded), new.version)
+        before = None if new.version == 1 else self._state(new.memory_id).entry
+        self._states[new.memory_id] = _State(evolve(before, as_recorded), new.version)
         self.events.append(new)
+
+    def _recorded(self, namespace: Namespace, key: str, event_id: str) -> str | None:
+        """The memory under ``key`` that a change with ``event_id`` already went to (a retried
+        put, whatever happened to the memory since), or ``None``."""
+        n = 1
+        while True:
+            memory_id = keyed_memory_id(namespace, key, n)
+            history = self.log.query(EventFilter(memory_id=memory_id))
+            if not history:
+                return None
+            if any(event.event_id == event_id for event in history):
+                return memory_id
+            n += 1
 
     def _holder(self, namespace: Namespace, key: str) -> tuple[str, _State]:
         """The id and state of the last memory written under ``key`` (live or not), or of the
@@ -226,6 +240,10 @@ class Plan:
                                              event_id=memory_id))
             return memory_id
         key = check_key(op.key)
+        if event_id is not None:
+            retried = self._recorded(namespace, key, event_id)
+            if retried is not None:
+                return retried  # the same answer as the first time, nothing recorded again
         memory_id, state = self._holder(namespace, key)
         if state.entry is None:
             data["key"] = key
@@ -285,7 +303,9 @@ def _holds(entry: MemoryEntry, data: Mapping[str, Any]) -> bool:
     for name in ("readable_by", "writable_by"):
         if name in data and tuple(data[name]) != getattr(entry, name):
             return False
-    return entry.value == data.get("value") and entry.metadata == data.get("metadata", {})
+    # Compared encoded: == holds True == 1 == 1.0, which are stored as different values.
+    return encode_content({"value": entry.value, "metadata": entry.metadata}) == encode_content(
+        {"value": data.get("value"), "metadata": data.get("metadata", {})})
 
 
 def apply_changes(memory: SharedMemory, agent: str | None, actor: str,

@@ -21,8 +21,9 @@ VECTOR_CACHE = "vectors.db"  # in the persistent directory
 
 
 def settings() -> chromadb.Settings:
-    """A client's settings: no telemetry (a fresh object each time: clients change them)."""
-    return chromadb.Settings(anonymized_telemetry=False)
+    """A client's settings: no telemetry, and no ``.env`` file read (chromadb's settings read
+    one from the working directory by default); a fresh object each time: clients change them."""
+    return chromadb.Settings(_env_file=None, anonymized_telemetry=False)  # type: ignore[call-arg]
 
 
 def open_chroma(path: str | None, *, client: Any = None, embedding_function: Any = None,

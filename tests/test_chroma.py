@@ -347,3 +347,13 @@ def test_a_write_may_carry_its_own_vector_and_replay_keeps_it(tmp_path: Path) ->
         mem.write_scope("x", embedding=[float("nan")])
     with pytest.raises(InvalidValueError):
         mem.write_scope("x", embedding="not a vector")  # type: ignore[arg-type]
+
+
+def test_opening_chroma_reads_no_env_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """chromadb's settings read ``.env`` from the working directory unless told not to."""
+    (tmp_path / ".env").write_text("ALLOW_RESET=True\nCHROMA_SERVER_HOST=evil.example\n")
+    monkeypatch.chdir(tmp_path)
+    from projections.chroma_open import settings
+
+    opened = settings()
+    assert opened.allow_reset is False and opened.chroma_server_host is None

@@ -105,6 +105,44 @@ def test_a_put_upserts_and_a_retry_records_nothing(swarm: SharedMemory) -> None:
     assert len(swarm.read_scope(namespace_prefix=("users",))) == 1
 
 
+@pytest.mark.parametrize(("before", "after"), [
+    (True, 1), (1, True), (0, False), (1, 1.0), ({"flag": True, "x": 1}, {"flag": 1, "x": 1.0}),
+    ([1], [True]), ("1", 1)])
+def test_a_put_of_a_value_equal_in_python_but_stored_differently_is_recorded(
+        swarm: SharedMemory, before: object, after: object) -> None:
+    """``True == 1 == 1.0`` in Python, not in the log: a put of one over the other is a change
+    (the class of values msgpack keeps apart and ``==`` does not)."""
+    swarm.put(("n",), "k", before)
+    head = swarm.log.head()
+    swarm.put(("n",), "k", after)
+    assert swarm.log.head() == head + 1
+    entry = swarm.get_by_key(("n",), "k")
+    assert entry is not None and entry.value == after
+    assert repr(entry.value) == repr(after)
+
+
+def test_a_keyed_write_retried_after_the_memory_moved_on_returns_the_first_answer(
+        swarm: SharedMemory) -> None:
+    first = swarm.write_scope("a", key="k", namespace=("n",), event_id="req-1")
+    swarm.put(("n",), "k", "changed by someone else")
+    head = swarm.log.head()
+    assert swarm.write_scope("a", key="k", namespace=("n",), event_id="req-1") == first
+    swarm.delete(first)
+    assert swarm.write_scope("a", key="k", namespace=("n",), event_id="req-1") == first
+    assert swarm.log.head() == head + 1  # the delete, nothing else
+    assert swarm.get_by_key(("n",), "k") is None
+
+
+def test_a_write_without_a_key_reads_nothing_from_the_log(swarm: SharedMemory,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    reads: list[object] = []
+    real = swarm.log.query
+    monkeypatch.setattr(swarm.log, "query", lambda *a, **k: reads.append(a) or real(*a, **k))
+    swarm.write_scope("hello", metadata={"agent_id": "a"})
+    swarm.agent("a").write_scope("hello again")
+    assert reads == []
+
+
 def test_a_key_made_again_after_a_delete_is_a_new_memory(swarm: SharedMemory) -> None:
     first = swarm.put(("n",), "k", 1)
     swarm.delete(first)

@@ -248,7 +248,8 @@ def test_frozen_content_equals_what_it_freezes_and_refuses_every_change() -> Non
         lambda: inner.append(4), lambda: inner.extend([4]), lambda: inner.insert(0, 4),
         lambda: inner.pop(), lambda: inner.remove(2), lambda: inner.sort(),
         lambda: inner.reverse(), lambda: inner.clear(), lambda: inner.__setitem__(0, 9),
-        lambda: inner.__delitem__(0), lambda: inner.__iadd__([4]), lambda: inner.__imul__(2)]
+        lambda: inner.__delitem__(0), lambda: inner.__iadd__([4]), lambda: inner.__imul__(2),
+        lambda: held.__init__(x=1), lambda: inner.__init__([7, 7])]  # type: ignore[misc]
     for change in changes:
         with pytest.raises(TypeError, match="read-only"):
             change()

@@ -123,8 +123,9 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _tokens_text(text: str) -> dict[str, str]:
-    """``tok1=Agent1,tok2=Agent2`` as a token -> agent map."""
-    pairs = [item.strip().partition("=") for item in text.split(",") if item.strip()]
+    """``tok1=Agent1,tok2=Agent2`` as a token -> agent map (split at the last ``=``: a token
+    may hold ``=``, as base64 padding does; an agent id may not)."""
+    pairs = [item.strip().rpartition("=") for item in text.split(",") if item.strip()]
     return _token_map([(token.strip(), agent.strip()) for token, _, agent in pairs],
                       "MEMSWARM_TOKENS")
 

@@ -87,6 +87,7 @@ class MemoryTools:
     def __init__(self, memory: SharedMemory, default_agent: str | None) -> None:
         self.memory = memory
         self.default_agent = default_agent
+        self._verifying = asyncio.Lock()  # one walk of the whole log at a time, whoever asks
 
     def me(self, ctx: Context) -> AgentMemory:
         """The agent the request in ``ctx`` acts as."""
@@ -233,8 +234,8 @@ class MemoryTools:
 
     @_answers
     async def verify_log(self, ctx: Context) -> Answer:
-        """Check the log's hash chain and snapshots: `ok`, how many events verified, and the
-        first position that does not, with why."""
-        result = await self._run(ctx, lambda me: me.memory.verify())
-        return {"ok": result.ok, "checked": result.checked, "position": result.position,
-                "reason": result.reason}
+        """Check the log's hash chain and snapshots: `ok`, or not with why. An agent learns
+        no count or position of events it may not read; one check runs at a time."""
+        async with self._verifying:
+            result = await self._run(ctx, lambda me: me.memory.verify())
+        return {"ok": result.ok} if result.ok else {"ok": False, "reason": result.reason}
