@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 from projections.base import ReadModel
 from projections.projector import Projector
@@ -26,6 +27,20 @@ class View:
         self.read_model = read_model
         self.projector = Projector(event_log, read_model, batch_size)
         self.lock = threading.RLock()
+        self._setup: Callable[[], None] | None = None
+
+    def defer(self, setup: Callable[[], None]) -> None:
+        """Run ``setup`` once, before the first catch-up or wait (a SQL view the log keeps from
+        the memory's first use: a memory composed into another, never used, sets up nothing)."""
+        self._setup = setup
+
+    def ready(self) -> None:
+        """Run the deferred set-up, if it has not run."""
+        if self._setup is not None:
+            with self.lock:
+                if self._setup is not None:
+                    self._setup()
+                    self._setup = None
 
     def replace(self, new: ReadModel) -> ReadModel:
         """Catch ``new`` up with the log, then switch to it atomically; return the old one."""
@@ -33,10 +48,12 @@ class View:
             projector = Projector(self.log, new, self.projector.batch_size)
             projector.catch_up()
             old, self.read_model, self.projector = self.read_model, new, projector
+            self._setup = None  # it was for the old one
         return old
 
     def catch_up(self, until: int | None = None) -> int:
         with self.lock:
+            self.ready()
             return self.projector.catch_up(until=until)
 
 
@@ -130,6 +147,7 @@ class RunnerProjection(Freshness):
 
     def wait_for(self, position: int | None = None, timeout: float | None = None) -> int:
         target, limit = self._limits(position, timeout)
+        self.view.ready()
         model = self.view.read_model
         if not model.wait(target - 1, limit):
             raise ReadModelBehindError(target, model.checkpoint(), limit)
@@ -138,6 +156,7 @@ class RunnerProjection(Freshness):
     async def wait_for_async(self, position: int | None = None,
                              timeout: float | None = None) -> int:
         target, limit = self._limits(position, timeout)
+        await asyncio.to_thread(self.view.ready)
         model = self.view.read_model
         if not await model.wait_async(target - 1, limit):
             raise ReadModelBehindError(target, await model.checkpoint_async(), limit)

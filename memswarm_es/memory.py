@@ -15,7 +15,7 @@ from projections.base import ReadModel, SearchableReadModel, SearchHit
 from projections.fold import MemoryEntry
 from projections.keys import NamespaceQuery, Query
 from projections.projector import Progress, Projector
-from projections.sql import kept_view
+from projections.sql import SQLReadModel
 
 from .access import Gate, audit_seen_by
 from .audit import AuditPage, MemoryVersion, audit, history
@@ -605,6 +605,11 @@ class SharedMemory:
         not used afterwards."""
         return self.read_model
 
+    def lend_log(self) -> EventLog:
+        """The log this memory gives as the persistent side of a :class:`HybridMemory`, with
+        nothing of this memory's own view set up for it; this memory is not used afterwards."""
+        return self.log
+
     def replace_read_model(self, new: ReadModel) -> ReadModel:
         """Switch reads to ``new`` (built beside the current one, e.g. by ``reembed``) once it
         has caught up with the log, atomically for this memory's readers and writers; return
@@ -684,7 +689,40 @@ class InMemorySharedMemory(SharedMemory):
         super().__init__(open_log("memory://"), open_read_model("memory://"), **options)
 
 
-class SQLiteSharedMemory(SharedMemory):
+class _KeptViewMemory(SharedMemory):
+    """A memory whose SQL view its log keeps from the memory's first use (see
+    :func:`_open_with_view`): any use of :attr:`log` through it sets the view up first."""
+
+    @property
+    def log(self) -> EventLog:
+        view = self.__dict__.get("_view")
+        if view is not None:
+            view.ready()
+        return self._log
+
+    @log.setter
+    def log(self, log: EventLog) -> None:
+        self._log = log
+
+    def lend_log(self) -> EventLog:
+        return self._log
+
+
+def _open_with_view(memory: SharedMemory, log: SQLEventLog, options: dict[str, Any]) -> None:
+    """Open ``memory`` on ``log`` and the SQL view in its database, which ``log`` keeps (folds
+    once if missing, then applies inside every append) from the memory's first read or write:
+    a memory only composed into a :class:`HybridMemory` folds nothing. The log is closed if
+    the view cannot be made."""
+    try:
+        view = SQLReadModel(log)
+        SharedMemory.__init__(memory, log, view, **options)
+    except BaseException:
+        log.close()
+        raise
+    memory._view.defer(lambda: log.keep_view(view))
+
+
+class SQLiteSharedMemory(_KeptViewMemory):
     """A durable SQLite log (``db_path``) and its SQL view in the same file
     (:mod:`projections.sql`), kept inside the transaction of every append: opening reads no
     event (a file without the view yet is folded once), and every process that opens the
@@ -695,11 +733,11 @@ class SQLiteSharedMemory(SharedMemory):
     def __init__(self, db_path: str = "memswarm.db", *, synchronous: str = "FULL",
                  **options: Any) -> None:
         self.db_path = db_path
-        super().__init__(*_with_view(SQLEventLog(f"sqlite:///{db_path}",
-                                                 synchronous=synchronous)), **options)
+        _open_with_view(self, SQLEventLog(f"sqlite:///{db_path}", synchronous=synchronous),
+                        options)
 
 
-class PostgresSharedMemory(SharedMemory):
+class PostgresSharedMemory(_KeptViewMemory):
     """A PostgreSQL log at ``url`` (``postgresql+psycopg://...``, tables named
     ``table_prefix...``) and its SQL view in the same database, kept inside the transaction
     of every append: one shared view for every machine that opens it, without Redis."""
@@ -708,16 +746,7 @@ class PostgresSharedMemory(SharedMemory):
 
     def __init__(self, url: str, *, table_prefix: str = "memswarm_", **options: Any) -> None:
         self.url = url
-        super().__init__(*_with_view(SQLEventLog(url, table_prefix=table_prefix)), **options)
-
-
-def _with_view(log: SQLEventLog) -> tuple[SQLEventLog, ReadModel]:
-    """``log`` and the SQL view it keeps; the log is closed if the view cannot be made."""
-    try:
-        return log, kept_view(log)
-    except BaseException:
-        log.close()
-        raise
+        _open_with_view(self, SQLEventLog(url, table_prefix=table_prefix), options)
 
 
 class GCSSharedMemory(SharedMemory):
@@ -830,8 +859,9 @@ class HybridMemory(SharedMemory):
         view = cache.lend_read_model()
         if isinstance(cache.log, InMemoryEventLog) and view.followed_log() == cache.log.identity():
             view.clear()  # a view of the cache's own in-process log: no one else reads it
-        if cache.log is not persistent.log:
+        log = persistent.lend_log()
+        if cache.log is not log:
             cache.log.close()
         if persistent.read_model is not view:
             persistent.read_model.close()
-        super().__init__(persistent.log, view, **options)
+        super().__init__(log, view, **options)

@@ -18,7 +18,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from memswarm_es import SharedMemory, SQLiteSharedMemory, VersionConflictError
+from memswarm_es import (
+    HybridMemory,
+    InMemorySharedMemory,
+    SharedMemory,
+    SQLiteSharedMemory,
+    VersionConflictError,
+)
 from memswarm_es.errors import LogMismatchError
 from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import InProcessLog
@@ -79,7 +85,10 @@ def test_a_log_without_the_view_is_folded_once_on_first_open(tmp_path: Path,
     log.close()
     decoded[0] = 0
     first = SQLiteSharedMemory(str(path))
-    assert decoded[0] == 2000  # folded once, under the write lock
+    assert decoded[0] == 0  # opening folds nothing: the first use does
+    first.sync()
+    # folded once, in bounded write transactions (+1: the projector's look at the checkpoint)
+    assert decoded[0] == 2001
     assert_is_fold(first.read_model, first.log)
     first.close()
     decoded[0] = 0
@@ -238,7 +247,7 @@ class Pausing:  # the log's clock, pausing between two transactions of the build
         time.sleep(seconds)
 view.SQLReadModel._fold = counted
 log_module.time = Pausing
-SQLiteSharedMemory(sys.argv[1])
+SQLiteSharedMemory(sys.argv[1]).sync()  # its first use folds the view
 print("done", flush=True)
 """
 
@@ -276,7 +285,8 @@ def test_a_first_build_killed_half_way_resumes_where_it_committed(tmp_path: Path
     assert view_checkpoint(path) == 200  # the four batches committed before the fifth's
     decoded[0] = 0
     mem = SQLiteSharedMemory(str(path))
-    assert decoded[0] == 800  # the rest, and nothing twice
+    mem.sync()
+    assert decoded[0] == 801  # the rest, and nothing twice (+1: the look at the checkpoint)
     assert mem.read_model.checkpoint() == 1000
     assert_is_fold(mem.read_model, mem.log)
     mem.close()
@@ -410,7 +420,8 @@ def test_appends_go_on_after_another_process_drops_the_view(tmp_path: Path) -> N
     view.close()
     mem.log.append(list(memory_events(20, seed=7)))  # recorded without the view
     assert mem.log.head() == 21
-    again = SQLiteSharedMemory(str(path))  # made anew, folded from the log
+    again = SQLiteSharedMemory(str(path))  # made anew, folded from the log at its first use
+    again.sync()
     assert again.read_model.checkpoint() == 21
     mem.update(m, "y")  # and kept by both again
     assert again.get(m).value == "y"
@@ -500,3 +511,25 @@ def test_postgres_view_is_folded_once_for_a_log_without_it(
         assert conn.execute(sa.text(f"SELECT checkpoint FROM {prefix}view_state")).scalar() == 500
     engine.dispose()
     mem.close()
+
+
+def test_a_hybrid_over_sqlite_folds_nothing_into_the_sql_view_it_does_not_serve(
+        tmp_path: Path) -> None:
+    """``HybridMemory(cache, SQLiteSharedMemory(path))`` reads from the cache: the SQLite
+    memory's own view is neither folded when opened nor kept by the hybrid's appends; the
+    next SQLite memory that serves from the file catches it up."""
+    path = tmp_path / "swarm.db"
+    log = SQLEventLog(f"sqlite:///{path}")
+    fill(log, 300)  # a log written without its view
+    log.close()
+    hybrid = HybridMemory(InMemorySharedMemory(), SQLiteSharedMemory(str(path)))
+    mid = hybrid.write_scope("hello", metadata={"agent_id": "a"})
+    assert [e.memory_id for e in hybrid.read_scope(agent_id="a")][-1] == mid
+    probe = SQLEventLog(f"sqlite:///{path}")
+    assert SQLReadModel(probe).checkpoint() == 0  # never folded, not kept by the appends
+    probe.close()
+    hybrid.close()
+    with SQLiteSharedMemory(str(path)) as served:
+        assert served.get(mid).value == "hello"  # the first use folds it, whole
+        assert served.read_model.checkpoint() == served.log.head() == 301
+        assert_is_fold(served.read_model, served.log)
