@@ -14,12 +14,16 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
+
+from projections.redis import RedisReadModel
 
 
 def _free_port() -> int:
@@ -115,3 +119,29 @@ def own_redis() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+def watched(model: RedisReadModel, prefix: str, read: Callable[[], Any]) -> tuple[Any, list[str]]:
+    """What ``read()`` returns, and the commands it sent that name ``prefix`` (watched with
+    MONITOR)."""
+    commands: list[str] = []
+    ready = threading.Event()
+    stop = f"stop-{prefix}"
+
+    def watch() -> None:
+        with model.client.monitor() as monitor:
+            ready.set()
+            for found in monitor.listen():
+                if stop in found["command"]:
+                    return
+                if prefix in found["command"]:
+                    commands.append(found["command"])
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    ready.wait(5)
+    time.sleep(0.1)
+    got = read()
+    model.client.echo(stop)
+    watcher.join(5)
+    return got, commands

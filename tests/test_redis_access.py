@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,6 +23,7 @@ from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.redis import RedisReadModel
 from tests.histories import AGENTS, MEMBER_GROUPS, assert_is_fold, fill, query_scopes
+from tests.servers_redis import watched
 from tests.test_runner import eventually
 
 
@@ -279,29 +279,6 @@ def test_members_wait_for_a_view_built_from_nothing(redis_url: str,
     model.close()
 
 
-def _watched(model: RedisReadModel, prefix: str, read: Any) -> tuple[Any, list[str]]:
-    """What ``read()`` returns, and the commands it sent that name ``prefix``."""
-    commands: list[str] = []
-    ready = threading.Event()
-    stop = f"stop-{prefix}"
-
-    def watch() -> None:
-        with model.client.monitor() as monitor:
-            ready.set()
-            for found in monitor.listen():
-                if stop in found["command"]:
-                    return
-                if prefix in found["command"]:
-                    commands.append(found["command"])
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    ready.wait(5)
-    time.sleep(0.1)
-    got = read()
-    model.client.echo(stop)
-    watcher.join(5)
-    return got, commands
 
 
 def test_an_agents_read_is_one_script_over_its_own_keys(model: RedisReadModel,
@@ -315,7 +292,7 @@ def test_an_agents_read_is_one_script_over_its_own_keys(model: RedisReadModel,
     principals = reader_principals(view.members, "a:b")
     assert principals is not None and "group:g1" in principals
     model.read_scope(Scope(), "a:b")  # the script is loaded before it is watched
-    got, commands = _watched(model, redis_prefix,
+    got, commands = watched(model, redis_prefix,
                              lambda: model.read_scope(Scope(group_id="g1"), "a:b"))
     assert got == select(view.entries.values(), Scope(group_id="g1"), principals)
     base = f"{redis_prefix}:g0:i:"
@@ -331,7 +308,7 @@ def test_an_agents_read_is_one_script_over_its_own_keys(model: RedisReadModel,
     assert len(fetch.split()) - 2 == len(got)  # only the entries returned are read
 
     some = [e.memory_id for e in model.read_scope(Scope(context_id="c1"))][:40]
-    got, commands = _watched(model, redis_prefix, lambda: model.get_many(some, "a:b"))
+    got, commands = watched(model, redis_prefix, lambda: model.get_many(some, "a:b"))
     allowed_ids = {e.memory_id for e in select(view.entries.values(), Scope(), principals)}
     assert set(got) == {m for m in some if m in allowed_ids}
     names = [c.split()[0].upper() for c in commands]

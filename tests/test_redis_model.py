@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.redis import RedisReadModel
 from tests.histories import assert_is_fold, fill, query_scopes
+from tests.servers_redis import watched
 from tests.test_runner import ROOT, eventually
 
 
@@ -113,26 +113,7 @@ def test_a_scoped_read_touches_only_its_own_keys(model: RedisReadModel,
     log = InProcessLog()
     fill(log, 2000, seed=4)
     Projector(log, model).catch_up()
-    commands: list[str] = []
-    ready = threading.Event()
-    stop = f"stop-{redis_prefix}"
-
-    def watch() -> None:
-        with model.client.monitor() as monitor:
-            ready.set()
-            for found in monitor.listen():
-                if stop in found["command"]:
-                    return
-                if redis_prefix in found["command"]:
-                    commands.append(found["command"])
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    ready.wait(5)
-    time.sleep(0.1)
-    got = model.read_scope(Scope("a:b", "g1"))
-    model.client.echo(stop)
-    watcher.join(5)
+    got, commands = watched(model, redis_prefix, lambda: model.read_scope(Scope("a:b", "g1")))
     assert got and all(e.agent_id == "a:b" and e.group_id == "g1" for e in got)
     base = redis_prefix
     allowed = {f"{base}:meta", f"{base}:g0:i:agent:a%3Ab", f"{base}:g0:i:group:g1",
