@@ -30,7 +30,7 @@ from projections.runner import ProjectorRunner
 # making an agent's handle (whose own operations are checked below).
 OPERATIONS = [name for name, member in vars(SharedMemory).items()
               if callable(member) and not name.startswith("_")
-              and name not in ("lend_read_model", "agent")]
+              and name not in ("lend_read_model", "lend_log", "agent")]
 AGENT_OPERATIONS = [name for name, member in vars(AgentMemory).items()
                     if callable(member) and not name.startswith("_")]
 
