@@ -26,7 +26,7 @@ from projections.fold import fold, select
 from projections.redis import RedisReadModel
 from projections.runner import ProjectorRunner
 
-# Every public method of the facade is an operation, but for handing its read model or log over
+# Every public method of the facade is an operation, but for handing its read model or log over and
 # making an agent's handle (whose own operations are checked below).
 OPERATIONS = [name for name, member in vars(SharedMemory).items()
               if callable(member) and not name.startswith("_")
