@@ -32,13 +32,11 @@ import re
 import signal
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import redis
 
 from tests.servers_gcs import GCSServer, emulator_client
 
@@ -148,16 +146,10 @@ def gcs_emulator() -> Iterator[str]:
 
 
 @pytest.fixture
-def readme_prefix(redis_url: str) -> Iterator[str]:
-    """The Redis prefix a block uses instead of ``swarm``; its keys are deleted afterwards."""
-    prefix = f"readme-{uuid.uuid4().hex[:12]}"
-    yield prefix
-    client = redis.Redis.from_url(redis_url)
-    try:
-        for key in client.scan_iter(match=f"{prefix}*", count=1000):
-            client.unlink(key)
-    finally:
-        client.close()
+def readme_prefix(redis_prefix: str) -> str:
+    """The Redis prefix a block uses instead of ``swarm``: a test's own, its keys deleted
+    afterwards."""
+    return redis_prefix
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[f"L{b.line}-{b.language}" for b in RUNNABLE])
