@@ -707,6 +707,10 @@ class _KeptViewMemory(SharedMemory):
     def lend_log(self) -> EventLog:
         return self._log
 
+    def close(self) -> None:  # closing is no use: it sets nothing up
+        self.read_model.close()
+        self._log.close()
+
 
 def _open_with_view(memory: SharedMemory, log: SQLEventLog, options: dict[str, Any]) -> None:
     """Open ``memory`` on ``log`` and the SQL view in its database, which ``log`` keeps (folds

@@ -522,6 +522,7 @@ def test_a_hybrid_over_sqlite_folds_nothing_into_the_sql_view_it_does_not_serve(
     log = SQLEventLog(f"sqlite:///{path}")
     fill(log, 300)  # a log written without its view
     log.close()
+    SQLiteSharedMemory(str(path)).close()  # opened and closed unused: folds nothing either
     hybrid = HybridMemory(InMemorySharedMemory(), SQLiteSharedMemory(str(path)))
     mid = hybrid.write_scope("hello", metadata={"agent_id": "a"})
     assert [e.memory_id for e in hybrid.read_scope(agent_id="a")][-1] == mid
