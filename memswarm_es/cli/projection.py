@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import click
 
+from projections.base import ReadModel
 from projections.projector import Projector
 from projections.runner import Lease, ProjectorRunner, RunnerStatus
 
 from .. import telemetry
 from ..errors import InvalidInputError, LogMismatchError, NotSupportedError, StorageError
+from ..log.base import EventLog
 from . import logs
 from .options import memswarm_command, settings_of, store_options
 from .output import fail, progress_bar, result, say, throttled
@@ -78,13 +80,19 @@ def _into(settings: Settings) -> str:
     return url
 
 
-def _runner(settings: Settings, lease_ttl: float, batch_size: int) -> ProjectorRunner:
+def _log_and_view(settings: Settings) -> tuple[EventLog, ReadModel]:
+    """The existing log and the read model it projects into; the log closed if the read
+    model cannot be opened."""
     log = open_log(settings.log_url, create=False)
     try:
-        view = open_view(_into(settings), settings.get("prefix") or "memswarm")
+        return log, open_view(_into(settings), settings.get("prefix") or "memswarm")
     except BaseException:
         log.close()
         raise
+
+
+def _runner(settings: Settings, lease_ttl: float, batch_size: int) -> ProjectorRunner:
+    log, view = _log_and_view(settings)
     return ProjectorRunner(log, view, lease_ttl=lease_ttl, batch_size=batch_size)
 
 
@@ -205,12 +213,7 @@ def add_commands(group: click.Group) -> None:
     @store_options("log", "prefix", "redis_url")
     def replay(batch_size: int, take_over: bool, as_json: bool, **options: Any) -> int:
         settings = settings_of(options)
-        event_log = open_log(settings.log_url, create=False)
-        try:
-            model = open_view(_into(settings), settings.get("prefix") or "memswarm")
-        except BaseException:
-            event_log.close()
-            raise
+        event_log, model = _log_and_view(settings)
         try:
             with progress_bar("replaying") as progress:
                 position = Projector(event_log, model, batch_size).replay(
