@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
-from typing import Any, SupportsIndex, SupportsInt
+from typing import Any, NamedTuple, SupportsIndex, SupportsInt
 
 import msgpack
 import uuid6
@@ -262,9 +262,10 @@ class NewEvent:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
-    """A recorded event. ``payload`` is ``None`` once redacted; ``payload_hash`` always stays."""
+class Event(NamedTuple):
+    """A recorded event. ``payload`` is ``None`` once redacted; ``payload_hash`` always stays.
+    An immutable value built at C speed (a tuple of its fields): logs read and fold events by
+    the hundred thousand."""
 
     position: int
     event_id: str
@@ -330,6 +331,9 @@ class Event:
         return chain_hash(prev_hash, self.header())
 
 
+_new_event = tuple.__new__
+
+
 def payload_hash(payload: bytes) -> bytes:
     return hashlib.sha256(payload).digest()
 
@@ -359,12 +363,9 @@ def seal(new: NewEvent, position: int, recorded_at_us: int, prev_hash: bytes) ->
     p_hash = payload_hash(payload)
     header = header_bytes(new.schema, position, new.event_id, new.type, new.scope, new.actor,
                           new.memory_id, new.version, recorded_at_us, p_hash)
-    return Event(
-        position=position, event_id=new.event_id, type=new.type, scope=new.scope,
-        actor=new.actor, memory_id=new.memory_id, version=new.version,
-        recorded_at_us=recorded_at_us, payload=payload, payload_hash=p_hash,
-        hash=chain_hash(prev_hash, header), schema=new.schema,
-    )
+    return _new_event(Event, (
+        position, new.event_id, new.type, new.scope, new.actor, new.memory_id, new.version,
+        recorded_at_us, payload, p_hash, chain_hash(prev_hash, header), new.schema))
 
 
 def membership_event(agent_id: str, group_id: str, admin: bool | None, actor: str) -> NewEvent:
@@ -406,15 +407,13 @@ def event_from_row(row: Sequence[object]) -> Event:
     row check its types first."""
     (position, event_id, kind, agent_id, group_id, context_id, actor, memory_id, version,
      recorded_at, schema, payload, p_hash, hash) = row
-    return Event(
-        position=_int(position), event_id=_text(event_id), type=_text(kind),
-        scope=Scope.stored(_text_or_none(agent_id), _text_or_none(group_id),
-                           _text_or_none(context_id)),
-        actor=_text(actor), memory_id=_text_or_none(memory_id),
-        version=None if version is None else _int(version), recorded_at_us=_int(recorded_at),
-        payload=None if payload is None else _blob(payload), payload_hash=_blob(p_hash),
-        hash=_blob(hash), schema=_int(schema),
-    )
+    return _new_event(Event, (
+        _int(position), _text(event_id), _text(kind),
+        Scope.stored(_text_or_none(agent_id), _text_or_none(group_id),
+                     _text_or_none(context_id)),
+        _text(actor), _text_or_none(memory_id), None if version is None else _int(version),
+        _int(recorded_at), None if payload is None else _blob(payload), _blob(p_hash),
+        _blob(hash), _int(schema)))
 
 
 def _text(value: object) -> str:

@@ -4,7 +4,6 @@ imported events carry only ids that :func:`check_id` accepts and fields of the r
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from typing import Any
 
@@ -152,7 +151,7 @@ def forged_scope(agent_id: Any) -> Scope:
 def forge(events: list[Event], index: int, field: str, value: Any) -> list[Event]:
     """``events`` with one id replaced and the chain sealed again over it where it can be."""
     changes = {"scope": forged_scope(value)} if field == "agent_id" else {field: value}
-    events = [*events[:index], dataclasses.replace(events[index], **changes),
+    events = [*events[:index], events[index]._replace(**changes),
               *events[index + 1:]]
     prev, resealed = GENESIS_HASH, []
     for e in events:
@@ -162,7 +161,7 @@ def forge(events: list[Event], index: int, field: str, value: Any) -> list[Event
                 e.version, e.recorded_at_us, e.payload_hash))
         except (TypeError, ValueError):
             link = e.hash
-        resealed.append(dataclasses.replace(e, hash=link))
+        resealed.append(e._replace(hash=link))
         prev = link
     return resealed
 

@@ -3,7 +3,6 @@ bad input refused at the door with a typed error and nothing appended."""
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 import sys
 import threading
@@ -213,9 +212,9 @@ def _record_raw(path: str, events: list[NewEvent]) -> None:
         position += 1
         event = seal(new, position, now_micros(), prev_hash)
         # Another program stores the payload as it is, without MemSwarm's salt.
-        event = dataclasses.replace(event, payload=new.payload,
+        event = event._replace(payload=new.payload,
                                     payload_hash=payload_hash(new.payload))
-        event = dataclasses.replace(event, hash=event.expected_hash(prev_hash))
+        event = event._replace(hash=event.expected_hash(prev_hash))
         prev_hash = event.hash
         sealed.append(event)
     log.import_events(sealed)
@@ -473,8 +472,8 @@ def test_a_log_written_when_ids_could_hold_control_characters_still_reads(tmp_pa
     new = NewEvent.create(EventType.MEMORY_WRITTEN, Scope("placeholder"), "old",
                           {"value": "from before", "metadata": {}}, memory_id="old-1", version=1)
     sealed = seal(new, 1, now_micros(), log.digest().hash)
-    sealed = dataclasses.replace(sealed, scope=Scope.stored("team\tred", "g\nx", None))
-    log.import_events([dataclasses.replace(sealed, hash=sealed.expected_hash(log.digest().hash))])
+    sealed = sealed._replace(scope=Scope.stored("team\tred", "g\nx", None))
+    log.import_events([sealed._replace(hash=sealed.expected_hash(log.digest().hash))])
     log.close()
     mem = SQLiteSharedMemory(path)
     assert [e.value for e in mem.read_scope()] == ["from before"]

@@ -6,7 +6,6 @@ private view); an agent's read stays one script that touches only its own keys."
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -191,8 +190,8 @@ def test_a_second_write_of_one_id_moves_it_in_every_index(model: RedisReadModel)
     Projector(swarm.log, reference).catch_up()
     first = model.get(moved)
     assert first is not None
-    again = dataclasses.replace(first, agent_id="b", group_id="g2", position=9, last_position=9,
-                                readable_by=("agent:b", "group:g1"))
+    again = first._replace(agent_id="b", group_id="g2", position=9, last_position=9,
+                         readable_by=("agent:b", "group:g1"))
     for target in (model, reference):
         target.commit([Change(moved, first, again)], 2, 9)
     for reader in (None, "a", "b", "c"):

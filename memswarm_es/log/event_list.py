@@ -5,7 +5,6 @@ keeps its events here, and the GCS log the events it has read."""
 from __future__ import annotations
 
 import bisect
-import dataclasses
 from collections.abc import Sequence
 
 from ..errors import HeadConflictError, VersionConflictError
@@ -46,7 +45,7 @@ class EventList:
         event = self.events[position - 1]
         if event.payload is None:
             return False
-        self.events[position - 1] = blank = dataclasses.replace(event, payload=None)
+        self.events[position - 1] = blank = event._replace(payload=None)
         self.by_id[event.event_id] = blank
         return True
 

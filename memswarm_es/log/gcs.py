@@ -51,7 +51,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 
 from msgpack.exceptions import UnpackException
 
@@ -306,7 +305,7 @@ class GCSEventLog(EventLog):
                 raise IdempotencyError(f"event_id {clash[0]!r} is already recorded")
             forgotten = {e.memory_id: e.position for e in events
                          if e.type == EventType.MEMORY_FORGOTTEN and e.memory_id is not None}
-            kept = [replace(e, payload=None) if e.payload is not None
+            kept = [e._replace(payload=None) if e.payload is not None
                     and forgotten.get(e.memory_id or "", 0) > e.position else e for e in events]
             if not self._claim(kept[0].position, kept, _encode_batch(kept)):
                 raise ConflictError(f"position {kept[0].position} was taken while importing")
@@ -433,7 +432,7 @@ class GCSEventLog(EventLog):
             if held is None:
                 held = {e.position for e in fresh if e.position in hit and e.payload is not None}
             cached = self._events.events
-            rows = [replace(e, payload=None)
+            rows = [e._replace(payload=None)
                     if e.payload is not None and (e.position in hit
                                                   or cached[e.position - 1].payload is None)
                     else e for e in fresh]
