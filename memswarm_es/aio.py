@@ -192,7 +192,8 @@ async def _subscription(memory: SharedMemory, scope: Scope, after: int | None,
         start = await asyncio.to_thread(log.head)
     else:
         start = await asyncio.to_thread(check_after, log, after)
-    return AsyncSubscription(log, memory.read_model, scope, start, gate=gate)
+    return AsyncSubscription(log, memory.read_model, scope, start, gate=gate,
+                             refresh=memory.freshness.refresher())
 
 
 class AsyncAgentMemory:

@@ -28,7 +28,7 @@ from .errors import (
     PermissionDeniedError,
     VersionConflictError,
 )
-from .events import GENESIS_HASH, Event, EventType, NewEvent, encode_content, new_id, seal
+from .events import GENESIS_HASH, EventType, NewEvent, encode_content, new_id, seal
 from .log.base import EventFilter, backoff
 from .namespaces import Namespace, check_key, check_namespace, keyed_memory_id
 from .principals import allows
@@ -101,13 +101,23 @@ Change = Write | Put | Update | Delete
 Result = str | int
 
 
-@dataclass(frozen=True)
 class _State:
     """A memory as the batch sees it: its live entry (``None`` when gone or never written) and
-    its last version (0 if it has none)."""
+    its last version (0 if it has none). A state after an event of the batch folds that event
+    only when a later change asks for the entry (most batches are one write, asked nothing)."""
 
-    entry: MemoryEntry | None
-    version: int
+    __slots__ = ("_before", "_entry", "_new", "version")
+
+    def __init__(self, entry: MemoryEntry | None, version: int, *,
+                 before: MemoryEntry | None = None, new: NewEvent | None = None) -> None:
+        self._entry, self.version, self._before, self._new = entry, version, before, new
+
+    @property
+    def entry(self) -> MemoryEntry | None:
+        if self._new is not None:
+            self._entry = evolve(self._before, seal(self._new, 0, 0, GENESIS_HASH))
+            self._new = self._before = None
+        return self._entry
 
 
 class Plan:
@@ -152,9 +162,8 @@ class Plan:
         """Take ``new`` into the batch and the state the changes after it see (a memory's first
         version starts from nothing: no need to read the log for it)."""
         assert new.memory_id is not None and new.version is not None
-        as_recorded: Event = seal(new, 0, 0, GENESIS_HASH)
         before = None if new.version == 1 else self._state(new.memory_id).entry
-        self._states[new.memory_id] = _State(evolve(before, as_recorded), new.version)
+        self._states[new.memory_id] = _State(None, new.version, before=before, new=new)
         self.events.append(new)
 
     def _recorded(self, namespace: Namespace, key: str, event_id: str) -> str | None:

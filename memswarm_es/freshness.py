@@ -77,6 +77,11 @@ class Freshness(ABC):
     def _after_write(self, position: int) -> None:
         """What a write does once recorded (nothing, unless projecting inline)."""
 
+    def refresher(self) -> Callable[[], object] | None:
+        """What a subscriber calls to bring the read model up to the log before looking at
+        it, where nothing else moves it on (``None``: a runner does)."""
+        return None
+
     @abstractmethod
     def wait_for(self, position: int | None = None, timeout: float | None = None) -> int:
         """Block until the read model has applied ``position`` (default: this memory's last
@@ -114,6 +119,9 @@ class InlineProjection(Freshness):
     def _after_write(self, position: int) -> None:
         self.view.catch_up(until=position)
 
+    def refresher(self) -> Callable[[], object]:
+        return self.view.catch_up
+
     def before_read(self) -> None:
         self.view.catch_up()
 
@@ -139,6 +147,14 @@ class InlineProjection(Freshness):
     async def wait_for_async(self, position: int | None = None,
                              timeout: float | None = None) -> int:
         return await asyncio.to_thread(self.wait_for, position, timeout)
+
+
+class ReadProjection(InlineProjection):
+    """The memory projects the log itself, before every read only: the writes since the last
+    read are folded at once, in one transaction (a SQL view that appends do not keep)."""
+
+    def _after_write(self, position: int) -> None:
+        """Nothing: the next read (or subscriber) folds it."""
 
 
 class RunnerProjection(Freshness):

@@ -43,7 +43,7 @@ from .events import (
     new_id,
 )
 from .forget import forget
-from .freshness import Freshness, InlineProjection, RunnerProjection, View
+from .freshness import Freshness, InlineProjection, ReadProjection, RunnerProjection, View
 from .log import open_log
 from .log.base import Digest, EventFilter, EventLog, Verification
 from .log.inprocess import InMemoryEventLog
@@ -597,7 +597,8 @@ class SharedMemory:
 
         gate = None if agent is None else Gate(self.log, self.read_model, agent)
         start = self.log.head() if after is None else after
-        return Subscription(self.log, self.read_model, scope, start, gate=gate)
+        return Subscription(self.log, self.read_model, scope, start, gate=gate,
+                            refresh=self.freshness.refresher())
 
     def lend_read_model(self) -> ReadModel:
         """The read model this memory gives as the cache side of a :class:`HybridMemory`: its
@@ -712,45 +713,61 @@ class _KeptViewMemory(SharedMemory):
         self._log.close()
 
 
-def _open_with_view(memory: SharedMemory, log: SQLEventLog, options: dict[str, Any]) -> None:
+#: When the SQL view of a SQLite or PostgreSQL memory takes in the writes: folded by the next
+#: read, all the writes since at once ("read"), or inside the transaction of every append
+#: ("append": each write costs the view's rows too, and a view is never behind its log).
+VIEW_UPKEEPS = ("read", "append")
+
+
+def _open_with_view(memory: SharedMemory, log: SQLEventLog, view_upkeep: str,
+                    options: dict[str, Any]) -> None:
     """Open ``memory`` on ``log`` and the SQL view in its database, which ``log`` keeps (folds
-    once if missing, then applies inside every append) from the memory's first read or write:
-    a memory only composed into a :class:`HybridMemory` folds nothing. The log is closed if
-    the view cannot be made."""
+    once if missing; then folded at reads, or applied inside every append, by
+    ``view_upkeep``) from the memory's first read or write: a memory only composed into a
+    :class:`HybridMemory` folds nothing. The log is closed if the view cannot be made."""
+    if view_upkeep not in VIEW_UPKEEPS:
+        log.close()
+        raise InvalidInputError(f"view_upkeep is one of {VIEW_UPKEEPS}, not {view_upkeep!r}")
+    in_appends = view_upkeep == "append"
     try:
         view = SQLReadModel(log)
         SharedMemory.__init__(memory, log, view, **options)
     except BaseException:
         log.close()
         raise
-    memory._view.defer(lambda: log.keep_view(view))
+    if not in_appends and isinstance(memory.freshness, InlineProjection):
+        memory.freshness = ReadProjection(memory._view, memory.wait_timeout)
+    memory._view.defer(lambda: log.keep_view(view, in_appends=in_appends))
 
 
 class SQLiteSharedMemory(_KeptViewMemory):
     """A durable SQLite log (``db_path``) and its SQL view in the same file
-    (:mod:`projections.sql`), kept inside the transaction of every append: opening reads no
-    event (a file without the view yet is folded once), and every process that opens the
-    file shares the one view, its own writes and the others' seen at once."""
+    (:mod:`projections.sql`): opening reads no event (a file without the view yet is folded
+    once), and every process that opens the file shares the one view. A write costs the log
+    alone; the next read, in any process, folds the writes since into the view at once
+    (``view_upkeep="append"`` applies each append to the view in its own transaction)."""
 
     _catch_up_on_open = False
 
     def __init__(self, db_path: str = "memswarm.db", *, synchronous: str = "FULL",
-                 **options: Any) -> None:
+                 view_upkeep: str = "read", **options: Any) -> None:
         self.db_path = db_path
         _open_with_view(self, SQLEventLog(f"sqlite:///{db_path}", synchronous=synchronous),
-                        options)
+                        view_upkeep, options)
 
 
 class PostgresSharedMemory(_KeptViewMemory):
     """A PostgreSQL log at ``url`` (``postgresql+psycopg://...``, tables named
-    ``table_prefix...``) and its SQL view in the same database, kept inside the transaction
-    of every append: one shared view for every machine that opens it, without Redis."""
+    ``table_prefix...``) and its SQL view in the same database: one shared view for every
+    machine that opens it, without Redis, folded as :class:`SQLiteSharedMemory`'s is."""
 
     _catch_up_on_open = False
 
-    def __init__(self, url: str, *, table_prefix: str = "memswarm_", **options: Any) -> None:
+    def __init__(self, url: str, *, table_prefix: str = "memswarm_", view_upkeep: str = "read",
+                 **options: Any) -> None:
         self.url = url
-        _open_with_view(self, SQLEventLog(url, table_prefix=table_prefix), options)
+        _open_with_view(self, SQLEventLog(url, table_prefix=table_prefix), view_upkeep,
+                        options)
 
 
 class GCSSharedMemory(SharedMemory):

@@ -51,6 +51,7 @@ def check_after(log: EventLog, after: object) -> int:
 
 
 Seen = list[tuple[Event, bool]]  # events read from the log, each with whether it is shown
+Refresh = Callable[[], object]  # catches a read model up with its log
 
 
 class _Cursor:
@@ -59,11 +60,12 @@ class _Cursor:
     shown."""
 
     def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
-                 batch_size: int, gate: Gate | None) -> None:
+                 batch_size: int, gate: Gate | None, refresh: Refresh | None) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.log = log
         self.model = model
+        self.refresh = refresh
         self.scope = scope
         self.position = after
         self.batch_size = batch_size
@@ -114,9 +116,14 @@ class Found:
 
 
 class _Subscriber:
+    """``refresh``, where given, catches the read model up with the log (a memory that
+    projects inline: nothing else moves its model on), and the subscriber then waits for the
+    log to grow rather than for the model."""
+
     def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
-                 batch_size: int = DEFAULT_BATCH, gate: Gate | None = None) -> None:
-        self._cursor = _Cursor(log, model, scope, after, batch_size, gate)
+                 batch_size: int = DEFAULT_BATCH, gate: Gate | None = None,
+                 refresh: Refresh | None = None) -> None:
+        self._cursor = _Cursor(log, model, scope, after, batch_size, gate, refresh)
         self._buffer: deque[MemoryVersion] = deque()
 
     @property
@@ -144,8 +151,9 @@ class Subscription(_Subscriber):
     of the log (:func:`check_after`)."""
 
     def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
-                 batch_size: int = DEFAULT_BATCH, gate: Gate | None = None) -> None:
-        super().__init__(log, model, scope, check_after(log, after), batch_size, gate)
+                 batch_size: int = DEFAULT_BATCH, gate: Gate | None = None,
+                 refresh: Refresh | None = None) -> None:
+        super().__init__(log, model, scope, check_after(log, after), batch_size, gate, refresh)
 
     def poll(self, timeout: float = 0.0) -> list[MemoryVersion]:
         """The versions applied since the last poll, waiting up to ``timeout`` for one."""
@@ -155,6 +163,8 @@ class Subscription(_Subscriber):
 
         def ready() -> bool:
             try:
+                if cursor.refresh is not None:
+                    cursor.refresh()
                 return found.look(cursor, cursor.model.checkpoint(), cursor.query)
             except ReadModelUnavailableError as exc:
                 return found.out(exc)
@@ -162,7 +172,10 @@ class Subscription(_Subscriber):
         def pause(delay: float) -> None:
             if not found.outage:
                 try:
-                    cursor.model.wait(cursor.position, delay)
+                    if cursor.refresh is not None:
+                        cursor.log.wait(cursor.position, delay)
+                    else:
+                        cursor.model.wait(cursor.position, delay)
                     return
                 except ReadModelUnavailableError as exc:
                     found.out(exc)
@@ -201,6 +214,8 @@ class AsyncSubscription(_Subscriber):
 
         async def ready() -> bool:
             try:
+                if cursor.refresh is not None:
+                    await asyncio.to_thread(cursor.refresh)
                 ceiling = await cursor.model.checkpoint_async()
                 if ceiling <= cursor.position or cursor.closed:
                     return found.look(cursor, ceiling, list)
@@ -212,7 +227,10 @@ class AsyncSubscription(_Subscriber):
         async def pause(delay: float) -> None:
             if not found.outage:
                 try:
-                    await cursor.model.wait_async(cursor.position, delay)
+                    if cursor.refresh is not None:
+                        await asyncio.to_thread(cursor.log.wait, cursor.position, delay)
+                    else:
+                        await cursor.model.wait_async(cursor.position, delay)
                     return
                 except ReadModelUnavailableError as exc:
                     found.out(exc)

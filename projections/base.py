@@ -112,6 +112,13 @@ class ReadModel(ABC):
         while it records none (empty, or made before models recorded one)."""
         return None
 
+    def known_checkpoint(self) -> int:
+        """A position this object has seen the model apply in a committed transaction of its
+        own, without asking its storage (0: none known); a projector asked to reach no
+        further has nothing to do. Only a view kept inside its log's transactions knows one
+        (:class:`~projections.sql.SQLReadModel`)."""
+        return 0
+
     def check_vector(self, vector: Sequence[float]) -> None:
         """Raise :class:`InvalidValueError` if the model could not hold a memory carrying its
         own ``vector`` (a model that holds no vectors accepts any)."""

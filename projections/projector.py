@@ -54,6 +54,8 @@ class Projector:
             if not self._log_checked:  # once: after it, the model's commits refuse by themselves
                 self.check_log()
                 self._log_checked = True
+            elif until is not None and self.read_model.known_checkpoint() >= until:
+                return until  # a write of this process, applied in its own transaction
             return self._catch_up(until, progress)
 
     def _catch_up(self, until: int | None, progress: Progress | None) -> int:

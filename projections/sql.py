@@ -169,6 +169,9 @@ class SQLReadModel(ReadModel):
         self._prefix = log.table_prefix + _tables_name
         self._t = _tables(self._prefix)
         self._compiled: dict[tuple[object, ...], Statement] = {}
+        # Kept by the log: the head applied by this transaction's apply_in calls, and the
+        # highest position applied in a transaction that committed (see known_checkpoint).
+        self._applying = self._known = 0
         with self._engine.connect() as conn:
             present = sa.inspect(conn).has_table(self._t.state.name)
             # A view made before memories had keys is folded again, with them.
@@ -384,6 +387,7 @@ class SQLReadModel(ReadModel):
             "at": first - 1, "checkpoint": events[-1].position, "log_id": mine})
         if advanced:  # the view was at the log's head, as it is whenever every writer keeps it
             self._fold(cursor, events)
+            self._applying = events[-1].position
             return
         checkpoint, followed = self._state(cursor)
         if followed not in (None, mine) or checkpoint >= first:
@@ -391,8 +395,16 @@ class SQLReadModel(ReadModel):
         reached = self._catch_up(cursor, checkpoint, min(first - 1, checkpoint + CATCH_UP))
         if reached == first - 1:
             self._fold(cursor, events)
-            reached = events[-1].position
+            reached = self._applying = events[-1].position
         self._set_state(cursor, reached, mine)
+
+    def ended(self, committed: bool) -> None:
+        if committed and self._applying > self._known:
+            self._known = self._applying
+        self._applying = 0
+
+    def known_checkpoint(self) -> int:
+        return self._known
 
     # --- folding, in a transaction holding the log's write lock ------------------------------
 
@@ -508,7 +520,7 @@ class SQLReadModel(ReadModel):
         start = self.checkpoint()
         if not any(e.position > start for e in events):
             return start  # nothing new: no write lock taken
-        with self._log.write_transaction() as conn:
+        with self._log.write_transaction(derived=True) as conn:
             cursor = conn.connection.cursor()
             start, followed = self._state(cursor)
             fresh = [e for e in events if e.position > start]
@@ -525,7 +537,7 @@ class SQLReadModel(ReadModel):
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
                events: Sequence[Event] = (),
                memberships: Sequence[MembershipChange] = ()) -> None:
-        with self._log.write_transaction() as conn:
+        with self._log.write_transaction(derived=True) as conn:
             cursor = conn.connection.cursor()
             found, followed = self._state(cursor)
             if found != expected_checkpoint:
@@ -537,11 +549,12 @@ class SQLReadModel(ReadModel):
         self.changed.notify()
 
     def clear(self) -> None:
-        with self._log.write_transaction() as conn:
+        with self._log.write_transaction(derived=True) as conn:
             self._empty(conn)
         self.changed.notify()
 
     def _empty(self, conn: Connection) -> None:
+        self._known = 0
         for table in (self._t.readers, self._t.memories, self._t.members):
             conn.execute(sa.delete(table))
         self._set_state(conn.connection.cursor(), 0, None)
@@ -549,6 +562,7 @@ class SQLReadModel(ReadModel):
     def drop(self) -> None:
         """Delete the view's tables (and its trigger). Processes that keep it must be closed
         first: their appends would no longer find it."""
+        self._known = 0
         with self._log.write_transaction() as conn:
             self._drop(conn)
 
@@ -561,7 +575,7 @@ class SQLReadModel(ReadModel):
         if not isinstance(staged, SQLReadModel) or not staged._staging \
                 or staged._log is not self._log:
             raise ValueError("switch_to takes a model made by this model's staging()")
-        with self._log.write_transaction() as conn:
+        with self._log.write_transaction(derived=True) as conn:
             cursor = conn.connection.cursor()
             checkpoint, followed = self._state(cursor)
             staged_checkpoint, staged_log = staged._state(cursor)

@@ -108,7 +108,8 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("hash", sa.LargeBinary(32), nullable=False),
         sa.UniqueConstraint("memory_id", "version", name=f"{prefix}memory_version"),
     )
-    for column in ("agent_id", "group_id", "context_id", "actor", "recorded_at"):
+    # No index on recorded_at: it never decreases along positions (see position_at).
+    for column in ("agent_id", "group_id", "context_id", "actor"):
         sa.Index(f"{prefix}events_{column}", events.c[column], events.c.position)
     forgets_table(prefix, metadata, events)
     return metadata, meta, events
@@ -164,6 +165,10 @@ class TransactionView(Protocol):
         batches commit together), right after they are inserted: apply them to the view
         (after at most a bounded number of the events it missed). An exception fails the
         batch; the view's changes roll back with its events."""
+
+    def ended(self, committed: bool) -> None:
+        """The transaction of the last :meth:`apply_in` calls has committed (or rolled
+        back): what they applied is now in the view (or is not)."""
 
 
 class SQLEventLog(EventLog):
@@ -289,15 +294,29 @@ class SQLEventLog(EventLog):
         return self._table_prefix
 
     @contextmanager
-    def write_transaction(self) -> Iterator[Connection]:
+    def write_transaction(self, *, derived: bool = False) -> Iterator[Connection]:
         """A transaction holding the log's write lock (SQLite's ``BEGIN IMMEDIATE``, a
         transaction-scoped advisory lock on PostgreSQL): appends and redactions of this log, in
         any process, wait for it. It commits when the block ends, and rolls back on an
-        exception."""
-        with self._writer.begin() as conn:
-            if self._dialect == "postgresql":
-                conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
-            yield conn
+        exception.
+
+        ``derived``: the transaction writes only what is derived from the log (a view), which
+        a replay can always make again, so on SQLite its commit does not wait for the disk
+        (``synchronous=NORMAL``): a crash can lose it, never make it ahead of the log, since
+        the write-ahead log is replayed in order and the events it folded committed first."""
+        relaxed = derived and self._dialect == "sqlite" and self._synchronous in ("FULL", "EXTRA")
+        with self._writer.connect() as conn:
+            raw: Any = conn.connection.dbapi_connection
+            if relaxed:  # only outside a transaction: set before BEGIN, restored after it
+                raw.execute("PRAGMA synchronous = NORMAL")
+            try:
+                with conn.begin():
+                    if self._dialect == "postgresql":
+                        conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
+                    yield conn
+            finally:
+                if relaxed:
+                    raw.execute(f"PRAGMA synchronous = {self._synchronous}")
 
     def forget_epoch(self, conn: Connection) -> tuple[int, int]:
         """(forgets recorded, forgets pending), read in ``conn``: it changes whenever a forget
@@ -343,21 +362,23 @@ class SQLEventLog(EventLog):
 
     # --- for a view kept in the log's own transactions (projections.sql) --------------------
 
-    def keep_view(self, view: TransactionView) -> None:
-        """Keep ``view`` in this log's transactions from now on: its content tables are
-        recorded (so that every redaction scrubs them, in any process), it is brought up to
-        the head in bounded transactions, pausing between them so that other processes'
-        appends go on (:meth:`TransactionView.prepare`; a killed fold resumes where it
-        committed), and then every append and import through this object applies its events
+    def keep_view(self, view: TransactionView, *, in_appends: bool = True) -> None:
+        """Keep ``view`` in this log's database: its content tables are recorded (so that
+        every redaction scrubs them, in any process), and it is brought up to the head in
+        bounded transactions, pausing between them so that other processes' appends go on
+        (:meth:`TransactionView.prepare`; a killed fold resumes where it committed). With
+        ``in_appends``, every append and import through this object then applies its events
         to the view inside the transaction that records them, so the view's checkpoint is the
-        head by construction."""
+        head by construction; without, appends write the log alone and the view's readers
+        fold what it lacks (a batch of writes folded at once, by a projector)."""
         with self._lock, self.write_transaction() as conn:
             self.record_content_tables(conn, view.content_tables)
         while True:
             started = time.perf_counter()
             with self._lock, self._cursor_transaction() as cursor:
                 if view.prepare(cursor):
-                    self._views.append(view)
+                    if in_appends:
+                        self._views.append(view)
                     return
             time.sleep(max(_MIN_PAUSE, (time.perf_counter() - started) * _PAUSE_SHARE))
 
@@ -411,7 +432,13 @@ class SQLEventLog(EventLog):
             except Exception:  # the connection is broken: the next transaction makes another
                 self._write_raw = None
                 raw.invalidate()
+            self._ended(False)
             raise
+        self._ended(True)
+
+    def _ended(self, committed: bool) -> None:
+        for view in self._views:
+            view.ended(committed)
 
     @property
     def _forgets(self) -> sa.Table:
@@ -717,12 +744,25 @@ class SQLEventLog(EventLog):
             [database, f"{database}-wal"])
 
     def position_at(self, time_us: int) -> int:
-        t = self._events
-        with self._engine.connect() as conn:
-            return conn.execute(  # one seek on the (recorded_at, position) index
-                sa.select(t.c.position).where(t.c.recorded_at <= time_us)
-                .order_by(t.c.recorded_at.desc(), t.c.position.desc()).limit(1)
-            ).scalar() or 0
+        """A binary search over positions (``recorded_at`` never decreases along them), a
+        seek on the primary key at each step, on one connection: the log keeps no index on
+        the time, which every append would pay for."""
+        raw = self._engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute(self._sql.head)
+            lo, hi = 0, int(cursor.fetchall()[0][0] or 0)
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                cursor.execute(self._sql.time_after, (mid - 1,))
+                row = cursor.fetchone()
+                if row is not None and isinstance(row[0], int) and row[0] <= time_us:
+                    lo = mid
+                else:
+                    hi = mid - 1
+            return lo
+        finally:
+            raw.close()
 
     def stray_position(self) -> int | None:
         t = self._events
@@ -766,6 +806,9 @@ class _PlainSQL:
         self._last = last
         self.read_all = (f"SELECT {columns} FROM {events} WHERE {position} > {mark} "
                          f"ORDER BY {position}")
+        self.head = f"SELECT max({position}) FROM {events}"
+        self.time_after = (f"SELECT {quote('recorded_at')} FROM {events} "
+                           f"WHERE {position} > {mark} ORDER BY {position} LIMIT 1")
         self.read_some = f"{self.read_all} LIMIT {mark}"
 
     def last(self, cursor: Any) -> tuple[int, bytes, int]:
