@@ -516,7 +516,10 @@ class SQLReadModel(ReadModel):
 
     def apply(self, events: Sequence[Event]) -> int:
         """Fold the events after the checkpoint in one write transaction, against the rows
-        read in it (so that projectors and kept appends never apply an event twice)."""
+        read in it (so that projectors and kept appends never apply an event twice). Events
+        of the log in the view's own database are read again inside that transaction, under
+        the log's lock: a payload that a forget erased after the projector read it never
+        comes back into the view's pages after the forget scrubbed them."""
         start = self.checkpoint()
         if not any(e.position > start for e in events):
             return start  # nothing new: no write lock taken
@@ -529,6 +532,10 @@ class SQLReadModel(ReadModel):
             if fresh[0].position != start + 1:
                 raise CheckpointConflictError(fresh[0].position - 1, start)
             log_id = self._check_log(followed)
+            if log_id == self._log.identity():
+                fresh = self._log.read_in(cursor, start, len(fresh))
+                if not fresh:
+                    return start
             self._fold(cursor, fresh)
             self._set_state(cursor, fresh[-1].position, log_id)
         self.changed.notify()

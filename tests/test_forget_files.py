@@ -231,8 +231,10 @@ def test_the_sqlite_view_keeps_no_byte_of_a_forgotten_memory(tmp_path: Path) -> 
     marker = f"view-{uuid.uuid4().hex}"
     mem = SQLiteSharedMemory(str(path))
     m = mem.write_scope(marker, metadata={"agent_id": "a", "note": marker})
+    mem.sync()  # folded: the update below rewrites the view's row
     mem.update(m, [marker, "v2"], readable_by=["*"])
     keep = mem.write_scope("unrelated", metadata={"agent_id": "b"})
+    mem.sync()
     with sqlite3.connect(path) as peek:  # the view holds the content
         (entry,) = peek.execute("SELECT entry FROM memswarm_view_memories WHERE memory_id = ?",
                                 (m,)).fetchone()
@@ -257,11 +259,13 @@ def test_postgres_view_pages_lose_the_forgotten_rows(postgres_url: str, forgette
     small = f"pg-view-{uuid.uuid4().hex}"
     large = f"pg-view-large-{uuid.uuid4().hex}"
     a = mem.write_scope(small, metadata={"agent_id": "a"})
-    mem.update(a, small + " v2")  # an old row version of the view's row too
+    mem.sync()  # folded, so that the update leaves an old row version of the view's row too
+    mem.update(a, small + " v2")
     incompressible = base64.b64encode(os.urandom(12_000)).decode()  # stored in TOAST, as is
     b = mem.write_scope(large + incompressible, metadata={"agent_id": "a"})
     for i in range(20):
         mem.write_scope(f"filler {i}", metadata={"agent_id": "b"})
+    mem.sync()
     view = f"{prefix}view_memories"
     before = pg_pages(engine, view)
     assert found_in(before, small) and found_in(before, large)
@@ -279,5 +283,51 @@ def test_postgres_view_pages_lose_the_forgotten_rows(postgres_url: str, forgette
     assert found_in(after, small) == [] and found_in(after, large) == []
     assert len(mem.read_scope()) == 20
     assert mem.verify().ok
+    mem.close()
+    engine.dispose()
+
+
+def test_a_fold_racing_a_forget_brings_no_byte_back(tmp_path: Path) -> None:
+    """A reader's projector reads events, a forget erases one of them and scrubs the files,
+    then the projector commits what it read: the view folds the events as they are now."""
+    path = tmp_path / "race.db"
+    marker = f"race-{uuid.uuid4().hex}"
+    mem = SQLiteSharedMemory(str(path))
+    mem.sync()
+    m = mem.write_scope(marker, metadata={"agent_id": "a"})
+    keep = mem.write_scope("unrelated", metadata={"agent_id": "b"})
+    read_before = mem.log.read()  # what a projector read, before the forget
+    other = SharedMemory(SQLEventLog(f"sqlite:///{path}"), InMemoryReadModel())
+    other.forget(m, reason="erasure")  # recorded after what was read; scrubs the files
+    other.close()
+    assert found_in(sqlite_files(path), marker) == []
+    mem.read_model.apply(read_before)  # the projector's commit, late
+    assert found_in(sqlite_files(path), marker) == []
+    assert [e.memory_id for e in mem.read_scope()] == [keep]
+    mem.close()
+
+
+@pytest.mark.parametrize("upkeep", ["read", "append"])
+def test_postgres_pages_lose_the_last_written_memory(postgres_url: str, upkeep: str) -> None:
+    """The tuples written last sit next to a page's free space: freeing them (a plain VACUUM)
+    leaves their bytes there, since no other tuple moves over them. The forget's rewrite
+    leaves none, in the log's table or the view's."""
+    engine = sa.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    prefix = f"t{uuid.uuid4().hex[:8]}_"
+    mem = PostgresSharedMemory(postgres_url, table_prefix=prefix, view_upkeep=upkeep)
+    for i in range(20):
+        mem.write_scope(f"filler {i}", metadata={"agent_id": "b"})
+    mem.sync()
+    marker = f"pg-last-{uuid.uuid4().hex}"
+    m = mem.write_scope(marker, metadata={"agent_id": "a"})
+    mem.update(m, marker + " v2")
+    mem.sync()
+    tables = [f"{prefix}events", f"{prefix}view_memories"]
+    assert all(found_in(pg_pages(engine, t), marker) for t in tables)
+    mem.forget(m, reason="erasure")
+    assert [found_in(pg_pages(engine, t), marker) for t in tables] == [[], []]
+    assert len(mem.read_scope()) == 20 and mem.verify().ok
     mem.close()
     engine.dispose()

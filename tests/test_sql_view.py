@@ -1,6 +1,8 @@
 """The SQL view kept in the log's own database: opening reads no event, every process shares
-it, a killed writer leaves it equal to the fold, appends that do not keep it are caught up,
-replays switch atomically, and it reads the same on PostgreSQL."""
+it, the writes since the last read are folded at once by the next read (or, with
+``view_upkeep="append"``, inside every append), a killed writer leaves it equal to the fold,
+appends that do not keep it are caught up, replays switch atomically, a forget racing a fold
+leaves no content behind, and it reads the same on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from memswarm_es import (
     SQLiteSharedMemory,
     VersionConflictError,
 )
-from memswarm_es.errors import LogMismatchError
+from memswarm_es.errors import InvalidInputError, LogMismatchError
 from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import InProcessLog
 from memswarm_es.log import sql as sql_log
@@ -64,7 +66,8 @@ def test_opening_a_log_with_its_view_reads_no_event(tmp_path: Path, decoded: lis
     path = tmp_path / "big.db"
     mem = SQLiteSharedMemory(str(path), synchronous="OFF")
     fill(mem.log, 3000, batch=500)
-    assert mem.read_model.checkpoint() == mem.log.head() == 3000  # kept by the appends
+    mem.read_scope(agent_id="a")  # the first read folds the writes
+    assert mem.read_model.checkpoint() == mem.log.head() == 3000
     assert_is_fold(mem.read_model, mem.log)
     mem.close()
 
@@ -98,7 +101,7 @@ def test_a_log_without_the_view_is_folded_once_on_first_open(tmp_path: Path,
 
 def test_appends_that_do_not_keep_the_view_are_caught_up(tmp_path: Path) -> None:
     path = tmp_path / "mixed.db"
-    kept = SQLiteSharedMemory(str(path), synchronous="OFF")
+    kept = SQLiteSharedMemory(str(path), synchronous="OFF", view_upkeep="append")
     fill(kept.log, 300, seed=1, batch=100)
     plain = SQLEventLog(sqlite_url(path), synchronous="OFF")  # keeps no view
     events = list(memory_events(400, seed=2))
@@ -115,7 +118,7 @@ def test_appends_that_do_not_keep_the_view_are_caught_up(tmp_path: Path) -> None
 
 
 def test_a_refused_batch_leaves_the_view_as_it_was(tmp_path: Path) -> None:
-    mem = SQLiteSharedMemory(str(tmp_path / "refused.db"))
+    mem = SQLiteSharedMemory(str(tmp_path / "refused.db"), view_upkeep="append")
     m = mem.write_scope("v1", metadata={"agent_id": "a"})
     log = mem.log
     stale = NewEvent.create(EventType.MEMORY_UPDATED, Scope("a"), "a", {"value": "late"},
@@ -152,13 +155,16 @@ WRITER = """
 import sys
 from memswarm_es import SQLiteSharedMemory
 from tests.histories import memory_events
-mem = SQLiteSharedMemory(sys.argv[1], synchronous="NORMAL")
+mem = SQLiteSharedMemory(sys.argv[1], synchronous="NORMAL", view_upkeep=sys.argv[4])
 events = list(memory_events(int(sys.argv[2]), seed=int(sys.argv[3])))
 for start in range(0, len(events), 50):
     mem.log.append(events[start:start + 50])
+    if sys.argv[4] == "read" and start % 200 == 0:
+        mem.read_scope(agent_id="a")  # reads now and then, folding every writer's writes
     print(start, flush=True)
     if start == 0:
         sys.stdin.readline()  # both processes hold the file open, then write at once
+mem.read_scope(agent_id="a")
 print("seen", len(mem.log.read()), mem.read_model.checkpoint(), flush=True)
 """
 
@@ -169,14 +175,16 @@ def spawn(*args: str) -> subprocess.Popen[str]:
                             env=dict(os.environ, PYTHONPATH=str(ROOT)))
 
 
-def test_processes_writing_one_file_share_one_view(tmp_path: Path) -> None:
+@pytest.mark.parametrize("upkeep", ["read", "append"])
+def test_processes_writing_one_file_share_one_view(tmp_path: Path, upkeep: str) -> None:
     path = tmp_path / "shared.db"
     SQLiteSharedMemory(str(path)).close()
-    writers = [spawn(str(path), "1000", str(n)) for n in range(2)]
+    writers = [spawn(str(path), "1000", str(n), upkeep) for n in range(2)]
     for w in writers:  # each has written its first batch and waits
         assert w.stdout is not None and w.stdout.readline().strip() == "0"
-    mem = SQLiteSharedMemory(str(path))
-    assert mem.log.head() == mem.read_model.checkpoint() == 100  # their writes, seen here
+    mem = SQLiteSharedMemory(str(path), view_upkeep=upkeep)
+    mem.read_scope()  # a read here folds their writes (kept already with "append")
+    assert mem.log.head() == mem.read_model.checkpoint() == 100
     for w in writers:
         assert w.stdin is not None
         w.stdin.write("go\n")
@@ -186,6 +194,7 @@ def test_processes_writing_one_file_share_one_view(tmp_path: Path) -> None:
         assert w.returncode == 0
         seen, checkpoint = map(int, out.split()[-2:])  # the view had every event it saw
         assert checkpoint >= seen >= 1050  # its own writes, and at least the other's first
+    mem.sync()
     assert mem.read_model.checkpoint() == mem.log.head() == 2000
     assert_is_fold(mem.read_model, mem.log)  # no event lost or applied twice
     mem.close()
@@ -195,7 +204,7 @@ KILLED = """
 import sys
 from memswarm_es import SQLiteSharedMemory
 from tests.histories import memory_events
-mem = SQLiteSharedMemory(sys.argv[1], synchronous="OFF")
+mem = SQLiteSharedMemory(sys.argv[1], synchronous="OFF", view_upkeep="append")
 events = list(memory_events(10_000, seed=int(sys.argv[2])))
 for start in range(0, len(events), 200):
     mem.log.append(events[start:start + 200])
@@ -216,8 +225,8 @@ def test_a_writer_killed_mid_append_leaves_the_view_equal_to_the_fold(tmp_path: 
         time.sleep(0.01 * round_)
         os.kill(writer.pid, signal.SIGKILL)
         writer.wait(timeout=30)
-        mem = SQLiteSharedMemory(str(path))
-        assert mem.read_model.checkpoint() == mem.log.head() > 0
+        mem = SQLiteSharedMemory(str(path), view_upkeep="append")
+        assert mem.read_model.checkpoint() == mem.log.head() > 0  # kept by the appends
         assert_is_fold(mem.read_model, mem.log)
         mem.close()
 
@@ -313,7 +322,7 @@ def test_other_processes_append_while_a_first_build_runs(tmp_path: Path) -> None
 
 def test_an_append_catches_up_a_view_far_behind_by_a_bounded_part(tmp_path: Path) -> None:
     path = tmp_path / "behind.db"
-    mem = SQLiteSharedMemory(str(path), synchronous="OFF")
+    mem = SQLiteSharedMemory(str(path), synchronous="OFF", view_upkeep="append")
     fill(mem.log, 100, seed=1)
     plain = SQLEventLog(sqlite_url(path), synchronous="OFF")  # keeps no view
     fill(plain, 2500, seed=2)
@@ -382,6 +391,7 @@ def test_a_process_that_does_not_keep_the_view_forgets_from_it_too(tmp_path: Pat
     mem = SQLiteSharedMemory(str(path))
     m = mem.write_scope("secret", metadata={"agent_id": "a", "group_id": "g"})
     kept = mem.write_scope("kept", metadata={"agent_id": "a"})
+    mem.sync()  # the view holds both
     plain = SharedMemory(SQLEventLog(sqlite_url(path)), InMemoryReadModel())
     plain.forget(m, reason="erasure")
     with sqlite3.connect(path) as db:  # gone from the view in the forget's own transaction
@@ -485,6 +495,7 @@ def test_postgres_keeps_one_view_for_every_writer(postgres_memory: tuple[str, st
     one = PostgresSharedMemory(url, table_prefix=prefix)
     fill(one.log, 300, seed=1, batch=100)
     two = PostgresSharedMemory(url, table_prefix=prefix)  # another machine, say
+    two.read_scope()  # its first read folds the other machine's writes
     assert two.read_model.checkpoint() == 300
     fill(two.log, 300, seed=2, batch=100)
     a = one.agent("a")
@@ -534,3 +545,68 @@ def test_a_hybrid_over_sqlite_folds_nothing_into_the_sql_view_it_does_not_serve(
         assert served.get(mid).value == "hello"  # the first use folds it, whole
         assert served.read_model.checkpoint() == served.log.head() == 301
         assert_is_fold(served.read_model, served.log)
+
+
+def test_writes_leave_the_view_to_the_next_read(tmp_path: Path) -> None:
+    path = tmp_path / "deferred.db"
+    mem = SQLiteSharedMemory(str(path))
+    first = mem.write_scope("first", metadata={"agent_id": "a"})
+    at = mem.read_model.checkpoint()  # the first use built the view
+    fill(mem.log, 200, seed=3, batch=50)
+    mine = mem.agent("a").write_scope("mine")
+    assert mem.read_model.checkpoint() == at < mem.log.head()  # the writes left it alone
+    other = SQLiteSharedMemory(str(path))  # another process, say
+    assert other.get(mine).value == "mine"  # its first read folds every write since
+    assert mem.read_model.checkpoint() == mem.log.head()  # one view, shared
+    assert mem.agent("a").get(mine).value == "mine" and mem.get(first).value == "first"
+    assert_is_fold(mem.read_model, mem.log)
+    other.close()
+    mem.close()
+
+
+def test_a_subscriber_sees_a_writer_that_never_reads(tmp_path: Path) -> None:
+    path = tmp_path / "subscribed.db"
+    writer = SQLiteSharedMemory(str(path))
+    reader = SQLiteSharedMemory(str(path))
+    with reader.subscribe(agent_id="a") as subscription:
+        written = [writer.write_scope(f"v{i}", metadata={"agent_id": "a"}) for i in range(3)]
+        seen = [subscription.poll(timeout=10) for _ in range(3)]
+    assert [v.memory_id for found in seen for v in found][:3] == written
+    writer.close()
+    reader.close()
+
+
+def test_folds_at_read_leave_every_append_durable(tmp_path: Path) -> None:
+    """A fold commits without waiting for the disk (the view is derived); the connection it
+    used goes back to the pool at the log's own synchronous=FULL, which appends then use."""
+    mem = SQLiteSharedMemory(str(tmp_path / "durable.db"))
+    for i in range(5):
+        mem.write_scope(f"v{i}", metadata={"agent_id": "a"})
+        assert len(mem.read_scope(agent_id="a")) == i + 1  # a fold each time
+    engine = mem.log.engine
+    held = [engine.raw_connection() for _ in range(engine.pool.checkedin() + 1)]
+    try:
+        assert {c.cursor().execute("PRAGMA synchronous").fetchone()[0] for c in held} == {2}
+    finally:
+        for c in held:
+            c.close()
+    mem.close()
+
+
+def test_a_view_upkeep_that_does_not_exist_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(InvalidInputError, match="view_upkeep"):
+        SQLiteSharedMemory(str(tmp_path / "x.db"), view_upkeep="sometimes")
+
+
+def test_a_kept_view_knows_what_its_own_appends_applied(tmp_path: Path) -> None:
+    mem = SQLiteSharedMemory(str(tmp_path / "known.db"), view_upkeep="append")
+    mem.write_scope("x", metadata={"agent_id": "a"})
+    assert mem.read_model.known_checkpoint() == mem.log.head() == 1
+    bad = NewEvent.create(EventType.MEMORY_UPDATED, Scope("a"), "a", {"value": "y"},
+                          memory_id="missing", version=5)
+    mem.log.append([bad])  # recorded (the log takes any version), applied, committed
+    assert mem.read_model.known_checkpoint() == 2
+    mem.read_model.clear()
+    assert mem.read_model.known_checkpoint() == 0
+    assert mem.sync() == 2
+    mem.close()

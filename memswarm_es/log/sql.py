@@ -80,6 +80,9 @@ _SCRUBBED = "scrubbed:"  # meta keys naming the tables of kept views that hold c
 # long (a share of the time it was held, at least the minimum) for other processes' appends.
 _PAUSE_SHARE = 0.25
 _MIN_PAUSE = 0.005
+# A forget on PostgreSQL writes the tables it erased from anew (VACUUM FULL), waiting this long
+# at most for their exclusive lock.
+_REWRITE_LOCK_WAIT = "2s"
 
 
 def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
@@ -316,7 +319,11 @@ class SQLEventLog(EventLog):
                     yield conn
             finally:
                 if relaxed:
-                    raw.execute(f"PRAGMA synchronous = {self._synchronous}")
+                    try:
+                        raw.execute(f"PRAGMA synchronous = {self._synchronous}")
+                    except Exception:  # never back in the pool, where appends would get it
+                        conn.invalidate()
+                        raise
 
     def forget_epoch(self, conn: Connection) -> tuple[int, int]:
         """(forgets recorded, forgets pending), read in ``conn``: it changes whenever a forget
@@ -702,16 +709,15 @@ class SQLEventLog(EventLog):
         """Make removed payloads (and the rows of kept views that held content) leave the
         files. SQLite: a TRUNCATE checkpoint copies the WAL (which still holds them) into the
         database, whose freed space ``secure_delete`` zeroed, and empties the WAL; it needs
-        every reader gone, so it is retried a bounded number of times. PostgreSQL: VACUUM
-        removes the old row versions from the pages of ``tables`` and of their TOAST tables
-        (:mod:`.redaction` says what it cannot reach), unless a transaction older than the
-        erasing one (``xid``) still runs and needs them."""
+        every reader gone, so it is retried a bounded number of times. PostgreSQL: ``VACUUM
+        FULL`` writes ``tables`` and their TOAST tables anew, without the old row versions
+        (a plain VACUUM frees their space in each page but leaves their bytes there until
+        that space is reused; :mod:`.redaction` says what a rewrite cannot reach), unless a
+        transaction older than the erasing one (``xid``) still runs and needs them."""
         if self._dialect == "postgresql":
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 holders = postgres_holders(conn, xid)
-                for table in tables:
-                    conn.exec_driver_sql(
-                        f"VACUUM {conn.dialect.identifier_preparer.quote(table)}")
+                self._rewrite_tables(conn, tables, full=not holders)
             if holders:
                 raise RedactionIncompleteError(
                     f"{self.url}: the forgotten payloads are gone from the table, but "
@@ -742,6 +748,30 @@ class SQLEventLog(EventLog):
             "WAL from being checkpointed, so their bytes may remain in the database file and its "
             "-wal; the forget stays pending and is finished by the next open or forget",
             [database, f"{database}-wal"])
+
+    def _rewrite_tables(self, conn: Connection, tables: list[str], full: bool) -> None:
+        """``VACUUM FULL`` each of ``tables`` (a plain VACUUM unless ``full``: while older
+        transactions hold the old row versions, no rewrite can drop them). A rewrite waits at
+        most :data:`_REWRITE_LOCK_WAIT` for its exclusive lock, so that a reader holding the
+        table open cannot stall every other query behind it: the forget then stays pending
+        (:class:`RedactionIncompleteError`)."""
+        quote = conn.dialect.identifier_preparer.quote
+        if not full:
+            for table in tables:
+                conn.exec_driver_sql(f"VACUUM {quote(table)}")
+            return
+        conn.exec_driver_sql(f"SET lock_timeout = '{_REWRITE_LOCK_WAIT}'")
+        try:
+            for table in tables:
+                conn.exec_driver_sql(f"VACUUM FULL {quote(table)}")
+        except sa.exc.OperationalError as exc:
+            raise RedactionIncompleteError(
+                f"{self.url}: the forgotten payloads are gone from the table, but a transaction "
+                f"holding {table} open kept it from being written anew without the old row "
+                "versions (whose bytes stay in its pages until then); the forget stays pending "
+                "and is finished by the next open or forget", tables) from exc
+        finally:
+            conn.exec_driver_sql("RESET lock_timeout")
 
     def position_at(self, time_us: int) -> int:
         """A binary search over positions (``recorded_at`` never decreases along them), a
