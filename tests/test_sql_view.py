@@ -593,7 +593,7 @@ def _reads_on_their_own_connections(mem: SharedMemory) -> None:
                 answers.append(model.read_scope(Scope(), "a") == [
                     e for e in expected if e.memory_id in model.get_many(
                         [x.memory_id for x in expected], "a")])
-        except BaseException as exc:  # noqa: BLE001 (reported below)
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=read) for _ in range(3)]
