@@ -101,7 +101,8 @@ class Projector:
         found = position == 0
         for batch in self.log.iter_events(max(position - 1, 0), self.batch_size, until):
             found = True
-            position = apply_batch(self.read_model, batch, position)
+            if batch[-1].position > position:  # not only the event at the checkpoint
+                position = apply_batch(self.read_model, batch, position)
             if progress:
                 progress(position, max(head, position))
         return position if found else None

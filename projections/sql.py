@@ -4,7 +4,8 @@ Its tables sit beside the log's and take its table prefix (``memswarm_view_*``):
 
 - ``memories``: a row per live memory: the position of its first write (the key, so that a
   read in position order walks the table in order), its id, its scope ids (each indexed with
-  the position) and the entry as one msgpack blob (:func:`~projections.fold.entry_row`);
+  the position) and the entry as one msgpack blob (:func:`~projections.fold.entry_row`, with the
+  permissions and the namespace packed apart: see ``_blob``);
 - ``readers``: a row per (position, principal) that may read the memory at that position;
 - ``members``: (group, agent, admin) for every member of every group;
 - ``state``: one row: the checkpoint and the identity of the log the view follows.
@@ -38,13 +39,19 @@ them, still kept clean of forgotten content).
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import os
+import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import msgpack
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -52,18 +59,24 @@ from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMi
 from memswarm_es.events import Event, EventType, decode, encode
 from memswarm_es.log.sql import SQLEventLog
 from memswarm_es.log.statements import Statement, compile_for
-from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text, text_range
-from memswarm_es.principals import EVERYONE, GROUP, agent, principals_of
+from memswarm_es.namespaces import (
+    Namespace,
+    namespace_from_text,
+    namespace_text,
+    stored_namespace,
+    text_range,
+)
+from memswarm_es.principals import EVERYONE, GROUP, agent, principals_of, stored_principals
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
 from .base import ReadModel
 from .fold import (
+    ENTRY_FIELDS,
     Change,
     MembershipChange,
     MemoryEntry,
     changes,
     entry_from_row,
-    entry_row,
     may_read,
     membership_changes,
 )
@@ -143,8 +156,93 @@ def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
         yield ids[start:start + _IN_CHUNK]
 
 
+# --- the entry blob -------------------------------------------------------------------------------
+#
+# A row's entry is the msgpack array of its fields (entry_row), except that the permissions and
+# the namespace are each a msgpack bin holding their packed array: a read turns each into its
+# tuple by one lookup in a cache of the few distinct ones (checked once, when first met), so
+# that building an entry costs one unpackb and three lookups, not lists made into tuples and
+# checked again on every read. Rows written before (the plain entry_row) still load.
+
+_READERS_AT = ENTRY_FIELDS.index("readable_by")
+_WRITERS_AT = ENTRY_FIELDS.index("writable_by")
+_NAMESPACE_AT = ENTRY_FIELDS.index("namespace")
+_CACHED = 65536  # distinct packed lists remembered (then the cache starts afresh)
+_principals_read: dict[bytes, tuple[str, ...]] = {}
+_namespaces_read: dict[bytes, Namespace] = {}
+_unpack = msgpack.unpackb
+_new_entry = tuple.__new__
+# The fast path of _entry spells these out (constants are read faster than names).
+assert (_READERS_AT, _WRITERS_AT, _NAMESPACE_AT, len(ENTRY_FIELDS)) == (14, 15, 17, 18)
+
+
+@functools.lru_cache(maxsize=4096)
+def _packed(items: tuple[str, ...]) -> bytes:
+    return encode(items)
+
+
+def _blob(entry: MemoryEntry) -> bytes:
+    """``entry`` as the view stores it (see above)."""
+    row = list(entry)
+    row[_READERS_AT] = _packed(entry.readable_by)
+    row[_WRITERS_AT] = _packed(entry.writable_by)
+    row[_NAMESPACE_AT] = _packed(entry.namespace)
+    return encode(row)
+
+
 def _entry(blob: bytes) -> MemoryEntry:
-    return entry_from_row(decode(blob))
+    """Inverse of :func:`_blob` (and of ``encode(entry_row(entry))``, as rows were written
+    before): the fast path, for the packed lists read before."""
+    row = _unpack(blob, strict_map_key=False)
+    try:
+        if len(row) == 18:
+            row[14] = _principals_read[row[14]]
+            row[15] = _principals_read[row[15]]
+            row[17] = _namespaces_read[row[17]]
+            return _new_entry(MemoryEntry, row)
+    except (KeyError, TypeError):  # met first, or a plain row, or not an entry at all
+        pass
+    return _entry_read_first(row)
+
+
+def _entry_read_first(row: Any) -> MemoryEntry:
+    """:func:`_entry` for a row whose packed lists are not all cached yet (they are then: the
+    fast path may have turned some into their tuples already), or a row of another form
+    (:func:`~projections.fold.entry_from_row`)."""
+    kinds = {type(row[at]) for at in (_READERS_AT, _WRITERS_AT, _NAMESPACE_AT)} \
+        if isinstance(row, list) and len(row) == len(ENTRY_FIELDS) else set()
+    if not kinds or not kinds <= {bytes, tuple}:
+        return entry_from_row(row)
+    for at in (_READERS_AT, _WRITERS_AT):
+        if type(row[at]) is bytes:
+            row[at] = _remember(_principals_read, row[at], _read_principals)
+    if type(row[_NAMESPACE_AT]) is bytes:
+        row[_NAMESPACE_AT] = _remember(_namespaces_read, row[_NAMESPACE_AT], _read_namespace)
+    return _new_entry(MemoryEntry, row)
+
+
+def _remember(cache: dict[bytes, _T], packed: bytes, read: Callable[[bytes], _T]) -> _T:
+    found = cache.get(packed)
+    if found is None:
+        if len(cache) >= _CACHED:
+            cache.clear()
+        found = cache[packed] = read(packed)
+    return found
+
+
+def _read_principals(packed: bytes) -> tuple[str, ...]:
+    """Packed principals as the fold reads them: unreadable ones allow nobody."""
+    try:
+        return stored_principals(decode(packed)) or ()
+    except ValueError:  # not msgpack (msgpack's errors are ValueErrors)
+        return ()
+
+
+def _read_namespace(packed: bytes) -> Namespace:
+    try:
+        return stored_namespace(decode(packed))
+    except ValueError:
+        return ()
 
 
 class SQLReadModel(ReadModel):
@@ -172,6 +270,15 @@ class SQLReadModel(ReadModel):
         # Kept by the log: the head applied by this transaction's apply_in calls, and the
         # highest position applied in a transaction that committed (see known_checkpoint).
         self._applying = self._known = 0
+        # Reads run on a connection of each thread's own, kept (see _with_cursor), unless the
+        # pool keeps one per thread itself (SQLite in memory, whose one connection is the
+        # database).
+        self._own_readers = isinstance(self._engine.pool, sa.pool.QueuePool)
+        self._local = threading.local()
+        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
+        self._readers_lock = threading.Lock()
+        self._readers_closed = False
+        self._dbapi_error: type[Exception] = self._dialect.loaded_dbapi.Error
         with self._engine.connect() as conn:
             present = sa.inspect(conn).has_table(self._t.state.name)
             # A view made before memories had keys is folded again, with them.
@@ -308,8 +415,7 @@ class SQLReadModel(ReadModel):
         if agent_reads:  # the agent's principals, from the members table in the same statement
             principals = self._principals()
             if kind != "read" or what:  # probe the readers of each memory selected
-                stmt = stmt.where(sa.exists().where(r.c.position == m.c.position,
-                                                    r.c.principal.in_(principals)))
+                stmt = stmt.where(self._readable())
             else:  # no scope: walk what the agent's principals may read
                 stmt = stmt.where(m.c.position.in_(
                     sa.select(r.c.position).where(r.c.principal.in_(principals))))
@@ -333,16 +439,25 @@ class SQLReadModel(ReadModel):
     def _keyed(self, key: tuple[object, ...]) -> sa.Select[Any]:
         """``("key",)``: the first live memory holding a key; ``("spaces", agent reads)``:
         the namespaces under a prefix holding memories (that the agent may read)."""
-        m, r = self._t.memories, self._t.readers
+        m = self._t.memories
         if key[0] == "key":
             return sa.select(m.c.entry).where(
                 m.c.namespace == sa.bindparam("ns"), m.c.key == sa.bindparam("key")
             ).order_by(m.c.position)  # one row, unless a foreign log wrote more
         stmt = sa.select(m.c.namespace).distinct().where(self._under_prefix())
         if key[1]:
-            stmt = stmt.where(sa.exists().where(r.c.position == m.c.position,
-                                                r.c.principal.in_(self._principals())))
+            stmt = stmt.where(self._readable())
         return stmt
+
+    def _readable(self) -> sa.Exists:
+        """The agent ``reader`` may read the memory of the row: one of its principals is among
+        the memory's readers. The readers are found by the position alone and then compared
+        (``principal || ''`` is no column an index could serve): SQLite would otherwise seek
+        the readers once per principal, which took twice as long as the read itself."""
+        m, r = self._t.memories, self._t.readers
+        compared = r.c.principal + sa.literal_column("''", sa.Text)
+        return sa.exists().where(r.c.position == m.c.position,
+                                 compared.in_(self._principals()))
 
     # --- what the log calls when it keeps the view (TransactionView) -------------------------
 
@@ -472,7 +587,7 @@ class SQLReadModel(ReadModel):
                 old = None
             if new is None:
                 continue
-            blob = encode(entry_row(new))
+            blob = _blob(new)
             if old is None:
                 added.append({"position": new.position, "memory_id": new.memory_id,
                               "agent_id": new.agent_id, "group_id": new.group_id,
@@ -607,14 +722,58 @@ class SQLReadModel(ReadModel):
         if self._staging:
             with self._log.write_transaction() as conn:
                 self._drop(conn)
+        with self._readers_lock:
+            self._readers_closed = True
+            readers = list(self._readers)
+        for reader in readers:
+            reader.close()
         if self._close_log:
             self._log.close()
 
     # --- the ReadModel interface: reading ----------------------------------------------------
 
     def _with_cursor(self, read: Callable[[Any], _T]) -> _T:
-        """``read(cursor)`` on a pooled connection, outside SQLAlchemy's row handling (on
-        SQLite a single statement reads one snapshot by itself)."""
+        """``read(cursor)`` outside SQLAlchemy's row handling, on the calling thread's own
+        connection: a pool's checkout and return cost more than a read of a few rows. The
+        connection commits each statement by itself (each reads one snapshot, on SQLite and on
+        PostgreSQL alike, and none holds a transaction open between reads); it is closed with
+        the model, or when its thread ends; a process forked from this one opens its own."""
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        if reader is None or reader.pid != os.getpid():
+            reader = self._open_reader()
+            if reader is None:
+                return self._with_pooled(read)
+        try:
+            return read(reader.cursor)
+        except self._dbapi_error:  # a broken connection (a restarted server, say) goes
+            self._local.reader = None
+            reader.close()
+            raise
+
+    def _open_reader(self) -> _Reader | None:
+        """A connection of the calling thread's own (``None``: reads take a pooled one),
+        made by the pool (with every setting it makes) and then taken out of it."""
+        with self._readers_lock:
+            if not self._own_readers or self._readers_closed:
+                return None
+        pooled = self._engine.raw_connection()
+        pooled.detach()
+        raw: Any = pooled.dbapi_connection
+        if self._dialect.name == "postgresql":
+            raw.autocommit = True  # as SQLite's connections are (isolation_level None)
+        reader = _Reader(raw)
+        with self._readers_lock:
+            closed = self._readers_closed
+            if not closed:
+                self._readers.add(reader)
+        if closed:  # closed meanwhile
+            reader.close()
+            return None
+        self._local.reader = reader
+        return reader
+
+    def _with_pooled(self, read: Callable[[Any], _T]) -> _T:
+        """``read(cursor)`` on a pooled connection."""
         raw = self._engine.raw_connection()
         try:
             cursor = raw.cursor()
@@ -692,6 +851,26 @@ class SQLReadModel(ReadModel):
         stmt = self._statement(("groups",))
         rows = self._with_cursor(lambda c: stmt.run(c, {"at": agent_id}))
         return {group_id: bool(admin) for group_id, admin in rows}
+
+
+class _Reader:
+    """A thread's own connection for reads (:meth:`SQLReadModel._with_cursor`), closed with
+    its model or when its thread ends (the thread's locals go, and this with them)."""
+
+    __slots__ = ("__weakref__", "cursor", "pid", "raw")
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.cursor = raw.cursor()
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        if self.pid == os.getpid():  # a forked process leaves its parent's connection be
+            with contextlib.suppress(Exception):
+                self.raw.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def _prefix_values(prefix: Namespace) -> dict[str, str]:

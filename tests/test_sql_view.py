@@ -609,4 +609,118 @@ def test_a_kept_view_knows_what_its_own_appends_applied(tmp_path: Path) -> None:
     mem.read_model.clear()
     assert mem.read_model.known_checkpoint() == 0
     assert mem.sync() == 2
+
+
+def test_rows_stored_in_the_form_of_earlier_versions_still_read_as_the_fold(
+        tmp_path: Path) -> None:
+    """The view stores the permissions and the namespace of an entry packed apart (read
+    through a cache of the few distinct ones); rows written before, as the plain array of the
+    entry's fields, read the same, and so does a row met while the caches are cold or half
+    warm (the fast path then finishes the row where it stopped)."""
+    from memswarm_es.events import decode, encode
+    from projections.fold import entry_from_row, entry_row
+
+    path = tmp_path / "forms.db"
+    mem = SQLiteSharedMemory(str(path), synchronous="OFF")
+    fill(mem.log, 400, seed=3, batch=100)
+    mem.agent("a").put(("docs", "x"), "k", {"n": 1}, readable_by=["*"])
+    with sqlite3.connect(path) as db:  # every other row back to the plain form
+        rows = db.execute("SELECT position, entry FROM memswarm_view_memories").fetchall()
+        plain = [(encode(entry_row(view_module._entry(blob))), position)
+                 for position, blob in rows[::2]]
+        db.executemany("UPDATE memswarm_view_memories SET entry = ? WHERE position = ?", plain)
+        assert all(isinstance(decode(blob)[14], list) for blob, _ in plain)
+    db.close()
+    for warm in ("cold", "principals only", "warm"):
+        if warm != "warm":
+            view_module._namespaces_read.clear()
+        if warm == "cold":
+            view_module._principals_read.clear()
+        assert_is_fold(mem.read_model, mem.log)
+    for _, blob in rows:
+        assert view_module._entry(blob) == entry_from_row(entry_row(view_module._entry(blob)))
+    assert mem.get_by_key(("docs", "x"), "k").namespace == ("docs", "x")
+    mem.close()
+
+
+def _checkouts(engine: sa.Engine) -> list[int]:
+    count = [0]
+    sa.event.listen(engine, "checkout", lambda *_: count.__setitem__(0, count[0] + 1))
+    return count
+
+
+def _reads_on_their_own_connections(mem: SharedMemory) -> None:
+    """Reads from several threads at once run each on the thread's own connection, kept (no
+    pool checkout per read), answer as the pooled reads did, and are all closed with the
+    memory; a thread that ends takes its connection along."""
+    model = mem.read_model
+    assert isinstance(model, SQLReadModel)
+    fill(mem.log, 200, seed=4, batch=100)
+    expected = model.read_scope(Scope(), None)
+    checkouts = _checkouts(mem.log.engine)
+    barrier, answers, errors = threading.Barrier(3), [], []
+
+    def read() -> None:
+        try:
+            barrier.wait()
+            for _ in range(20):
+                answers.append(model.read_scope(Scope(), None) == expected)
+                answers.append(model.read_scope(Scope(), "a") == [
+                    e for e in expected if e.memory_id in model.get_many(
+                        [x.memory_id for x in expected], "a")])
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and len(answers) == 120 and all(answers)
+    assert checkouts[0] == 3  # one per thread, when it first read: none per read
+    model.read_scope(Scope(), None)
+    (mine,) = [r for r in model._readers if r is model._local.reader]
+    others = [r.raw for r in model._readers if r is not mine]
+    del threads
+    import gc
+    gc.collect()
+    assert len(model._readers) == 1  # the threads' connections ended with them
+    raws = [mine.raw, *others]
+    mem.close()
+    for raw in raws:
+        with pytest.raises(Exception):  # noqa: B017 (sqlite3 and psycopg raise their own)
+            raw.cursor().execute("SELECT 1")
+    assert not model._readers or all(getattr(r.raw, "closed", True) for r in model._readers)
+
+
+def test_reads_run_on_a_connection_of_each_thread_sqlite(tmp_path: Path) -> None:
+    mem = SQLiteSharedMemory(str(tmp_path / "threads.db"), synchronous="OFF")
+    _reads_on_their_own_connections(mem)
+
+
+def test_reads_run_on_a_connection_of_each_thread_postgres(
+        postgres_memory: tuple[str, str]) -> None:
+    url, prefix = postgres_memory
+    mem = PostgresSharedMemory(url, table_prefix=prefix)
+    model = mem.read_model
+    assert isinstance(model, SQLReadModel)
+    model.read_scope(Scope(), None)
+    # Between reads the connection holds no transaction open (no snapshot, no lock).
+    assert model._local.reader.raw.info.transaction_status == 0  # psycopg's IDLE
+    _reads_on_their_own_connections(mem)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_process_reads_on_a_connection_of_its_own(tmp_path: Path) -> None:
+    mem = SQLiteSharedMemory(str(tmp_path / "fork.db"), synchronous="OFF")
+    fill(mem.log, 50)
+    expected = mem.read_scope()
+    parent = mem.read_model._local.reader
+    pid = os.fork()
+    if pid == 0:  # the child: a connection of its own, the parent's left open
+        ok = mem.read_scope() == expected and mem.read_model._local.reader is not parent
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0
+    assert mem.read_scope() == expected and mem.read_model._local.reader is parent
     mem.close()
