@@ -204,7 +204,7 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             entry.context_id, event.version or entry.version + 1, entry.position,
             event.position, entry.created_at_us, event.recorded_at_us, entry.created_by,
             event.actor, problem or (entry.damaged if "value" not in changed else None),
-            readers, writers, entry.key, entry.namespace)
+            readers, writers, entry.key, entry.namespace, _vector_after(entry, changed))
     if kind in ENDING_EVENT_TYPES:
         return None
     return entry
