@@ -5,6 +5,7 @@ included; a real StateGraph using it through ``get_store()``."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import re
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, settings
 from hypothesis import strategies as st
@@ -39,6 +41,7 @@ from memswarm_es import (
     SharedMemory,
     SQLiteSharedMemory,
 )
+from memswarm_es.errors import InvalidInputError, InvalidValueError
 from memswarm_es.integrations.langgraph import MemSwarmStore
 from memswarm_es.namespaces import matches
 from projections.keys import check_filter, passes_value
@@ -402,3 +405,115 @@ def test_langmem_tools_manage_and_search_memories_in_the_store(tmp_path: Path) -
         assert memory_id is not None
         assert [(v.version, v.actor) for v in swarm.history(memory_id)] == [
             (1, "assistant"), (2, "assistant"), (3, "assistant")]
+
+
+# --- search by meaning ---------------------------------------------------------------------------
+
+DOCS = [(("docs", "roads"), "d1", {"text": "the red bridge on route 7 is closed", "n": 1}),
+        (("docs", "roads"), "d2", {"text": "route 9 is open again", "n": 2}),
+        (("docs", "rivers"), "d3", {"text": "the blue river floods the bridge", "n": 3}),
+        (("docs", "rivers"), "d4", {"text": "fish swim in the river", "n": 4}),
+        (("docs",), "d5", {"text": "a closed road and a red car", "n": 5}),
+        (("notes",), "d6", {"text": "bridge inspection due", "n": 6})]
+SEARCHES = [(("docs",), "closed bridge", None, 10, 0), (("docs",), "river", None, 2, 1),
+            ((), "bridge", {"n": {"$gte": 3}}, 3, 0), (("docs", "roads"), "route", None, 1, 0),
+            ((), "red car", None, 10, 4), (("docs",), "nothing matches this", {"n": 2}, 5, 0)]
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "memory"])
+def test_a_search_by_meaning_ranks_as_langgraphs(kind: str, tmp_path: Path) -> None:
+    index = {"dims": DIMS, "embed": embed, "fields": ["text"]}
+    swarm = _open(kind, str(tmp_path))
+    ours, theirs = MemSwarmStore(swarm, index=index), InMemoryStore(index=index)  # type: ignore[arg-type]
+    for store in (ours, theirs):
+        for namespace, key, value in DOCS:
+            store.put(namespace, key, value)
+    for prefix, query, filter, limit, offset in SEARCHES:
+        mine = ours.search(prefix, query=query, filter=filter, limit=limit, offset=offset)
+        reference = theirs.search(prefix, query=query, filter=filter, limit=limit,
+                                  offset=offset)
+        assert [(i.namespace, i.key) for i in mine] == [(i.namespace, i.key) for i in reference]
+        assert [i.score for i in mine] == pytest.approx([i.score for i in reference], abs=1e-6)
+        assert all(i.score is not None for i in mine)
+    # the vectors are in the log: a memory opened again ranks the same, embedding no item
+    if kind == "sqlite":
+        swarm.close()
+        swarm = _open(kind, str(tmp_path))
+        again = MemSwarmStore(swarm, index={"dims": DIMS, "embed": lambda texts: embed(["river"])})
+        assert [i.key for i in again.search(("docs",), query="river")] == [
+            i.key for i in ours.search(("docs",), query="river")]
+    swarm.close()
+
+
+def test_an_agent_never_gets_what_it_may_not_read_even_the_nearest(tmp_path: Path) -> None:
+    with SQLiteSharedMemory(str(tmp_path / "swarm.db")) as swarm:
+        (secret,) = embed(["bridge code 1234"])
+        swarm.put(("docs",), "secret", {"text": "bridge code 1234"}, embedding=secret,
+                  readable_by=["agent:boss"])
+        scout = MemSwarmStore(swarm.agent("scout"), index=INDEX)
+        scout.put(("docs",), "mine", {"text": "a river"})
+        boss = MemSwarmStore(swarm.agent("boss"), index=INDEX)
+        assert [i.key for i in boss.search(("docs",), query="bridge code 1234")] == ["secret"]
+        found = scout.search(("docs",), query="bridge code 1234", limit=10)
+        assert [i.key for i in found] == ["mine"]
+        assert scout.search(("docs",), query="bridge", filter={"text": "bridge code 1234"}) == []
+        assert scout.get(("docs",), "secret") is None
+
+
+def test_a_put_may_name_its_own_fields_or_none(tmp_path: Path) -> None:
+    with SQLiteSharedMemory(str(tmp_path / "swarm.db")) as swarm:
+        store = MemSwarmStore(swarm, index={"dims": DIMS, "embed": embed, "fields": ["text"]})
+        store.put(("d",), "plain", {"text": "red bridge", "tag": "river"})
+        store.put(("d",), "tagged", {"text": "nothing here", "tag": "river"}, index=["tag"])
+        store.put(("d",), "unindexed", {"text": "river river"}, index=False)
+        store.put(("d",), "untexted", {"other": "river"})  # no text at "text": no vector
+        found = store.search(("d",), query="river")
+        assert [(i.key, i.score is None) for i in found] == [
+            ("tagged", False), ("plain", False), ("unindexed", True), ("untexted", True)]
+        assert found[0].score == pytest.approx(1.0)
+        assert swarm.get_by_key(("d",), "unindexed").embedding is None  # type: ignore[union-attr]
+        # a new value without a vector drops the old one; the same value keeps it
+        store.put(("d",), "plain", {"text": "red bridge", "tag": "river"}, index=False)
+        assert store.search(("d",), query="bridge")[0].key == "plain"
+        store.put(("d",), "plain", {"text": "a blue car"}, index=False)
+        assert [i.key for i in store.search(("d",), query="car") if i.score is not None] == [
+            "tagged"]
+        # several fields: one vector, the mean of their unit vectors
+        both = MemSwarmStore(swarm, index={"dims": DIMS, "embed": embed,
+                                           "fields": ["text", "tag"]})
+        both.put(("e",), "k", {"text": "red bridge", "tag": "river"})
+        vectors = [np.asarray(v) / np.linalg.norm(v) for v in embed(["red bridge", "river"])]
+        entry = swarm.get_by_key(("e",), "k")
+        assert entry is not None and entry.embedding == pytest.approx(np.mean(vectors, axis=0))
+        # a batch putting one text twice embeds it once, for both
+        store.batch([PutOp(("f",), "a", {"text": "same"}), PutOp(("f",), "b", {"text": "same"})])
+        assert [i.score for i in store.search(("f",), query="same")] == pytest.approx([1, 1])
+
+
+def test_an_async_embed_function_serves_abatch(tmp_path: Path) -> None:
+    async def run(store: MemSwarmStore) -> list[SearchItem]:
+        await store.aput(("d",), "a", {"text": "red bridge"})
+        await store.aput(("d",), "b", {"text": "blue river"})
+        return await store.asearch(("d",), query="river")
+
+    with SQLiteSharedMemory(str(tmp_path / "swarm.db")) as swarm:
+        store = MemSwarmStore(swarm, index={"dims": DIMS, "embed": aembed})
+        assert [i.key for i in asyncio.run(run(store))] == ["b", "a"]
+
+
+def test_an_index_that_cannot_work_is_refused(tmp_path: Path) -> None:
+    with SQLiteSharedMemory(str(tmp_path / "swarm.db")) as swarm:
+        for bad in ({"dims": 0, "embed": embed}, {"dims": DIMS}, {"dims": DIMS, "embed": embed,
+                                                                 "fields": "text"}):
+            with pytest.raises(InvalidInputError):
+                MemSwarmStore(swarm, index=bad)
+        wrong = MemSwarmStore(swarm, index={"dims": DIMS + 1, "embed": embed})
+        with pytest.raises(InvalidValueError, match="dims"):
+            wrong.put(("d",), "k", {"text": "x"})
+        with pytest.raises(InvalidValueError, match="dims"):
+            wrong.search(("d",), query="x")
+        assert swarm.read_scope() == []
+        # without an index a query is ignored, as LangGraph's stores ignore it
+        plain = MemSwarmStore(swarm)
+        plain.put(("d",), "k", {"text": "x"})
+        assert [(i.key, i.score) for i in plain.search(("d",), query="x")] == [("k", None)]
