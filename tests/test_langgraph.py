@@ -471,7 +471,7 @@ def test_a_put_may_name_its_own_fields_or_none(tmp_path: Path) -> None:
         assert [(i.key, i.score is None) for i in found] == [
             ("tagged", False), ("plain", False), ("unindexed", True), ("untexted", True)]
         assert found[0].score == pytest.approx(1.0)
-        assert swarm.get_by_key(("d",), "unindexed").embedding is None  # type: ignore[union-attr]
+        assert swarm.get_by_key(("d",), "unindexed").embedding is None
         # a new value without a vector drops the old one; the same value keeps it
         store.put(("d",), "plain", {"text": "red bridge", "tag": "river"}, index=False)
         assert store.search(("d",), query="bridge")[0].key == "plain"
