@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from projections.fold import MemoryEntry, evolve
+from projections.fold import MemoryEntry, evolve, stored_vector
 
 from .errors import (
     ConflictError,
@@ -307,7 +307,7 @@ class Plan:
 
 def _holds(entry: MemoryEntry, data: Mapping[str, Any]) -> bool:
     """True if ``entry`` holds everything ``data`` (a payload) would set."""
-    if "embedding" in data:
+    if "embedding" in data and stored_vector(data["embedding"]) != entry.embedding:
         return False
     for name in ("readable_by", "writable_by"):
         if name in data and tuple(data[name]) != getattr(entry, name):

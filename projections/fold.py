@@ -10,6 +10,7 @@ sees the same memories, permissions and memberships by construction.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -43,6 +44,8 @@ class MemoryEntry(NamedTuple):
     ``readable_by`` and ``writable_by`` are the principals allowed (see
     :mod:`memswarm_es.principals`), the defaults spelled out. ``key`` and ``namespace`` are
     the caller's address of the memory, if it gave one (see :mod:`memswarm_es.namespaces`).
+    ``embedding`` is the vector its write or update carried (``write_scope(...,
+    embedding=...)``), kept until an update changes the value without a new one.
     """
 
     memory_id: str
@@ -63,6 +66,7 @@ class MemoryEntry(NamedTuple):
     writable_by: tuple[str, ...] = ()
     key: str | None = None
     namespace: tuple[str, ...] = ()
+    embedding: tuple[float, ...] | None = None
 
     @property
     def scope(self) -> Scope:
@@ -79,8 +83,9 @@ class MemoryEntry(NamedTuple):
         return from_micros(self.updated_at_us)
 
     def as_dict(self) -> dict[str, Any]:
-        """A plain dict (``id`` is the memory id), e.g. for JSON."""
+        """A plain dict (``id`` is the memory id), e.g. for JSON; without the vector."""
         out = self._asdict()
+        del out["embedding"]
         out["id"] = out.pop("memory_id")
         out["created_at"] = self.created_at.isoformat()
         out["updated_at"] = self.updated_at.isoformat()
@@ -101,6 +106,8 @@ ENTRY_FIELDS: tuple[str, ...] = MemoryEntry._fields
 _ENTRY_FIELD_SET = frozenset(ENTRY_FIELDS)
 _REQUIRED_FIELDS = len(ENTRY_FIELDS) - len(MemoryEntry._field_defaults)
 _PERMISSIONS_AT = ENTRY_FIELDS.index("writable_by")
+_NAMESPACE_AT = ENTRY_FIELDS.index("namespace")
+_EMBEDDING_AT = ENTRY_FIELDS.index("embedding")
 _new_entry = tuple.__new__
 
 
@@ -117,16 +124,19 @@ def with_content(entry: MemoryEntry, value: Any, metadata: dict[str, Any]) -> Me
 
 def entry_from_row(row: Sequence[Any]) -> MemoryEntry:
     """Inverse of :func:`entry_row`; rows written before optional fields were added still load
-    (a row without permissions gets the default ones). Raises ``ValueError`` for a row of
-    another shape."""
+    (a row without permissions gets the default ones, one without a vector none). Raises
+    ``ValueError`` for a row of another shape."""
     if not _REQUIRED_FIELDS <= len(row) <= len(ENTRY_FIELDS):
         raise ValueError(f"an entry row has {len(row)} fields, not {len(ENTRY_FIELDS)}")
     if len(row) > _PERMISSIONS_AT:
         fields = list(row)  # stored as lists: back to tuples, and unreadable ones allow nobody
         fields[_PERMISSIONS_AT - 1] = stored_principals(fields[_PERMISSIONS_AT - 1]) or ()
         fields[_PERMISSIONS_AT] = stored_principals(fields[_PERMISSIONS_AT]) or ()
+        if len(fields) > _NAMESPACE_AT:
+            fields[_NAMESPACE_AT] = stored_namespace(fields[_NAMESPACE_AT])
+        if len(fields) > _EMBEDDING_AT and fields[_EMBEDDING_AT] is not None:
+            fields[_EMBEDDING_AT] = tuple(fields[_EMBEDDING_AT])  # stored as checked
         if len(fields) == len(ENTRY_FIELDS):
-            fields[-1] = stored_namespace(fields[-1])
             return _new_entry(MemoryEntry, fields)
         return MemoryEntry(*fields)
     entry = MemoryEntry(*row)
@@ -169,7 +179,8 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             scope.agent_id, scope.group_id, scope.context_id, event.version or 1,
             event.position, event.position, at, at, event.actor, event.actor, problem,
             readers, writers, stored_key(content.get("key")),
-            stored_namespace(content.get("namespace"))))
+            stored_namespace(content.get("namespace")),
+            stored_vector(content.get("embedding"))))
     if entry is None:
         return None
     if kind == _UPDATED:
@@ -185,10 +196,29 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
             entry.context_id, event.version or entry.version + 1, entry.position,
             event.position, entry.created_at_us, event.recorded_at_us, entry.created_by,
             event.actor, problem or (entry.damaged if "value" not in changed else None),
-            readers, writers, entry.key, entry.namespace))
+            readers, writers, entry.key, entry.namespace, _vector_after(entry, changed)))
     if kind in ENDING_EVENT_TYPES:
         return None
     return entry
+
+
+def stored_vector(vector: Any) -> tuple[float, ...] | None:
+    """A vector as an entry keeps it: a non-empty sequence of finite numbers as floats, or
+    ``None`` for anything else (a foreign payload's, say: it stops no fold)."""
+    if not isinstance(vector, (list, tuple)) or not vector:
+        return None
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+               for x in vector):
+        return None
+    return tuple(float(x) for x in vector)
+
+
+def _vector_after(entry: MemoryEntry, changed: Mapping[str, Any]) -> tuple[float, ...] | None:
+    """The vector after an update: the one it carries; else none if it changes the value (the
+    old vector described the old value); else the one before."""
+    if "embedding" in changed:
+        return stored_vector(changed["embedding"])
+    return None if "value" in changed else entry.embedding
 
 
 _WRITTEN = EventType.MEMORY_WRITTEN

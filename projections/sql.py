@@ -167,13 +167,15 @@ def _chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
 _READERS_AT = ENTRY_FIELDS.index("readable_by")
 _WRITERS_AT = ENTRY_FIELDS.index("writable_by")
 _NAMESPACE_AT = ENTRY_FIELDS.index("namespace")
+_EMBEDDING_AT = ENTRY_FIELDS.index("embedding")
 _CACHED = 65536  # distinct packed lists remembered (then the cache starts afresh)
 _principals_read: dict[bytes, tuple[str, ...]] = {}
 _namespaces_read: dict[bytes, Namespace] = {}
 _unpack = msgpack.unpackb
 _new_entry = tuple.__new__
 # The fast path of _entry spells these out (constants are read faster than names).
-assert (_READERS_AT, _WRITERS_AT, _NAMESPACE_AT, len(ENTRY_FIELDS)) == (14, 15, 17, 18)
+assert (_READERS_AT, _WRITERS_AT, _NAMESPACE_AT, _EMBEDDING_AT, len(ENTRY_FIELDS)) == (
+    14, 15, 17, 18, 19)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -195,10 +197,12 @@ def _entry(blob: bytes) -> MemoryEntry:
     before): the fast path, for the packed lists read before."""
     row = _unpack(blob, strict_map_key=False)
     try:
-        if len(row) == 18:
+        if len(row) == 19:
             row[14] = _principals_read[row[14]]
             row[15] = _principals_read[row[15]]
             row[17] = _namespaces_read[row[17]]
+            if row[18] is not None:
+                row[18] = tuple(row[18])  # the vector, checked when written
             return _new_entry(MemoryEntry, row)
     except (KeyError, TypeError):  # met first, or a plain row, or not an entry at all
         pass
@@ -209,10 +213,14 @@ def _entry_read_first(row: Any) -> MemoryEntry:
     """:func:`_entry` for a row whose packed lists are not all cached yet (they are then: the
     fast path may have turned some into their tuples already), or a row of another form
     (:func:`~projections.fold.entry_from_row`)."""
+    if isinstance(row, list) and len(row) == _EMBEDDING_AT:
+        row.append(None)  # packed before entries kept a vector
     kinds = {type(row[at]) for at in (_READERS_AT, _WRITERS_AT, _NAMESPACE_AT)} \
         if isinstance(row, list) and len(row) == len(ENTRY_FIELDS) else set()
     if not kinds or not kinds <= {bytes, tuple}:
         return entry_from_row(row)
+    if isinstance(row[_EMBEDDING_AT], list):
+        row[_EMBEDDING_AT] = tuple(row[_EMBEDDING_AT])
     for at in (_READERS_AT, _WRITERS_AT):
         if type(row[at]) is bytes:
             row[at] = _remember(_principals_read, row[at], _read_principals)
@@ -725,6 +733,7 @@ class SQLReadModel(ReadModel):
         with self._readers_lock:
             self._readers_closed = True
             readers = list(self._readers)
+            self._local = threading.local()  # no thread reads on a closed one again
         for reader in readers:
             reader.close()
         if self._close_log:

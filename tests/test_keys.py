@@ -29,6 +29,7 @@ from memswarm_es.errors import (
     PermissionDeniedError,
     VersionConflictError,
 )
+from memswarm_es.events import decode, encode
 from memswarm_es.log import InProcessLog
 from memswarm_es.namespaces import matches
 from memswarm_es.scopes import Scope
@@ -283,10 +284,12 @@ def test_namespace_matching_follows_langgraph() -> None:
 
 def test_entries_stored_before_keys_still_load() -> None:
     entry = MemoryEntry("m", 1, {}, "a", None, None, 1, 1, 1, 0, 0, "a", "a", None,
-                        ("agent:a",), ("agent:a",), "k", ("x", "y"))
+                        ("agent:a",), ("agent:a",), "k", ("x", "y"), (0.5, -1.0))
     row = entry_row(entry)
-    assert entry_from_row(row) == entry
-    old = entry_from_row(row[:-2])
+    assert entry_from_row(decode(encode(row))) == entry
+    before_vectors = entry_from_row(row[:-1])
+    assert (before_vectors.namespace, before_vectors.embedding) == (("x", "y"), None)
+    old = entry_from_row(row[:-3])
     assert (old.key, old.namespace, old.readable_by) == (None, (), ("agent:a",))
 
 

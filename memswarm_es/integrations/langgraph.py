@@ -9,21 +9,48 @@ only what the agent may read.
 A batch follows LangGraph's rules: its reads see the state before it; its puts (the last one
 per namespace and key wins; ``None`` deletes) are applied after the reads as one atomic append
 (:meth:`~memswarm_es.memory.SharedMemory.apply`). Search filters by namespace prefix and value
-fields; a ``query`` is ignored, as LangGraph's own stores ignore it without an index (a search
-by meaning is not served here yet). Items are listed in the order they were first written.
-TTL is not supported (``supports_ttl`` is False).
+fields; items are listed in the order they were first written. TTL is not supported
+(``supports_ttl`` is False).
+
+Search by meaning, with ``index=IndexConfig(dims=..., embed=..., fields=[...])`` as LangGraph's
+stores take it (``embed``: a LangChain ``Embeddings``, a sync or async function, or a
+``"provider:model"`` string, resolved by LangGraph's ``ensure_embeddings``). A put embeds the
+text at the configured fields (or at the fields its ``index`` names; ``index=False``: none)
+and records the memory with that vector in its event (``Put(..., embedding=...)``), so the
+vector is in the log and every read model's entries carry it (``MemoryEntry.embedding``).
+A put of a new value without a vector leaves the memory without one; a put of the same value
+changes nothing (LangGraph's ``InMemoryStore`` keeps a key's old vectors on either).
+
+One vector per memory: the vector of its one text (the whole value as JSON by default); with
+several texts (several fields, or a path through a list) the mean of their unit vectors, one
+vector that every field counts in, as the log and a Chroma view carry one per memory.
+``InMemoryStore`` keeps a vector per text and scores an item by its best one, so rankings
+agree exactly when each item has one text.
+
+``search(prefix, query=...)`` is ranked here, exactly: the store reads the live memories under
+the prefix that match the filter and that the acting agent may read (the same read as a
+search without a query, served by any read model), and sorts them by cosine similarity to the
+embedded query (``score``), best first, ties in the order they were written; those without a
+vector (or with a vector of other dimensions) follow, unscored, in that order; ``offset`` and
+``limit`` page through the whole. A Chroma view's own search is not used: it embeds the query
+with its own model and filters on metadata, not on the value fields LangGraph filters on.
+A vector of a size other than ``dims`` from the embed function: :class:`InvalidValueError`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+from langchain_core.embeddings import Embeddings
 from langgraph.store.base import (
     BaseStore,
     GetOp,
+    IndexConfig,
     Item,
     ListNamespacesOp,
     Op,
@@ -31,12 +58,15 @@ from langgraph.store.base import (
     Result,
     SearchItem,
     SearchOp,
+    ensure_embeddings,
+    get_text_at_path,
+    tokenize_path,
     validate_op_namespace,
 )
 
 from memswarm_es.agent import AgentMemory
-from memswarm_es.batch import Delete, Put
-from memswarm_es.errors import InvalidInputError, NotSupportedError
+from memswarm_es.batch import Change, Delete, Put
+from memswarm_es.errors import InvalidInputError, InvalidValueError
 from memswarm_es.memory import (
     InMemorySharedMemory,
     PostgresSharedMemory,
@@ -56,21 +86,22 @@ class MemSwarmStore(BaseStore):
 
     supports_ttl = False
 
-    def __init__(self, memory: SharedMemory | AgentMemory, *, index: Any = None) -> None:
-        if index is not None:
-            raise NotSupportedError("MemSwarmStore does not search by meaning yet; give no index")
+    def __init__(self, memory: SharedMemory | AgentMemory, *,
+                 index: IndexConfig | Mapping[str, Any] | None = None) -> None:
         self.memory = memory
+        self.index = None if index is None else Index.of(index)
 
     @classmethod
     @contextlib.contextmanager
-    def from_conn_string(cls, conn_string: str, *,
-                         agent: str | None = None) -> Iterator[MemSwarmStore]:
+    def from_conn_string(cls, conn_string: str, *, agent: str | None = None,
+                         index: IndexConfig | Mapping[str, Any] | None = None,
+                         ) -> Iterator[MemSwarmStore]:
         """A store over the memory at ``conn_string`` (``sqlite:///swarm.db``,
         ``postgresql+psycopg://...``, ``memory://``), closed on exit; ``agent`` acts as
         that agent."""
         memory = _open(conn_string)
         try:
-            yield cls(memory if agent is None else memory.agent(agent))
+            yield cls(memory if agent is None else memory.agent(agent), index=index)
         finally:
             memory.close()
 
@@ -81,38 +112,51 @@ class MemSwarmStore(BaseStore):
     # --- batches --------------------------------------------------------------------------
 
     def batch(self, ops: Iterable[Op]) -> list[Result]:
-        ops = list(ops)
-        for op in ops:
-            validate_op_namespace(op)
+        ops = _checked(ops)
+        puts = _last_puts(ops)
+        if self.index is None:
+            return self._run(ops, puts, {}, {})
+        queries = self.index.embed_queries(_queries(ops))
+        return self._run(ops, puts, queries, self.index.embed_puts(puts.values()))
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        ops = _checked(ops)
+        puts = _last_puts(ops)
+        queries: dict[str, np.ndarray] = {}
+        vectors: dict[Address, list[float]] = {}
+        if self.index is not None:
+            queries = await self.index.aembed_queries(_queries(ops))
+            vectors = await self.index.aembed_puts(puts.values())
+        return await asyncio.to_thread(self._run, ops, puts, queries, vectors)
+
+    def _run(self, ops: list[Op], puts: dict[Address, PutOp], queries: dict[str, np.ndarray],
+             vectors: dict[Address, list[float]]) -> list[Result]:
+        """Answer the reads of ``ops`` (``queries`` embedded), then apply ``puts`` (with the
+        ``vectors`` of those indexed) as one append."""
         results: list[Result] = [None] * len(ops)
-        puts: dict[tuple[tuple[str, ...], str], PutOp] = {}
         for at, op in enumerate(ops):
-            if isinstance(op, PutOp):
-                puts[op.namespace, op.key] = op  # the last one wins, in the first's place
-            elif isinstance(op, GetOp):
+            if isinstance(op, GetOp):
                 entry = self.memory.get_by_key(op.namespace, op.key)
                 results[at] = None if entry is None else _item(entry)
             elif isinstance(op, SearchOp):
-                results[at] = self._search(op)
+                results[at] = self._search(op, queries)
             elif isinstance(op, ListNamespacesOp):
                 results[at] = self._list_namespaces(op)
-            else:
-                raise InvalidInputError(f"unknown store operation {op!r}")
         if puts:
-            self.memory.apply([
-                Delete(namespace=op.namespace, key=op.key) if op.value is None
-                else Put(op.namespace, op.key, dict(op.value)) for op in puts.values()])
+            self.memory.apply([_change(op, vectors.get(address))
+                               for address, op in puts.items()])
         return results
 
-    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        return await asyncio.to_thread(self.batch, list(ops))
-
-    def _search(self, op: SearchOp) -> list[SearchItem]:
+    def _search(self, op: SearchOp, queries: dict[str, np.ndarray]) -> list[SearchItem]:
+        if op.query and op.query in queries:
+            found = self.memory.read_scope(namespace_prefix=op.namespace_prefix,
+                                           filter=op.filter or None)
+            ranked = _ranked(found, queries[op.query])
+            return [_search_item(e, score) for e, score in ranked[op.offset:op.offset + op.limit]]
         found = self.memory.read_scope(namespace_prefix=op.namespace_prefix,
                                        filter=op.filter or None, limit=op.limit,
                                        offset=op.offset)
-        return [SearchItem(e.namespace, e.key or "", e.value, e.created_at, e.updated_at)
-                for e in found]
+        return [_search_item(e, None) for e in found]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         conditions = op.match_conditions or ()
@@ -129,9 +173,154 @@ class MemSwarmStore(BaseStore):
         return cut[op.offset:op.offset + op.limit]
 
 
+Address = tuple[tuple[str, ...], str]
+
+
+@dataclass(frozen=True)
+class Index:
+    """What a store's ``index`` config says: the vectors' size, the embeddings, and the
+    fields to embed (each with its path tokenized as LangGraph's stores tokenize it)."""
+
+    dims: int
+    embeddings: Embeddings
+    fields: tuple[tuple[str, str | list[str]], ...]
+
+    @classmethod
+    def of(cls, config: IndexConfig | Mapping[str, Any]) -> Index:
+        """The index ``config`` asks for, checked (:class:`InvalidInputError`)."""
+        if not isinstance(config, Mapping):
+            raise InvalidInputError(f"index must be an IndexConfig (a dict), not {config!r}")
+        dims = config.get("dims")
+        if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
+            raise InvalidInputError(f"index dims must be a positive int, not {dims!r}")
+        fields = config.get("fields") or ["$"]
+        if isinstance(fields, str) or not all(isinstance(f, str) and f for f in fields):
+            raise InvalidInputError(f"index fields must be a list of paths, not {fields!r}")
+        try:
+            embeddings = ensure_embeddings(config.get("embed"))
+        except ValueError as error:
+            raise InvalidInputError(f"index embed: {error}") from error
+        return cls(dims, embeddings,
+                   tuple((f, f if f == "$" else tokenize_path(f)) for f in fields))
+
+    def texts(self, op: PutOp) -> list[str]:
+        """The texts of ``op`` to embed: at its own ``index`` fields, if it names them, else
+        at the configured ones (none for a delete or ``index=False``)."""
+        if op.value is None or op.index is False:
+            return []
+        paths = self.fields if op.index is None else [(p, tokenize_path(p)) for p in op.index]
+        return [text for _, path in paths for text in get_text_at_path(op.value, path)]
+
+    def embed_queries(self, queries: set[str]) -> dict[str, np.ndarray]:
+        return {q: self._checked([self.embeddings.embed_query(q)])[0] for q in queries}
+
+    async def aembed_queries(self, queries: set[str]) -> dict[str, np.ndarray]:
+        found = await asyncio.gather(*(self.embeddings.aembed_query(q) for q in queries))
+        return {q: self._checked([v])[0] for q, v in zip(queries, found, strict=True)}
+
+    def embed_puts(self, puts: Iterable[PutOp]) -> dict[Address, list[float]]:
+        texts = self._texts(puts)
+        unique = list(dict.fromkeys(t for found in texts.values() for t in found))
+        return self._vectors(texts, unique, self.embeddings.embed_documents(unique)
+                             if unique else [])
+
+    async def aembed_puts(self, puts: Iterable[PutOp]) -> dict[Address, list[float]]:
+        texts = self._texts(puts)
+        unique = list(dict.fromkeys(t for found in texts.values() for t in found))
+        return self._vectors(texts, unique, await self.embeddings.aembed_documents(unique)
+                             if unique else [])
+
+    def _texts(self, puts: Iterable[PutOp]) -> dict[Address, list[str]]:
+        found = {(op.namespace, op.key): self.texts(op) for op in puts}
+        return {address: texts for address, texts in found.items() if texts}
+
+    def _vectors(self, texts: dict[Address, list[str]], unique: list[str],
+                 embedded: Sequence[Sequence[float]]) -> dict[Address, list[float]]:
+        """One vector per put from the vectors of its texts (``embedded``, one per text of
+        ``unique``): its text's, or the mean of its texts' unit vectors."""
+        if len(embedded) != len(unique):
+            raise InvalidValueError(f"the index's embed function returned {len(embedded)} "
+                                    f"vectors for {len(unique)} texts")
+        by_text = dict(zip(unique, self._checked(embedded), strict=True))
+        return {address: _combined([by_text[t] for t in found])
+                for address, found in texts.items()}
+
+    def _checked(self, vectors: Sequence[Sequence[float]]) -> list[np.ndarray]:
+        """``vectors`` as float arrays, each of ``dims`` finite numbers, else
+        :class:`InvalidValueError`."""
+        arrays = []
+        for vector in vectors:
+            try:
+                array = np.asarray(vector, dtype=np.float64)
+            except (TypeError, ValueError) as error:
+                raise InvalidValueError(
+                    f"the index's embed function returned a non-vector: {error}") from error
+            if array.shape != (self.dims,) or not np.isfinite(array).all():
+                raise InvalidValueError(
+                    f"the index's embed function returned a vector of shape {array.shape}; "
+                    f"the index has dims={self.dims} (finite numbers)")
+            arrays.append(array)
+        return arrays
+
+
+def _combined(vectors: list[np.ndarray]) -> list[float]:
+    """The one vector of a memory: its only text's, or the mean of its texts' unit vectors."""
+    if len(vectors) == 1:
+        return [float(x) for x in vectors[0]]
+    units = [v / n if (n := np.linalg.norm(v)) > 0 else v for v in vectors]
+    return [float(x) for x in np.mean(units, axis=0)]
+
+
+def _ranked(entries: list[MemoryEntry],
+            query: np.ndarray) -> list[tuple[MemoryEntry, float | None]]:
+    """``entries`` (in the order they were written) by cosine similarity to ``query``, best
+    first (a stable sort: ties keep that order), then those without a vector of its size."""
+    scored = [e for e in entries if e.embedding is not None and len(e.embedding) == len(query)]
+    unscored = [e for e in entries if e.embedding is None or len(e.embedding) != len(query)]
+    ranked: list[tuple[MemoryEntry, float | None]] = []
+    if scored:
+        matrix = np.asarray([e.embedding for e in scored], dtype=np.float64)
+        norms = np.linalg.norm(matrix, axis=1) * np.linalg.norm(query)
+        dots = matrix @ query
+        scores = np.divide(dots, norms, out=np.zeros_like(dots), where=norms > 0)
+        order = np.argsort(-scores, kind="stable")
+        ranked = [(scored[i], float(scores[i])) for i in order]
+    return ranked + [(e, None) for e in unscored]
+
+
+def _checked(ops: Iterable[Op]) -> list[Op]:
+    """``ops`` as a list, each a known operation with a valid namespace."""
+    ops = list(ops)
+    for op in ops:
+        if not isinstance(op, (GetOp, PutOp, SearchOp, ListNamespacesOp)):
+            raise InvalidInputError(f"unknown store operation {op!r}")
+        validate_op_namespace(op)
+    return ops
+
+
+def _last_puts(ops: list[Op]) -> dict[Address, PutOp]:
+    """The puts of ``ops``, the last one per namespace and key winning, in the first's place."""
+    return {(op.namespace, op.key): op for op in ops if isinstance(op, PutOp)}
+
+
+def _queries(ops: list[Op]) -> set[str]:
+    return {op.query for op in ops if isinstance(op, SearchOp) and op.query}
+
+
+def _change(op: PutOp, vector: list[float] | None) -> Change:
+    if op.value is None:
+        return Delete(namespace=op.namespace, key=op.key)
+    return Put(op.namespace, op.key, dict(op.value), embedding=vector)
+
+
 def _item(entry: MemoryEntry) -> Item:
     return Item(value=entry.value, key=entry.key or "", namespace=entry.namespace,
                 created_at=entry.created_at, updated_at=entry.updated_at)
+
+
+def _search_item(entry: MemoryEntry, score: float | None) -> SearchItem:
+    return SearchItem(entry.namespace, entry.key or "", entry.value, entry.created_at,
+                      entry.updated_at, score)
 
 
 def _open(conn_string: str) -> SharedMemory:
