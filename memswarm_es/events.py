@@ -19,13 +19,13 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, SupportsIndex, SupportsInt
 
 import msgpack
-import uuid6
 
 from .errors import InvalidValueError
 from .scopes import Scope, check_id
@@ -63,8 +63,17 @@ MEMBERSHIP_EVENT_TYPES = frozenset({EventType.GROUP_JOINED, EventType.GROUP_LEFT
 
 
 def new_id() -> str:
-    """A new time-ordered id (UUIDv7), so that indexes on ids stay append-mostly."""
-    return str(uuid6.uuid7())
+    """A new time-ordered id (a UUIDv7 of RFC 9562: 48 bits of Unix milliseconds, then 74
+    random bits), so that indexes on ids stay append-mostly. Built from the bits directly:
+    a uuid.UUID object and its checks cost several times more, on every write."""
+    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    text = "%032x" % (value & _UUID7_CLEAR | _UUID7_SET)
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+# The version (7) and variant (0b10) bits of a UUIDv7, over 128 bits.
+_UUID7_SET = 0x7 << 76 | 0x2 << 62
+_UUID7_CLEAR = ~(0xF << 76 | 0x3 << 62) & ((1 << 128) - 1)
 
 
 def encode(obj: object) -> bytes:
@@ -219,7 +228,8 @@ def from_micros(micros: int) -> datetime:
 
 
 def now_micros() -> int:
-    return to_micros(datetime.now(timezone.utc))
+    """The time now, in microseconds since the epoch (UTC)."""
+    return time.time_ns() // 1000
 
 
 @dataclass(frozen=True, slots=True)

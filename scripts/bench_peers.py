@@ -56,7 +56,6 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from langgraph.store.base import PutOp
 from langgraph.store.memory import InMemoryStore
 from langgraph.store.sqlite import SqliteStore
-from uuid6 import uuid7
 
 from memswarm_es import SharedMemory, SQLiteSharedMemory
 from memswarm_es.errors import InvalidInputError
@@ -133,7 +132,7 @@ def memories(count: int) -> list[Memory]:
 def memory(i: int, agents: int) -> Memory:
     """The ``i``-th memory of a run with ``agents`` agents (see :func:`memories`)."""
     a = i % agents
-    return Memory(uuid7(), f"agent-{a}", f"group-{a % GROUPS}", f"ctx-{i % CONTEXTS}", {
+    return Memory(uuid.UUID(new_id()), f"agent-{a}", f"group-{a % GROUPS}", f"ctx-{i % CONTEXTS}", {
         "value": f"Observation {i:07d} by agent-{a}: the bridge on route {i % 97} is "
                  f"closed; a detour via route {i * 7 % 89} adds about {i % 40 + 5} minutes.",
         "metadata": {"source": "sensor", "confidence": 0.5 + i % 50 / 100,
