@@ -9,6 +9,7 @@ namespace under a prefix lies between ``prefix.`` and ``prefix/`` (``/`` follows
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 
@@ -99,9 +100,11 @@ def _starts(labels: Namespace, pattern: Namespace | None) -> bool:
         p in (WILDCARD, label) for p, label in zip(pattern, labels, strict=False))
 
 
+@functools.lru_cache(maxsize=65536)
 def keyed_memory_id(namespace: Namespace, key: str, incarnation: int) -> str:
     """The id of the ``incarnation``-th memory (1, 2, ...) written under ``key`` in
     ``namespace``: derived, so that two writers creating the same key race for one id (the
-    log takes one version 1 of it) instead of making two memories."""
+    log takes one version 1 of it) instead of making two memories. Cached: a put asks for
+    the same ids a few times."""
     name = "\x00".join([*namespace, "", key, str(incarnation)])
     return str(uuid.uuid5(_KEYED_IDS, name))

@@ -39,14 +39,10 @@ them, still kept clean of forgotten content).
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-import os
-import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -278,15 +274,6 @@ class SQLReadModel(ReadModel):
         # Kept by the log: the head applied by this transaction's apply_in calls, and the
         # highest position applied in a transaction that committed (see known_checkpoint).
         self._applying = self._known = 0
-        # Reads run on a connection of each thread's own, kept (see _with_cursor), unless the
-        # pool keeps one per thread itself (SQLite in memory, whose one connection is the
-        # database).
-        self._own_readers = isinstance(self._engine.pool, sa.pool.QueuePool)
-        self._local = threading.local()
-        self._readers: weakref.WeakSet[_Reader] = weakref.WeakSet()
-        self._readers_lock = threading.Lock()
-        self._readers_closed = False
-        self._dbapi_error: type[Exception] = self._dialect.loaded_dbapi.Error
         with self._engine.connect() as conn:
             present = sa.inspect(conn).has_table(self._t.state.name)
             # A view made before memories had keys is folded again, with them.
@@ -730,68 +717,15 @@ class SQLReadModel(ReadModel):
         if self._staging:
             with self._log.write_transaction() as conn:
                 self._drop(conn)
-        with self._readers_lock:
-            self._readers_closed = True
-            readers = list(self._readers)
-            self._local = threading.local()  # no thread reads on a closed one again
-        for reader in readers:
-            reader.close()
         if self._close_log:
             self._log.close()
 
     # --- the ReadModel interface: reading ----------------------------------------------------
 
     def _with_cursor(self, read: Callable[[Any], _T]) -> _T:
-        """``read(cursor)`` outside SQLAlchemy's row handling, on the calling thread's own
-        connection: a pool's checkout and return cost more than a read of a few rows. The
-        connection commits each statement by itself (each reads one snapshot, on SQLite and on
-        PostgreSQL alike, and none holds a transaction open between reads); it is closed with
-        the model, or when its thread ends; a process forked from this one opens its own."""
-        reader: _Reader | None = getattr(self._local, "reader", None)
-        if reader is None or reader.pid != os.getpid():
-            reader = self._open_reader()
-            if reader is None:
-                return self._with_pooled(read)
-        try:
-            return read(reader.cursor)
-        except self._dbapi_error:  # a broken connection (a restarted server, say) goes
-            self._local.reader = None
-            reader.close()
-            raise
-
-    def _open_reader(self) -> _Reader | None:
-        """A connection of the calling thread's own (``None``: reads take a pooled one),
-        made by the pool (with every setting it makes) and then taken out of it."""
-        with self._readers_lock:
-            if not self._own_readers or self._readers_closed:
-                return None
-        pooled = self._engine.raw_connection()
-        pooled.detach()
-        raw: Any = pooled.dbapi_connection
-        if self._dialect.name == "postgresql":
-            raw.autocommit = True  # as SQLite's connections are (isolation_level None)
-        reader = _Reader(raw)
-        with self._readers_lock:
-            closed = self._readers_closed
-            if not closed:
-                self._readers.add(reader)
-        if closed:  # closed meanwhile
-            reader.close()
-            return None
-        self._local.reader = reader
-        return reader
-
-    def _with_pooled(self, read: Callable[[Any], _T]) -> _T:
-        """``read(cursor)`` on a pooled connection."""
-        raw = self._engine.raw_connection()
-        try:
-            cursor = raw.cursor()
-            try:
-                return read(cursor)
-            finally:
-                cursor.close()
-        finally:
-            raw.close()
+        """``read(cursor)`` on the calling thread's own connection to the log's database,
+        which the log's reads share (:class:`~memswarm_es.log.readers.ThreadReaders`)."""
+        return self._log.readers.run(read)
 
     @staticmethod
     def _reader(values: dict[str, Any], reader: str | None) -> dict[str, Any]:
@@ -860,26 +794,6 @@ class SQLReadModel(ReadModel):
         stmt = self._statement(("groups",))
         rows = self._with_cursor(lambda c: stmt.run(c, {"at": agent_id}))
         return {group_id: bool(admin) for group_id, admin in rows}
-
-
-class _Reader:
-    """A thread's own connection for reads (:meth:`SQLReadModel._with_cursor`), closed with
-    its model or when its thread ends (the thread's locals go, and this with them)."""
-
-    __slots__ = ("__weakref__", "cursor", "pid", "raw")
-
-    def __init__(self, raw: Any) -> None:
-        self.raw = raw
-        self.cursor = raw.cursor()
-        self.pid = os.getpid()
-
-    def close(self) -> None:
-        if self.pid == os.getpid():  # a forked process leaves its parent's connection be
-            with contextlib.suppress(Exception):
-                self.raw.close()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 def _prefix_values(prefix: Namespace) -> dict[str, str]:

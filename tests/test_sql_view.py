@@ -655,6 +655,7 @@ def _reads_on_their_own_connections(mem: SharedMemory) -> None:
     memory; a thread that ends takes its connection along."""
     model = mem.read_model
     assert isinstance(model, SQLReadModel)
+    readers = mem.log.readers  # the log's and its view's reads share them
     fill(mem.log, 200, seed=4, batch=100)
     expected = model.read_scope(Scope(), None)
     checkouts = _checkouts(mem.log.engine)
@@ -679,18 +680,18 @@ def _reads_on_their_own_connections(mem: SharedMemory) -> None:
     assert not errors and len(answers) == 120 and all(answers)
     assert checkouts[0] == 3  # one per thread, when it first read: none per read
     model.read_scope(Scope(), None)
-    (mine,) = [r for r in model._readers if r is model._local.reader]
-    others = [r.raw for r in model._readers if r is not mine]
+    (mine,) = [r for r in readers._open if r is readers._local.reader]
+    others = [r.raw for r in readers._open if r is not mine]
     del threads
     import gc
     gc.collect()
-    assert len(model._readers) == 1  # the threads' connections ended with them
+    assert len(readers._open) == 1  # the threads' connections ended with them
     raws = [mine.raw, *others]
     mem.close()
     for raw in raws:
         with pytest.raises(Exception):  # noqa: B017 (sqlite3 and psycopg raise their own)
             raw.cursor().execute("SELECT 1")
-    assert not model._readers or all(getattr(r.raw, "closed", True) for r in model._readers)
+    assert not readers._open or all(getattr(r.raw, "closed", True) for r in readers._open)
 
 
 def test_reads_run_on_a_connection_of_each_thread_sqlite(tmp_path: Path) -> None:
@@ -706,7 +707,7 @@ def test_reads_run_on_a_connection_of_each_thread_postgres(
     assert isinstance(model, SQLReadModel)
     model.read_scope(Scope(), None)
     # Between reads the connection holds no transaction open (no snapshot, no lock).
-    assert model._local.reader.raw.info.transaction_status == 0  # psycopg's IDLE
+    assert mem.log.readers._local.reader.raw.info.transaction_status == 0  # psycopg's IDLE
     _reads_on_their_own_connections(mem)
 
 
@@ -715,12 +716,12 @@ def test_a_forked_process_reads_on_a_connection_of_its_own(tmp_path: Path) -> No
     mem = SQLiteSharedMemory(str(tmp_path / "fork.db"), synchronous="OFF")
     fill(mem.log, 50)
     expected = mem.read_scope()
-    parent = mem.read_model._local.reader
+    parent = mem.log.readers._local.reader
     pid = os.fork()
     if pid == 0:  # the child: a connection of its own, the parent's left open
-        ok = mem.read_scope() == expected and mem.read_model._local.reader is not parent
+        ok = mem.read_scope() == expected and mem.log.readers._local.reader is not parent
         os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)
     assert os.WEXITSTATUS(status) == 0
-    assert mem.read_scope() == expected and mem.read_model._local.reader is parent
+    assert mem.read_scope() == expected and mem.log.readers._local.reader is parent
     mem.close()

@@ -54,6 +54,7 @@ from .base import (
     resolve_retry,
     seal_batch,
 )
+from .readers import ThreadReaders
 from .redaction import (
     erase,
     forgets_table,
@@ -218,6 +219,8 @@ class SQLEventLog(EventLog):
         self._sql = _PlainSQL(self._engine.dialect, self._events.name)
         self._queries: dict[tuple[tuple[str, ...], bool], Statement] = {}  # by filter shape
         self._integrity_error: type[Exception] = self._engine.dialect.loaded_dbapi.IntegrityError
+        #: The connections of each thread's own that reads run on (the kept view's too).
+        self.readers = ThreadReaders(self._engine)
         self._identity = ""
         self._open(create)
         self._finish_forgets()
@@ -471,6 +474,7 @@ class SQLEventLog(EventLog):
             if self._write_raw is not None:
                 self._write_raw.close()
                 self._write_raw = None
+        self.readers.close()
         self._engine.dispose()
 
     # --- writing -------------------------------------------------------------------------------
@@ -639,16 +643,14 @@ class SQLEventLog(EventLog):
     # --- reading -------------------------------------------------------------------------------
 
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
-        raw = self._engine.raw_connection()  # a single statement: one snapshot by itself
-        try:
-            cursor = raw.cursor()
+        def rows(cursor: Any) -> list[Any]:  # a single statement: one snapshot by itself
             if limit is None:
                 cursor.execute(self._sql.read_all, (after,))
             else:
                 cursor.execute(self._sql.read_some, (after, limit))
-            return [event_from_row(row) for row in cursor.fetchall()]
-        finally:
-            raw.close()
+            return cursor.fetchall()
+
+        return [event_from_row(row) for row in self.readers.run(rows)]
 
     def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
               reverse: bool = False) -> list[Event]:
@@ -659,11 +661,8 @@ class SQLEventLog(EventLog):
         stmt = self._queries.get(shape)
         if stmt is None:
             stmt = self._queries[shape] = compile_for(self._engine.dialect, self._query(*shape))
-        raw = self._engine.raw_connection()  # a single statement: one snapshot by itself
-        try:
-            rows = stmt.run(raw.cursor(), {k: v for k, v in values.items() if v is not None})
-        finally:
-            raw.close()
+        given = {k: v for k, v in values.items() if v is not None}
+        rows = self.readers.run(lambda cursor: stmt.run(cursor, given))  # one snapshot
         return [event_from_row(row) for row in rows]
 
     def _query(self, names: tuple[str, ...], reverse: bool) -> sa.Select[Any]:
@@ -782,22 +781,20 @@ class SQLEventLog(EventLog):
         """A binary search over positions (``recorded_at`` never decreases along them), a
         seek on the primary key at each step, on one connection: the log keeps no index on
         the time, which every append would pay for."""
-        raw = self._engine.raw_connection()
-        try:
-            cursor = raw.cursor()
+        def search(cursor: Any) -> int:
             cursor.execute(self._sql.head)
             lo, hi = 0, int(cursor.fetchall()[0][0] or 0)
             while lo < hi:
                 mid = (lo + hi + 1) // 2
                 cursor.execute(self._sql.time_after, (mid - 1,))
-                row = cursor.fetchone()
-                if row is not None and isinstance(row[0], int) and row[0] <= time_us:
+                found = cursor.fetchall()
+                if found and isinstance(found[0][0], int) and found[0][0] <= time_us:
                     lo = mid
                 else:
                     hi = mid - 1
             return lo
-        finally:
-            raw.close()
+
+        return self.readers.run(search)
 
     def stray_position(self) -> int | None:
         t = self._events
@@ -806,16 +803,15 @@ class SQLEventLog(EventLog):
                                 .where(t.c.position < 1)).scalar()
 
     def head(self) -> int:
-        with self._engine.connect() as conn:
-            return conn.execute(sa.select(sa.func.max(self._events.c.position))).scalar() or 0
+        def head(cursor: Any) -> int:
+            cursor.execute(self._sql.head)
+            return int(cursor.fetchall()[0][0] or 0)
+
+        return self.readers.run(head)
 
     def digest(self) -> Digest:
-        with self._engine.connect() as conn:
-            row = conn.execute(
-                sa.select(self._events.c.position, self._events.c.hash)
-                .order_by(self._events.c.position.desc()).limit(1)
-            ).first()
-        return Digest(row.position, row.hash) if row else Digest(0, GENESIS_HASH)
+        position, hash, _ = self.readers.run(self._sql.last)
+        return Digest(position, hash)
 
 
 class _PlainSQL:
