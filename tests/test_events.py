@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import hypothesis.strategies as st
 import pytest
 from hypothesis import given

@@ -42,6 +42,7 @@ from ..events import (
     NewEvent,
     event_from_row,
     event_row,
+    events_from_rows,
     new_id,
     now_micros,
 )
@@ -130,10 +131,35 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) ->
     # Let SQLAlchemy's "begin" hook choose the BEGIN statement (the pysqlite recipe).
     dbapi_connection.isolation_level = None
     # Damaged text must still be readable (verify() then names the event: its hash differs).
-    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    dbapi_connection.text_factory = _lenient_text
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 60000")
     cursor.close()
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _fetch_all(cursor: Any, statement: str, parameters: Sequence[Any]) -> list[Any]:
+    """The rows of ``statement``. On SQLite, text is first decoded by sqlite3 itself (in C;
+    ``_lenient_text`` is a Python call per value): only when a value is not UTF-8 (a row
+    damaged by hand) is the statement run again, decoding leniently, to the same rows."""
+    connection = getattr(cursor, "connection", None)
+    if type(connection) is not sqlite3.Connection or connection.text_factory is not _lenient_text:
+        cursor.execute(statement, parameters)
+        return list(cursor.fetchall())
+    connection.text_factory = str
+    try:
+        cursor.execute(statement, parameters)
+        return cursor.fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    finally:
+        connection.text_factory = _lenient_text
+    cursor.execute(statement, parameters)
+    return cursor.fetchall()
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
@@ -381,8 +407,7 @@ class SQLEventLog(EventLog):
     def read_in(self, cursor: Any, after: int, limit: int) -> list[Event]:
         """At most ``limit`` events after ``after``, read with ``cursor`` (a kept view reads
         the events it has not applied yet inside the log's transaction)."""
-        cursor.execute(self._sql.read_some, (after, limit))
-        return [event_from_row(row) for row in cursor.fetchall()]
+        return events_from_rows(_fetch_all(cursor, self._sql.read_some, (after, limit)))
 
     def _record(self, cursor: Any, events: list[Event]) -> None:
         """Insert ``events`` and apply them to the kept views, in the caller's transaction."""
@@ -604,10 +629,10 @@ class SQLEventLog(EventLog):
         try:
             cursor = raw.cursor()
             if limit is None:
-                cursor.execute(self._sql.read_all, (after,))
+                rows = _fetch_all(cursor, self._sql.read_all, (after,))
             else:
-                cursor.execute(self._sql.read_some, (after, limit))
-            return [event_from_row(row) for row in cursor.fetchall()]
+                rows = _fetch_all(cursor, self._sql.read_some, (after, limit))
+            return events_from_rows(rows)
         finally:
             raw.close()
 
@@ -625,7 +650,7 @@ class SQLEventLog(EventLog):
             rows = stmt.run(raw.cursor(), {k: v for k, v in values.items() if v is not None})
         finally:
             raw.close()
-        return [event_from_row(row) for row in rows]
+        return events_from_rows(rows)
 
     def _query(self, names: tuple[str, ...], reverse: bool) -> sa.Select[Any]:
         """The statement of :meth:`query` for the filters ``names`` (the others unset)."""
