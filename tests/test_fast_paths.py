@@ -241,3 +241,14 @@ def test_changes_is_evolve_per_memory() -> None:
                      if prior.get(m) != a]
     assert all(type(c) is Change for c in found)
     assert changes({"m0": expected["m0"]}, []) == []
+
+
+def test_a_written_entry_is_packed_as_its_row() -> None:
+    """The Redis commit packs a new memory's entry as it is (a tuple): the bytes of its row."""
+    from projections.fold import entry_row
+
+    pack = msgpack.Packer(use_bin_type=True, datetime=False).pack
+    for payload in ({"value": "v", "metadata": {"n": 1}, "key": "k", "namespace": ["a", "b"]},
+                    {"value": None, "readable_by": ["*"]}, {}):
+        entry = evolve(None, recorded(msgpack.packb(payload)))
+        assert entry is not None and pack(entry) == pack(entry_row(entry))
