@@ -76,8 +76,11 @@ def encode(obj: object) -> bytes:
 
 
 def decode(data: bytes) -> Any:
-    """Inverse of :func:`encode`."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    """Inverse of :func:`encode` (map keys of any type are read: the checks name them)."""
+    try:  # msgpack's defaults (raw=False, text or bytes keys): passing keywords costs as much
+        return msgpack.unpackb(data)  # as decoding a small payload, and fails on nothing else
+    except ValueError:  # a key of another type, or not msgpack: the lenient decode says which
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 def content_problem(obj: object, path: str = "value") -> str | None:
@@ -355,8 +358,11 @@ class Event(NamedTuple):
         if payload is None:
             return None, None
         try:
-            data = _unpackb(payload[_BODY_AT:] if payload[:1] == SALT_MARK else payload,
-                            raw=False, strict_map_key=False)
+            body = payload[_BODY_AT:] if payload[:1] == SALT_MARK else payload
+            try:  # decode(body), inlined
+                data = _unpackb(body)
+            except ValueError:
+                data = _unpackb(body, raw=False, strict_map_key=False)
             if self.schema < SCHEMA_VERSION:
                 data = upcast(self.type, self.schema, data)
         except Exception as exc:  # any payload at all: another program's, or damaged

@@ -252,3 +252,40 @@ def test_a_written_entry_is_packed_as_its_row() -> None:
                     {"value": None, "readable_by": ["*"]}, {}):
         entry = evolve(None, recorded(msgpack.packb(payload)))
         assert entry is not None and pack(entry) == pack(entry_row(entry))
+
+
+def test_the_collector_runs_again_after_a_catch_up(tmp_path: Path) -> None:
+    """A projector pauses the cyclic garbage collector while it folds, and gives it back as it
+    found it: on, off, or after a batch that failed."""
+    import gc
+
+    from memswarm_es.log import InMemoryEventLog
+    from projections.projector import Projector
+
+    log = InMemoryEventLog()
+    log.append([NewEvent.create(EventType.MEMORY_WRITTEN, Scope("a"), "a", {"value": i},
+                                memory_id=f"m{i}", version=1) for i in range(5)])
+    seen: list[bool] = []
+
+    class Watching(InMemoryReadModel):
+        def commit(self, *args: Any, **kwargs: Any) -> None:
+            seen.append(gc.isenabled())
+            super().commit(*args, **kwargs)
+
+    assert gc.isenabled()
+    Projector(log, Watching(), 2).catch_up()
+    assert seen == [False] * 3 and gc.isenabled()
+
+    class Failing(InMemoryReadModel):
+        def commit(self, *args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("down")
+
+    with pytest.raises(RuntimeError):
+        Projector(log, Failing(), 2).catch_up()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        Projector(log, InMemoryReadModel(), 2).catch_up()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
