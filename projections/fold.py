@@ -163,7 +163,10 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
         scope = event.scope
         agent_id, group_id = scope.agent_id, scope.group_id
         if data:
-            readers, writers = _permissions(None, event, data)
+            if "readable_by" in data or "writable_by" in data:
+                readers, writers = _permissions(None, event, data)
+            else:  # (what _permissions answers then, without its call)
+                readers, writers = _defaults(agent_id, group_id)
             content: Mapping[str, Any] = data
             key = content.get("key")
             if key is not None:
