@@ -20,7 +20,7 @@ import hashlib
 import math
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, SupportsIndex, SupportsInt
@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, SupportsIndex, SupportsInt
 import msgpack
 
 from .errors import InvalidValueError
-from .scopes import Scope, check_id
+from .scopes import Scope, check_id, stored_scope
 
 SCHEMA_VERSION = 1
 GENESIS_HASH = bytes(32)
@@ -85,8 +85,11 @@ def encode(obj: object) -> bytes:
 
 
 def decode(data: bytes) -> Any:
-    """Inverse of :func:`encode`."""
-    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+    """Inverse of :func:`encode` (map keys of any type are read: the checks name them)."""
+    try:  # msgpack's defaults (raw=False, text or bytes keys): passing keywords costs as much
+        return msgpack.unpackb(data)  # as decoding a small payload, and fails on nothing else
+    except ValueError:  # a key of another type, or not msgpack: the lenient decode says which
+        return msgpack.unpackb(data, raw=False, strict_map_key=False)
 
 
 def content_problem(obj: object, path: str = "value") -> str | None:
@@ -104,7 +107,8 @@ def content_problem(obj: object, path: str = "value") -> str | None:
 def _storable(item: Any, depth: int) -> bool:
     """True if :func:`content_problem` finds nothing in ``item`` (at ``depth``); False also
     where it cannot tell at once (subclasses of the plain types: the full walk decides).
-    Recursion stops at :data:`MAX_DEPTH`; text, the most common item, is checked in place."""
+    Recursion stops at :data:`MAX_DEPTH`; the items of a container that are not containers
+    (text, numbers: the most common) are checked in place, without a call each."""
     kind = type(item)
     if kind is dict:
         if item and depth >= MAX_DEPTH:
@@ -112,20 +116,36 @@ def _storable(item: Any, depth: int) -> bool:
         for key, inner in item.items():
             if type(key) is not str or not (key.isascii() or _utf8(key)):
                 return False
-            if type(inner) is str:
+            kind = type(inner)
+            if kind is str:
                 if not (inner.isascii() or _utf8(inner)):
                     return False
-            elif not _storable(inner, depth + 1):
+            elif kind is int:
+                if not _INT_LOW <= inner <= _INT_HIGH:
+                    return False
+            elif kind is float:
+                if inner - inner != 0.0:  # infinite, or not a number
+                    return False
+            elif not (inner is None or kind is bool or kind is bytes
+                      or _storable(inner, depth + 1)):
                 return False
         return True
     if kind is list or kind is tuple:
         if item and depth >= MAX_DEPTH:
             return False
         for inner in item:
-            if type(inner) is str:
+            kind = type(inner)
+            if kind is str:
                 if not (inner.isascii() or _utf8(inner)):
                     return False
-            elif not _storable(inner, depth + 1):
+            elif kind is int:
+                if not _INT_LOW <= inner <= _INT_HIGH:
+                    return False
+            elif kind is float:
+                if inner - inner != 0.0:
+                    return False
+            elif not (inner is None or kind is bool or kind is bytes
+                      or _storable(inner, depth + 1)):
                 return False
         return True
     if kind is str:
@@ -135,6 +155,27 @@ def _storable(item: Any, depth: int) -> bool:
     if kind is float:
         return math.isfinite(item)
     return item is None or kind is bool or kind is bytes
+
+
+_INT_LOW, _INT_HIGH = _INT_RANGE
+
+
+def _plain_payload(data: dict[Any, Any]) -> bool:
+    """True if ``payload_problem(data, CONTENT_FIELDS)`` finds nothing, told at once for the
+    payloads MemSwarm writes; False where it cannot tell (``payload_problem`` decides)."""
+    for key, item in data.items():
+        if type(key) is not str:
+            return False
+        if key == "value":
+            kind = type(item)
+            if kind is str:
+                if not (item.isascii() or _utf8(item)):
+                    return False
+            elif not _storable(item, 1):
+                return False
+        elif key == "metadata" and (type(item) is not dict or not _storable(item, 1)):
+            return False
+    return True
 
 
 def _utf8(text: str) -> bool:
@@ -318,12 +359,27 @@ class Event(NamedTuple):
 
     def content(self) -> tuple[dict[str, Any] | None, str | None]:
         """``(data, None)``, or ``(None, why)`` when the payload cannot be read as content that
-        MemSwarm could have recorded. ``(None, None)`` for a redacted payload. Never raises."""
+        MemSwarm could have recorded. ``(None, None)`` for a redacted payload. Never raises.
+
+        Every fold reads every payload through here: :attr:`data` inlined, and the content
+        walked once by :func:`_plain_payload` (the walk that names a problem only when it
+        cannot pass the content at once)."""
+        payload = self.payload
+        if payload is None:
+            return None, None
         try:
-            data = self.data
+            body = payload[_BODY_AT:] if payload[:1] == SALT_MARK else payload
+            try:  # decode(body), inlined
+                data = _unpackb(body)
+            except ValueError:
+                data = _unpackb(body, raw=False, strict_map_key=False)
+            if self.schema < SCHEMA_VERSION:
+                data = upcast(self.type, self.schema, data)
         except Exception as exc:  # any payload at all: another program's, or damaged
             return None, f"payload cannot be decoded ({type(exc).__name__}: {exc})"
-        if data is None:
+        if type(data) is dict and _plain_payload(data):
+            return data, None
+        if data is None:  # (an upcaster's answer)
             return None, None
         if not isinstance(data, dict):
             return None, f"payload is a {type(data).__name__}, not a map"
@@ -342,6 +398,8 @@ class Event(NamedTuple):
 
 
 _new_event = tuple.__new__
+_unpackb = msgpack.unpackb
+_BODY_AT = len(SALT_MARK) + SALT_BYTES
 
 
 def payload_hash(payload: bytes) -> bytes:
@@ -419,11 +477,37 @@ def event_from_row(row: Sequence[object]) -> Event:
      recorded_at, schema, payload, p_hash, hash) = row
     return _new_event(Event, (
         _int(position), _text(event_id), _text(kind),
-        Scope.stored(_text_or_none(agent_id), _text_or_none(group_id),
+        stored_scope(_text_or_none(agent_id), _text_or_none(group_id),
                      _text_or_none(context_id)),
         _text(actor), _text_or_none(memory_id), None if version is None else _int(version),
         _int(recorded_at), None if payload is None else _blob(payload), _blob(p_hash),
         _blob(hash), _int(schema)))
+
+
+def events_from_rows(rows: Iterable[Sequence[object]]) -> list[Event]:
+    """``[event_from_row(row) for row in rows]``, faster: a row whose values all have their
+    field's type already (every row a store wrote, read back) is taken as it is, exactly as
+    :func:`event_from_row` would take it; any other row goes through it."""
+    out: list[Event] = []
+    append = out.append
+    for row in rows:
+        (position, event_id, kind, agent_id, group_id, context_id, actor, memory_id, version,
+         recorded_at, schema, payload, p_hash, hash) = row
+        if (type(position) is int and type(event_id) is str and type(kind) is str
+                and type(actor) is str and type(recorded_at) is int and type(schema) is int
+                and type(p_hash) is bytes and type(hash) is bytes
+                and (agent_id is None or type(agent_id) is str)
+                and (group_id is None or type(group_id) is str)
+                and (context_id is None or type(context_id) is str)
+                and (memory_id is None or type(memory_id) is str)
+                and (version is None or type(version) is int)
+                and (payload is None or type(payload) is bytes)):
+            append(_new_event(Event, (
+                position, event_id, kind, stored_scope(agent_id, group_id, context_id), actor,
+                memory_id, version, recorded_at, payload, p_hash, hash, schema)))
+        else:
+            append(event_from_row(row))
+    return out
 
 
 def _text(value: object) -> str:

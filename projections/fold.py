@@ -150,9 +150,9 @@ def with_permissions(entry: MemoryEntry, readable_by: tuple[str, ...],
     return entry._replace(readable_by=readable_by, writable_by=writable_by)
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """The net effect of a batch on one memory: ``after is None`` means it is gone."""
+class Change(NamedTuple):
+    """The net effect of a batch on one memory: ``after is None`` means it is gone. An
+    immutable value built at C speed (a fold makes one per memory a batch touches)."""
 
     memory_id: str
     before: MemoryEntry | None
@@ -170,17 +170,29 @@ def evolve(entry: MemoryEntry | None, event: Event) -> MemoryEntry | None:
     kind = event.type
     if kind == _WRITTEN:
         data, problem = event.content()
-        readers, writers = _permissions(None, event, data)
-        content = data or _NO_CONTENT
         scope = event.scope
+        agent_id, group_id = scope.agent_id, scope.group_id
+        if data:
+            if "readable_by" in data or "writable_by" in data:
+                readers, writers = _permissions(None, event, data)
+            else:  # (what _permissions answers then, without its call)
+                readers, writers = _defaults(agent_id, group_id)
+            content: Mapping[str, Any] = data
+            key = content.get("key")
+            if key is not None:
+                key = stored_key(key)
+            namespace = content.get("namespace")
+            namespace = () if namespace is None else stored_namespace(namespace)
+        else:
+            readers, writers = _permissions(None, event, data)
+            content, key, namespace = _NO_CONTENT, None, ()
         at = event.recorded_at_us
+        position = event.position
         return _new_entry(MemoryEntry, (
             event.memory_id or "", content.get("value"), content.get("metadata") or {},
-            scope.agent_id, scope.group_id, scope.context_id, event.version or 1,
-            event.position, event.position, at, at, event.actor, event.actor, problem,
-            readers, writers, stored_key(content.get("key")),
-            stored_namespace(content.get("namespace")),
-            stored_vector(content.get("embedding"))))
+            agent_id, group_id, scope.context_id, event.version or 1,
+            position, position, at, at, event.actor, event.actor, problem,
+            readers, writers, key, namespace, stored_vector(content.get("embedding"))))
     if entry is None:
         return None
     if kind == _UPDATED:
@@ -278,15 +290,22 @@ def changes(prior: Mapping[str, MemoryEntry], events: Iterable[Event]) -> list[C
     """Fold ``events`` over the ``prior`` entries of the memories they touch; net change each."""
     before: dict[str, MemoryEntry | None] = {}
     after: dict[str, MemoryEntry | None] = {}
+    missing = _MISSING
+    get = prior.get
     for event in events:
         memory_id = event.memory_id
         if memory_id is None:
             continue
-        if memory_id not in after:
-            before[memory_id] = prior.get(memory_id)
-            after[memory_id] = before[memory_id]
-        after[memory_id] = evolve(after[memory_id], event)
-    return [Change(m, before[m], after[m]) for m in after if before[m] != after[m]]
+        held = after.get(memory_id, missing)
+        if held is missing:
+            held = before[memory_id] = get(memory_id)
+        after[memory_id] = evolve(held, event)
+    return [_new_change(Change, (m, b, a)) for m, a in after.items()
+            if (b := before[m]) is not a and b != a]
+
+
+_MISSING: Any = object()
+_new_change = tuple.__new__
 
 
 # --- memberships ---------------------------------------------------------------------------------
@@ -324,9 +343,10 @@ def membership_changes(events: Iterable[Event]) -> list[MembershipChange]:
     order."""
     net: dict[tuple[str, str], MembershipChange] = {}
     for event in events:
-        change = membership_of(event)
-        if change is not None:
-            net[change.agent_id, change.group_id] = change
+        if event.type in MEMBERSHIP_EVENT_TYPES:  # (most events are not: no call for them)
+            change = membership_of(event)
+            if change is not None:
+                net[change.agent_id, change.group_id] = change
     return list(net.values())
 
 

@@ -98,18 +98,23 @@ class InMemoryReadModel(ReadModel):
                 if self._followed not in (None, self.log_id):
                     raise LogMismatchError(self.log_id, self._followed)
                 self._followed = self.log_id
-            for change in changes:
-                after = change.after
+            entries, keyed = self._entries, self._keyed
+            for memory_id, _, after in changes:
                 if after is None:
-                    self._remove(change.memory_id)
+                    self._remove(memory_id)
                     continue
-                before = self._entries.get(change.memory_id)
-                moved = before is None or before.scope != after.scope \
+                before = entries.get(memory_id)
+                if before is None:  # new here (most changes): nothing of it to take out
+                    keyed.add(after)
+                    self._put(after, index_readers=True)
+                    continue
+                moved = before.agent_id != after.agent_id or before.group_id != after.group_id \
+                    or before.context_id != after.context_id \
                     or _address(before) != _address(after)
                 if moved:  # (a foreign log's second write of one id moves it)
-                    self._remove(change.memory_id)
-                    self._keyed.add(after)
-                elif before is not None and before.readable_by != after.readable_by:
+                    self._remove(memory_id)
+                    keyed.add(after)
+                elif before.readable_by != after.readable_by:
                     self._unindex_readers(before)
                     self._index_readers(after)
                 self._put(after, index_readers=moved)
@@ -123,24 +128,51 @@ class InMemoryReadModel(ReadModel):
         """Hold ``entry`` (new, or a new state of one held) in its scope indexes."""
         memory_id = entry.memory_id
         self._entries[memory_id] = entry
-        clean = is_frozen(entry)
+        dirty = None if is_frozen(entry) else self._dirty
         indexes = self._index
-        for name, value in (("agent_id", entry.agent_id), ("group_id", entry.group_id),
-                            ("context_id", entry.context_id)):
-            if value is not None:
-                index = indexes[name]
-                held = index.get(value)
-                if held is None:
-                    held = index[value] = {}
-                held[memory_id] = entry
-                if not clean:
-                    self._dirty.add((name, value))
+        # (the three scope parts written out: this runs for every memory a replay folds)
+        value = entry.agent_id
+        if value is not None:
+            index = indexes["agent_id"]
+            held = index.get(value)
+            if held is None:
+                held = index[value] = {}
+            held[memory_id] = entry
+            if dirty is not None:
+                dirty.add(("agent_id", value))
+        value = entry.group_id
+        if value is not None:
+            index = indexes["group_id"]
+            held = index.get(value)
+            if held is None:
+                held = index[value] = {}
+            held[memory_id] = entry
+            if dirty is not None:
+                dirty.add(("group_id", value))
+        value = entry.context_id
+        if value is not None:
+            index = indexes["context_id"]
+            held = index.get(value)
+            if held is None:
+                held = index[value] = {}
+            held[memory_id] = entry
+            if dirty is not None:
+                dirty.add(("context_id", value))
         if index_readers:
-            self._index_readers(entry)
+            readers = self._readers
+            for principal in entry.readable_by:
+                ids = readers.get(principal)
+                if ids is None:
+                    ids = readers[principal] = {}
+                ids[memory_id] = None
 
     def _index_readers(self, entry: MemoryEntry) -> None:
+        readers, memory_id = self._readers, entry.memory_id
         for principal in entry.readable_by:
-            self._readers.setdefault(principal, {})[entry.memory_id] = None
+            ids = readers.get(principal)
+            if ids is None:
+                ids = readers[principal] = {}
+            ids[memory_id] = None
 
     def _unindex_readers(self, entry: MemoryEntry) -> None:
         for principal in entry.readable_by:

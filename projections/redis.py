@@ -595,26 +595,36 @@ def _commit_args(changes: Sequence[Change],
     added: list[Any] = []
     additions: dict[str, list[Any]] = {}
     removals: dict[str, list[str]] = {}
-    for change in changes:
-        before, after = change.before, change.after
+    for memory_id, before, after in changes:
+        if before is None and after is not None:  # written (most changes): added everywhere
+            position = after.position
+            entries += (memory_id, pack(after))  # (a tuple: packed as entry_row(after) is)
+            added += (position, memory_id)
+            for name in _index_names(after):
+                found = additions.get(name)
+                if found is None:
+                    additions[name] = [position, memory_id]
+                else:
+                    found += (position, memory_id)
+            continue
         old = () if before is None else _index_names(before)
         if after is None:
-            deleted.append(change.memory_id)
+            deleted.append(memory_id)
             for name in old:
-                removals.setdefault(name, []).append(change.memory_id)
+                removals.setdefault(name, []).append(memory_id)
             continue
-        entries += (change.memory_id, pack(entry_row(after)))
+        entries += (memory_id, pack(entry_row(after)))
         new = _index_names(after)
         # written (a foreign log may write one id twice): scored at its position everywhere
         written = before is None or before.position != after.position
         if written:
-            added += (after.position, change.memory_id)
+            added += (after.position, memory_id)
         for name in new:
             if written or name not in old:
-                additions.setdefault(name, []).extend((after.position, change.memory_id))
+                additions.setdefault(name, []).extend((after.position, memory_id))
         for name in old:
             if name not in new:
-                removals.setdefault(name, []).append(change.memory_id)
+                removals.setdefault(name, []).append(memory_id)
     joined: list[str] = []
     hashes: set[str] = set()
     for m in memberships:

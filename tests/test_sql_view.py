@@ -48,13 +48,18 @@ ROOT = Path(__file__).resolve().parent.parent
 def decoded(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Counts the events the SQL log decodes from its rows (every read of an event does)."""
     count = [0]
-    real = sql_log.event_from_row
+    one, many = sql_log.event_from_row, sql_log.events_from_rows
 
     def counting(row: object) -> object:
         count[0] += 1
-        return real(row)  # type: ignore[arg-type]
+        return one(row)  # type: ignore[arg-type]
+
+    def counting_all(rows: list[object]) -> object:
+        count[0] += len(rows)
+        return many(rows)  # type: ignore[arg-type]
 
     monkeypatch.setattr(sql_log, "event_from_row", counting)
+    monkeypatch.setattr(sql_log, "events_from_rows", counting_all)
     return count
 
 

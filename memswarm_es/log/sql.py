@@ -42,6 +42,7 @@ from ..events import (
     NewEvent,
     event_from_row,
     event_row,
+    events_from_rows,
     new_id,
     now_micros,
 )
@@ -136,10 +137,35 @@ def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: object) ->
     # Let SQLAlchemy's "begin" hook choose the BEGIN statement (the pysqlite recipe).
     dbapi_connection.isolation_level = None
     # Damaged text must still be readable (verify() then names the event: its hash differs).
-    dbapi_connection.text_factory = lambda raw: raw.decode("utf-8", "replace")
+    dbapi_connection.text_factory = _lenient_text
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA busy_timeout = 60000")
     cursor.close()
+
+
+def _lenient_text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _fetch_all(cursor: Any, statement: str, parameters: Sequence[Any]) -> list[Any]:
+    """The rows of ``statement``. On SQLite, text is first decoded by sqlite3 itself (in C;
+    ``_lenient_text`` is a Python call per value): only when a value is not UTF-8 (a row
+    damaged by hand) is the statement run again, decoding leniently, to the same rows."""
+    connection = getattr(cursor, "connection", None)
+    if type(connection) is not sqlite3.Connection or connection.text_factory is not _lenient_text:
+        cursor.execute(statement, parameters)
+        return list(cursor.fetchall())
+    connection.text_factory = str
+    try:
+        cursor.execute(statement, parameters)
+        return cursor.fetchall()
+    except sqlite3.OperationalError as exc:
+        if "decode" not in str(exc):
+            raise
+    finally:
+        connection.text_factory = _lenient_text
+    cursor.execute(statement, parameters)
+    return cursor.fetchall()
 
 
 def _on_sqlite_begin(conn: Connection) -> None:
@@ -417,8 +443,7 @@ class SQLEventLog(EventLog):
     def read_in(self, cursor: Any, after: int, limit: int) -> list[Event]:
         """At most ``limit`` events after ``after``, read with ``cursor`` (a kept view reads
         the events it has not applied yet inside the log's transaction)."""
-        cursor.execute(self._sql.read_some, (after, limit))
-        return [event_from_row(row) for row in cursor.fetchall()]
+        return events_from_rows(_fetch_all(cursor, self._sql.read_some, (after, limit)))
 
     def _record(self, cursor: Any, events: list[Event]) -> None:
         """Insert ``events`` and apply them to the kept views, in the caller's transaction."""
@@ -645,12 +670,12 @@ class SQLEventLog(EventLog):
     def read(self, after: int = 0, limit: int | None = None) -> list[Event]:
         def rows(cursor: Any) -> list[Any]:  # a single statement: one snapshot by itself
             if limit is None:
-                cursor.execute(self._sql.read_all, (after,))
+                rows = _fetch_all(cursor, self._sql.read_all, (after,))
             else:
-                cursor.execute(self._sql.read_some, (after, limit))
-            return cursor.fetchall()
+                rows = _fetch_all(cursor, self._sql.read_some, (after, limit))
+            return rows
 
-        return [event_from_row(row) for row in self.readers.run(rows)]
+        return events_from_rows(self.readers.run(rows))
 
     def query(self, where: EventFilter, after: int = 0, limit: int | None = None,
               reverse: bool = False) -> list[Event]:
@@ -663,7 +688,7 @@ class SQLEventLog(EventLog):
             stmt = self._queries[shape] = compile_for(self._engine.dialect, self._query(*shape))
         given = {k: v for k, v in values.items() if v is not None}
         rows = self.readers.run(lambda cursor: stmt.run(cursor, given))  # one snapshot
-        return [event_from_row(row) for row in rows]
+        return events_from_rows(rows)
 
     def _query(self, names: tuple[str, ...], reverse: bool) -> sa.Select[Any]:
         """The statement of :meth:`query` for the filters ``names`` (the others unset)."""
