@@ -130,34 +130,16 @@ class InMemoryReadModel(ReadModel):
         self._entries[memory_id] = entry
         dirty = None if is_frozen(entry) else self._dirty
         indexes = self._index
-        # (the three scope parts written out: this runs for every memory a replay folds)
-        value = entry.agent_id
-        if value is not None:
-            index = indexes["agent_id"]
-            held = index.get(value)
-            if held is None:
-                held = index[value] = {}
-            held[memory_id] = entry
-            if dirty is not None:
-                dirty.add(("agent_id", value))
-        value = entry.group_id
-        if value is not None:
-            index = indexes["group_id"]
-            held = index.get(value)
-            if held is None:
-                held = index[value] = {}
-            held[memory_id] = entry
-            if dirty is not None:
-                dirty.add(("group_id", value))
-        value = entry.context_id
-        if value is not None:
-            index = indexes["context_id"]
-            held = index.get(value)
-            if held is None:
-                held = index[value] = {}
-            held[memory_id] = entry
-            if dirty is not None:
-                dirty.add(("context_id", value))
+        for name, value in (("agent_id", entry.agent_id), ("group_id", entry.group_id),
+                            ("context_id", entry.context_id)):
+            if value is not None:
+                index = indexes[name]
+                held = index.get(value)
+                if held is None:
+                    held = index[value] = {}
+                held[memory_id] = entry
+                if dirty is not None:
+                    dirty.add((name, value))
         if index_readers:
             readers = self._readers
             for principal in entry.readable_by:
