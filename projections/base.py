@@ -17,6 +17,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from memswarm_es.errors import CheckpointConflictError, NotSupportedError
 from memswarm_es.events import Event, EventType
+from memswarm_es.log.base import EventLog
 from memswarm_es.namespaces import Namespace
 from memswarm_es.scopes import Scope
 from memswarm_es.waiting import wait_until, wait_until_async
@@ -118,6 +119,11 @@ class ReadModel(ABC):
         further has nothing to do. Only a view kept inside its log's transactions knows one
         (:class:`~projections.sql.SQLReadModel`)."""
         return 0
+
+    def stored_with(self, log: EventLog) -> bool:
+        """True if the model lives in ``log``'s own store, so that whatever changes it also
+        changes the log's :meth:`~memswarm_es.log.base.EventLog.change_stamp`."""
+        return False
 
     def check_vector(self, vector: Sequence[float]) -> None:
         """Raise :class:`InvalidValueError` if the model could not hold a memory carrying its

@@ -55,6 +55,8 @@ class Projector:
         self.batch_size = batch_size
         self._lock = threading.Lock()
         self._log_checked = False
+        # Per thread: the log's change stamp before its last catch-up, and where it reached.
+        self._seen = threading.local()
         read_model.follow(event_log.identity())
 
     def lag(self) -> int:
@@ -78,7 +80,20 @@ class Projector:
                 self._log_checked = True
             elif until is not None and self.read_model.known_checkpoint() >= until:
                 return until  # a write of this process, applied in its own transaction
-            return self._catch_up(until, progress)
+            stamp = self._stamp()
+            seen = getattr(self._seen, "last", None)
+            if stamp is not None and seen is not None and seen[0] == stamp \
+                    and (until is None or seen[1] >= until):
+                return seen[1]  # nothing committed to the log's store since: nothing to do
+            reached = self._catch_up(until, progress)
+            if stamp is not None and until is None:  # at the head as of the stamp
+                self._seen.last = (stamp, reached)
+            return reached
+
+    def _stamp(self) -> object | None:
+        """The log's change stamp, where the read model lives in the log's own store (so
+        that the stamp also changes with the model: a replay, a fold by another process)."""
+        return self.log.change_stamp() if self.read_model.stored_with(self.log) else None
 
     def _catch_up(self, until: int | None, progress: Progress | None) -> int:
         while True:

@@ -53,6 +53,7 @@ from sqlalchemy.engine import Connection
 
 from memswarm_es.errors import CheckpointConflictError, InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, EventType, decode, encode
+from memswarm_es.log.base import EventLog
 from memswarm_es.log.sql import SQLEventLog
 from memswarm_es.log.statements import Statement, compile_for
 from memswarm_es.namespaces import (
@@ -515,6 +516,9 @@ class SQLReadModel(ReadModel):
 
     def known_checkpoint(self) -> int:
         return self._known
+
+    def stored_with(self, log: EventLog) -> bool:
+        return log is self._log
 
     # --- folding, in a transaction holding the log's write lock ------------------------------
 

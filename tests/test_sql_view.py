@@ -730,3 +730,26 @@ def test_a_forked_process_reads_on_a_connection_of_its_own(tmp_path: Path) -> No
     assert os.WEXITSTATUS(status) == 0
     assert mem.read_scope() == expected and mem.log.readers._local.reader is parent
     mem.close()
+
+
+def test_a_read_with_nothing_new_reads_no_event(tmp_path: Path, decoded: list[int]) -> None:
+    """Reads skip the catch-up while nothing was committed to the file since the last one
+    (SQLite's data_version), and never miss what another connection committed."""
+    path = tmp_path / "stamp.db"
+    mem = SQLiteSharedMemory(str(path))
+    other = SQLiteSharedMemory(str(path))  # another process, say
+    first = mem.write_scope("first", metadata={"agent_id": "a"})
+    assert [e.memory_id for e in mem.read_scope(agent_id="a")] == [first]
+    mem.read_scope(agent_id="a")  # after the fold's own commit, at the head: remembered
+    decoded[0] = 0
+    for _ in range(5):
+        assert [e.memory_id for e in mem.read_scope(agent_id="a")] == [first]
+    assert decoded[0] == 0  # no look at the log at all
+    second = other.write_scope("second", metadata={"agent_id": "a"})
+    assert [e.memory_id for e in mem.read_scope(agent_id="a")] == [first, second]
+    other.replay()  # the view rebuilt elsewhere: seen as a change too
+    assert [e.memory_id for e in mem.read_scope(agent_id="a")] == [first, second]
+    third = other.write_scope("third", metadata={"agent_id": "a"})
+    assert mem.agent("a").get(third).value == "third"
+    other.close()
+    mem.close()

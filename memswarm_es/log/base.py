@@ -159,6 +159,12 @@ class EventLog(ABC):
         """Remove the payload bytes of the events at ``positions``, keeping their payload hash,
         so the hash chain still verifies. Returns how many payloads were removed."""
 
+    def change_stamp(self) -> object | None:
+        """A value that differs from the one taken before, in the same thread, whenever an
+        event was recorded in between (or anything else written to the log's store);
+        ``None`` when the log cannot tell cheaply."""
+        return None
+
     def close(self) -> None:
         """Release resources; the default holds none."""
 

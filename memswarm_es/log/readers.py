@@ -49,6 +49,21 @@ class ThreadReaders:
             reader.close()
             raise
 
+    def stamp(self) -> tuple[int, int] | None:
+        """A value that changes whenever any other connection commits to the database, read
+        on the calling thread's own connection (SQLite's ``data_version``); ``None`` where
+        there is none to read it on (reads take pooled connections) or the database cannot
+        tell. Only comparable with an earlier stamp of the same thread."""
+        if self._postgres:
+            return None
+        reader: _Reader | None = getattr(self._local, "reader", None)
+        if reader is None or reader.pid != os.getpid():
+            reader = self._reader()
+            if reader is None:
+                return None
+        version = self.run(lambda cursor: cursor.execute("PRAGMA data_version").fetchall())
+        return id(reader), int(version[0][0])
+
     def close(self) -> None:
         """Close every thread's connection; later reads take pooled ones."""
         with self._lock:

@@ -827,6 +827,11 @@ class SQLEventLog(EventLog):
             return conn.execute(sa.select(sa.func.min(t.c.position))
                                 .where(t.c.position < 1)).scalar()
 
+    def change_stamp(self) -> object | None:
+        """SQLite's ``data_version`` on the thread's own connection, which any commit of
+        another connection (this process's appends and folds included) changes."""
+        return self.readers.stamp() if self._dialect == "sqlite" else None
+
     def head(self) -> int:
         def head(cursor: Any) -> int:
             cursor.execute(self._sql.head)
