@@ -309,6 +309,8 @@ def seal_batch(events: Sequence[NewEvent], head: int, head_hash: bytes, head_tim
 
 def check_batch(events: Sequence[NewEvent]) -> None:
     """Refuse a batch that names one event_id or one (memory_id, version) twice."""
+    if len(events) == 1:
+        return
     ids = [e.event_id for e in events]
     if len(set(ids)) != len(ids):
         raise IdempotencyError("a batch names the same event_id twice")

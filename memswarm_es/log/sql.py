@@ -447,7 +447,10 @@ class SQLEventLog(EventLog):
 
     def _record(self, cursor: Any, events: list[Event]) -> None:
         """Insert ``events`` and apply them to the kept views, in the caller's transaction."""
-        cursor.executemany(self._sql.insert, [event_row(e) for e in events])
+        if len(events) == 1:  # a single write: execute, without executemany's iteration
+            cursor.execute(self._sql.insert, event_row(events[0]))
+        else:
+            cursor.executemany(self._sql.insert, [event_row(e) for e in events])
         for view in self._views:
             view.apply_in(cursor, events)
 
