@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -147,7 +147,8 @@ def _lenient_text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _fetch_all(cursor: Any, statement: str, parameters: Sequence[Any]) -> list[Any]:
+def _fetch_all(cursor: Any, statement: str,
+               parameters: Sequence[Any] | Mapping[str, Any]) -> list[Any]:
     """The rows of ``statement``. On SQLite, text is first decoded by sqlite3 itself (in C;
     ``_lenient_text`` is a Python call per value): only when a value is not UTF-8 (a row
     damaged by hand) is the statement run again, decoding leniently, to the same rows."""
@@ -689,9 +690,9 @@ class SQLEventLog(EventLog):
         stmt = self._queries.get(shape)
         if stmt is None:
             stmt = self._queries[shape] = compile_for(self._engine.dialect, self._query(*shape))
-        given = {k: v for k, v in values.items() if v is not None}
-        rows = self.readers.run(lambda cursor: stmt.run(cursor, given))  # one snapshot
-        return events_from_rows(rows)
+        given = stmt.params({k: v for k, v in values.items() if v is not None})
+        rows = self.readers.run(lambda cursor: _fetch_all(cursor, stmt.sql, given))
+        return events_from_rows(rows)  # (one statement: one snapshot)
 
     def _query(self, names: tuple[str, ...], reverse: bool) -> sa.Select[Any]:
         """The statement of :meth:`query` for the filters ``names`` (the others unset)."""
