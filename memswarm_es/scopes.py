@@ -28,8 +28,11 @@ def check_id(value: object, name: str) -> str:
     """Return ``value`` if it is a usable id, else raise :class:`InvalidIdError`.
 
     An id is non-empty text of at most :data:`MAX_ID_LENGTH` characters, valid as UTF-8, with
-    no control characters.
+    no control characters. Ids found usable are remembered (a bounded set), so that the ones
+    every write names again (agents, groups, contexts, actors) are checked once.
     """
+    if type(value) is str and value in _USABLE:
+        return value
     if not isinstance(value, str):
         raise InvalidIdError(f"{name} must be a string, not {type(value).__name__}")
     if not value:
@@ -41,7 +44,15 @@ def check_id(value: object, name: str) -> str:
         raise InvalidIdError(
             f"{name} holds {bad.group()!r} at {bad.start()}: ids are UTF-8 text without "
             "control characters")
+    if type(value) is str:
+        if len(_USABLE) >= _USABLE_KEPT:
+            _USABLE.clear()
+        _USABLE.add(value)
     return value
+
+
+_USABLE: set[str] = set()
+_USABLE_KEPT = 65536
 
 
 def _optional_id(value: object, name: str) -> str | None:
