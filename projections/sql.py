@@ -10,18 +10,21 @@ Its tables sit beside the log's and take its table prefix (``memswarm_view_*``):
 - ``members``: (group, agent, admin) for every member of every group;
 - ``state``: one row: the checkpoint and the identity of the log the view follows.
 
-Kept by its log (:meth:`~memswarm_es.log.sql.SQLEventLog.keep_view`, as
-:class:`~memswarm_es.memory.SQLiteSharedMemory` does), the view is folded inside the
-transaction of every append, right after the events are inserted: its checkpoint is the log's
-head by construction, no event is applied twice or lost, and opening reads no event. A log
+Kept by its log (:meth:`~memswarm_es.log.sql.SQLEventLog.keep_view`), the view is folded
+either by the next read (``in_appends=False``, :class:`~memswarm_es.memory.SQLiteSharedMemory`'s
+default ``view_upkeep="read"``): a projector folds every write since in transactions of its
+own, which re-read the events under the log's lock and commit without waiting for the disk
+(derived data, see :meth:`apply`); or inside the transaction of every append, right after the
+events are inserted (``view_upkeep="append"``): its checkpoint is then the log's head by
+construction. Either way no event is applied twice or lost, and opening reads no event. A log
 that had no view yet is folded once, in transactions of about :data:`FOLD_SECONDS` each
 (resumed where the last committed, if the folding process dies), with pauses between them in
-which other processes append. Appends by processes that do not keep it (a plain
-:class:`~memswarm_es.log.sql.SQLEventLog`) leave it behind; the next kept append catches up at
-most :data:`CATCH_UP` of the events it missed in its own transaction (taking its own events
-only once that reaches them), and so does any projector, a batch per transaction, since it is
-an ordinary :class:`~projections.base.ReadModel` too (``sql+<log url>`` opens it by URL). A
-view dropped by another process is skipped by appends, which go on without it.
+which other processes append. Appends by processes that do not keep it in their appends leave
+it behind; a kept append catches up at most :data:`CATCH_UP` of the events it missed in its own
+transaction (taking its own events only once that reaches them), and so does any projector, a
+batch per transaction, since it is an ordinary :class:`~projections.base.ReadModel` too
+(``sql+<log url>`` opens it by URL). A view dropped by another process is skipped by appends,
+which go on without it.
 
 Every query filters inside the database: an agent reads what its scope's WHERE selects and an
 ``EXISTS`` finds among the readers, for the agent's principals, which the same statement
@@ -30,8 +33,8 @@ computes from the members table.
 A forget ends the memory in the transaction of its event (the fold drops it), and a trigger on
 the events table deletes its rows in that same transaction even when the appending process
 does not keep the view; the redaction that follows scrubs the view's table as it does the log's
-(the WAL checkpoint on SQLite, whose ``secure_delete`` zeroes freed space; VACUUM on
-PostgreSQL). A replay fills a twin in tables of its own (``view_next_<random>_*``, so that
+(the WAL checkpoint on SQLite, whose ``secure_delete`` zeroes freed space; ``VACUUM FULL``
+on PostgreSQL). A replay fills a twin in tables of its own (``view_next_<random>_*``, so that
 concurrent replays do not meet), with the same trigger and its content table recorded for the
 redactions to scrub; the twin deletes its tables when its replay ends (a killed replay leaves
 them, still kept clean of forgotten content).
