@@ -68,15 +68,16 @@ def append(path: str, count: int, synchronous: str) -> float:
         return count / (time.perf_counter() - start)
 
 
-def view_checkpoint(path: str) -> int:
-    """Where the SQL view in ``path`` stands (0 without one), read without opening a memory."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as peek:
+def peek(path: str, query: str) -> int:
+    """The one number ``query`` finds in ``path`` (0 when its table is missing or empty),
+    read without opening a memory (whose first use would fold the view)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         try:
-            found = peek.execute("SELECT checkpoint FROM memswarm_view_state").fetchone()
+            found = db.execute(query).fetchone()
         except sqlite3.OperationalError:  # no view yet
             found = None
-    peek.close()
-    return int(found[0]) if found else 0
+    db.close()
+    return int(found[0] or 0) if found else 0
 
 
 def main() -> None:
@@ -97,8 +98,9 @@ def main() -> None:
         rate = append(path, args.events, args.synchronous)
         rows.append([f"append ({BATCH} per batch, {args.synchronous})", "events/s", round(rate)])
     progress("the first read folds into the SQL view what it lacks")
-    with SQLiteSharedMemory(path) as mem:
-        lacking = mem.log.head() - view_checkpoint(path)
+    lacking = peek(path, "SELECT max(position) FROM memswarm_events") - peek(
+        path, "SELECT checkpoint FROM memswarm_view_state")
+    with SQLiteSharedMemory(path) as mem:  # (its first use folds: nothing before the clock)
         started = time.perf_counter()
         mem.read_scope(agent_id=READER)
         seconds = time.perf_counter() - started
