@@ -46,6 +46,7 @@ from ..events import (
     new_id,
     now_micros,
 )
+from . import scope_index
 from .base import (
     Digest,
     EventFilter,
@@ -65,6 +66,7 @@ from .redaction import (
     postgres_xid,
     read_forget_epoch,
 )
+from .scope_index import LEGACY, fill_step, lag_select, scoped_select, scopes_table, uses_index
 from .statements import Statement, compile_for
 
 logger = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ _MIN_PAUSE = 0.005
 _REWRITE_LOCK_WAIT = "2s"
 
 
-def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
+def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
     metadata = sa.MetaData()
     meta = sa.Table(
         f"{prefix}meta", metadata,
@@ -114,11 +116,10 @@ def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table]:
         sa.Column("hash", sa.LargeBinary(32), nullable=False),
         sa.UniqueConstraint("memory_id", "version", name=f"{prefix}memory_version"),
     )
-    # No index on recorded_at: it never decreases along positions (see position_at).
-    for column in ("agent_id", "group_id", "context_id", "actor"):
-        sa.Index(f"{prefix}events_{column}", events.c[column], events.c.position)
+    # No index on recorded_at: it never decreases along positions (see position_at); none on
+    # the scopes and the actor either: they are indexed in a table of their own (scope_index).
     forgets_table(prefix, metadata, events)
-    return metadata, meta, events
+    return metadata, meta, events, scopes_table(prefix, metadata)
 
 
 def _check_sqlite_file(url: str) -> None:
@@ -237,7 +238,7 @@ class SQLEventLog(EventLog):
         self._views: list[TransactionView] = []  # kept in every append (keep_view)
         self._write_raw: Any = None  # the DB-API connection appends write on (under _lock)
         self._table_prefix = table_prefix
-        self._metadata, self._meta, self._events = _tables(table_prefix)
+        self._metadata, self._meta, self._events, self._scopes = _tables(table_prefix)
         t = self._events
         self._select = sa.select(*(t.c[name] for name in ROW_FIELDS))
         self._last_stmt = (sa.select(t.c.position, t.c.hash, t.c.recorded_at)
@@ -245,6 +246,7 @@ class SQLEventLog(EventLog):
         self._lock_stmt = sa.text("SELECT pg_advisory_xact_lock(:key)")
         self._sql = _PlainSQL(self._engine.dialect, self._events.name)
         self._queries: dict[tuple[tuple[str, ...], bool], Statement] = {}  # by filter shape
+        self._scope_lag = compile_for(self._engine.dialect, lag_select(t, self._scopes))
         self._integrity_error: type[Exception] = self._engine.dialect.loaded_dbapi.IntegrityError
         #: The connections of each thread's own that reads run on (the kept view's too).
         self.readers = ThreadReaders(self._engine)
@@ -309,6 +311,9 @@ class SQLEventLog(EventLog):
         write lock, so that processes opening one old log at once agree."""
         with self.write_transaction() as conn:
             self._metadata.create_all(conn)
+            quote = conn.dialect.identifier_preparer.quote
+            for index in LEGACY:  # the scope indexes of the events table (scope_index)
+                conn.exec_driver_sql(f"DROP INDEX IF EXISTS {quote(self._table_prefix + index)}")
             found = conn.execute(sa.select(self._meta.c.value)
                                  .where(self._meta.c.key == "log_id")).scalar()
             if found is None:
@@ -689,13 +694,35 @@ class SQLEventLog(EventLog):
         shape = (tuple(name for name, value in values.items() if value is not None), reverse)
         stmt = self._queries.get(shape)
         if stmt is None:
-            stmt = self._queries[shape] = compile_for(self._engine.dialect, self._query(*shape))
+            query = (scoped_select(self._events, self._scopes, *shape) if uses_index(shape[0])
+                     else self._query(*shape))
+            stmt = self._queries[shape] = compile_for(self._engine.dialect, query)
+        if uses_index(shape[0]):
+            self._index_scopes()
         given = stmt.params({k: v for k, v in values.items() if v is not None})
         rows = self.readers.run(lambda cursor: _fetch_all(cursor, stmt.sql, given))
         return events_from_rows(rows)  # (one statement: one snapshot)
 
+    def _index_scopes(self) -> None:
+        """Fill the scope index (:mod:`.scope_index`) up to the head when it lags more than
+        ``scope_index.LAG`` events, in bounded transactions of their own. A failure (a
+        read-only file) is logged: the query is still exact, scanning what is not indexed."""
+        head, covered = self.readers.run(lambda cursor: self._scope_lag.run(cursor, {})[0])
+        if (head or 0) - (covered or 0) <= scope_index.LAG:
+            return
+        fill = fill_step(self._events, self._scopes, scope_index.STEP)
+        try:
+            while (covered or 0) < head:
+                with self._lock, self.write_transaction(derived=True) as conn:
+                    conn.execute(fill)
+                    covered = conn.execute(sa.select(sa.func.max(self._scopes.c.position))
+                                           ).scalar()
+        except sa.exc.DBAPIError as exc:
+            logger.warning("%s: the scope index is not filled, queries scan: %s", self.url, exc)
+
     def _query(self, names: tuple[str, ...], reverse: bool) -> sa.Select[Any]:
-        """The statement of :meth:`query` for the filters ``names`` (the others unset)."""
+        """The statement of :meth:`query` for the filters ``names`` (the others unset) that
+        need no scope index: a memory's events, or the whole log's."""
         t = self._events
         conditions = [t.c.position > sa.bindparam("after")]
         conditions += [t.c[name] == sa.bindparam(name) for name in names
