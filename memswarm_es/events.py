@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -409,11 +410,15 @@ def payload_hash(payload: bytes) -> bytes:
 def header_bytes(schema: int, position: int, event_id: str, type: str, scope: Scope, actor: str,
                  memory_id: str | None, version: int | None, recorded_at_us: int,
                  p_hash: bytes) -> bytes:
-    return msgpack.packb(
-        [schema, position, event_id, type, scope.agent_id, scope.group_id, scope.context_id,
-         actor, memory_id, version, recorded_at_us, p_hash],
-        use_bin_type=True,
-    )
+    try:
+        pack = _packers.pack
+    except AttributeError:  # this thread's first: a Packer is not to be shared between threads
+        pack = _packers.pack = msgpack.Packer(use_bin_type=True).pack
+    return pack([schema, position, event_id, type, scope.agent_id, scope.group_id,
+                 scope.context_id, actor, memory_id, version, recorded_at_us, p_hash])
+
+
+_packers = threading.local()  # each thread's header packer (not making one per header)
 
 
 def chain_hash(prev_hash: bytes, header: bytes) -> bytes:

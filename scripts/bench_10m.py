@@ -7,7 +7,8 @@ The memories are those of ``bench_peers.py`` (1k per agent, 10 groups, 500 conte
 content), made a batch at a time, so memory stays bounded whatever ``--events``. They are
 appended through :class:`SQLiteSharedMemory`'s log (the log alone: its SQL view is folded
 at the next read), then one read folds them into the view; then a new process opens the file
-and reads one agent's memories (time and resident memory); then ``read_scope`` of 1k
+and reads one agent's memories (time and resident memory); then the first scoped query of
+the log fills its scope index (which appends leave alone); then ``read_scope`` of 1k
 memories from the view (p50), ``as_of`` at positions of the second half each with a read of
 one agent's memories then (p50), and
 ``verify`` (the whole hash chain and every snapshot). Progress goes to stderr; the table to
@@ -31,9 +32,10 @@ from functools import partial
 
 from bench_peers import PER_AGENT, READER, memory, open_in_new_process
 from benchtable import Cell, print_table
-from benchtime import latencies, percentile
+from benchtime import latencies, percentile, timed
 
 from memswarm_es import SQLiteSharedMemory
+from memswarm_es.log import EventFilter, scope_index
 from memswarm_es.scopes import Scope
 
 BATCH = 1000  # events per append
@@ -107,6 +109,14 @@ def main() -> None:
     if lacking:
         rows.append([f"  the first read folds the {lacking:,} events the view lacks",
                      "events/s", round(lacking / seconds)])
+    unindexed = peek(path, "SELECT max(position) FROM memswarm_events") - peek(
+        path, "SELECT coalesce(max(position), 0) FROM memswarm_scopes")
+    if unindexed > scope_index.LAG:
+        progress(f"the first scoped query of the log indexes {unindexed:,} events")
+        with SQLiteSharedMemory(path) as mem:
+            seconds = timed(partial(mem.log.query, EventFilter(Scope(READER)), limit=1))
+        rows.append([f"  the first scoped query of the log (audit, as_of) indexes {unindexed:,}",
+                     "events/s", round(unindexed / seconds)])
     rows.append(["file size", "MB", round(os.path.getsize(path) / 2**20)])
 
     progress("open in a new process")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
 
@@ -91,14 +92,14 @@ class _Children:
         self.first = first
         self.children: dict[str, Any] = {}
 
-    def inc(self, value: str) -> None:
+    def inc(self, value: str, amount: int = 1) -> None:
         child = self.children.get(value)
         if child is None and self.family is not None:
             if len(self.children) >= MAX_LABEL_VALUES:
                 value = "other"
             child = self.children[value] = self.family.labels(*self.first, value)
         if child is not None:
-            child.inc()
+            child.inc(amount)
 
 
 def _error_counter(operation: str) -> Callable[[BaseException], None]:
@@ -120,8 +121,8 @@ def timed_append(append: Callable[P, list[Any]], log_class: str) -> Callable[P, 
     def done(recorded: list[Any], seconds: float) -> None:
         if observe is not None:
             observe(seconds)
-            for event in recorded:
-                appended.inc(event.type)
+            for kind, count in Counter(event.type for event in recorded).items():
+                appended.inc(kind, count)
 
     return _timed("append", {"memswarm.log": label}, done, _error_counter("append"))(append)
 
