@@ -340,6 +340,6 @@ def append_plan(memory: SharedMemory, agent: str | None, actor: str,
         except VersionConflictError:
             backoff(attempt)
             continue
-        memory.freshness.wrote(recorded[-1].position)
+        memory.freshness.wrote(recorded[-1].position, recorded)
         return results
     raise ConflictError(f"a batch of changes lost the race {RETRIES} times")

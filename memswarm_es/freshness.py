@@ -8,12 +8,13 @@ from __future__ import annotations
 import asyncio
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from projections.base import ReadModel
 from projections.projector import Projector
 
 from .errors import ReadModelBehindError
+from .events import Event
 from .log.base import EventLog
 from .waiting import wait_until
 
@@ -51,10 +52,10 @@ class View:
             self._setup = None  # it was for the old one
         return old
 
-    def catch_up(self, until: int | None = None) -> int:
+    def catch_up(self, until: int | None = None, recorded: Sequence[Event] = ()) -> int:
         with self.lock:
             self.ready()
-            return self.projector.catch_up(until=until)
+            return self.projector.catch_up(until=until, recorded=recorded)
 
 
 class Freshness(ABC):
@@ -68,13 +69,13 @@ class Freshness(ABC):
         self.last_position = 0  # of this memory's last write
         self._lock = threading.Lock()
 
-    def wrote(self, position: int) -> None:
-        """A write of this memory was recorded at ``position``."""
+    def wrote(self, position: int, recorded: Sequence[Event] = ()) -> None:
+        """A write of this memory was recorded at ``position`` (its events: ``recorded``)."""
         with self._lock:
             self.last_position = max(self.last_position, position)
-        self._after_write(position)
+        self._after_write(position, recorded)
 
-    def _after_write(self, position: int) -> None:
+    def _after_write(self, position: int, recorded: Sequence[Event]) -> None:
         """What a write does once recorded (nothing, unless projecting inline)."""
 
     def refresher(self) -> Callable[[], object] | None:
@@ -116,8 +117,8 @@ class InlineProjection(Freshness):
     """The memory projects the log itself: after every write, and before every read (which so
     also sees other processes' writes)."""
 
-    def _after_write(self, position: int) -> None:
-        self.view.catch_up(until=position)
+    def _after_write(self, position: int, recorded: Sequence[Event]) -> None:
+        self.view.catch_up(until=position, recorded=recorded)
 
     def refresher(self) -> Callable[[], object]:
         return self.view.catch_up
@@ -153,7 +154,7 @@ class ReadProjection(InlineProjection):
     """The memory projects the log itself, before every read only: the writes since the last
     read are folded at once, in one transaction (a SQL view that appends do not keep)."""
 
-    def _after_write(self, position: int) -> None:
+    def _after_write(self, position: int, recorded: Sequence[Event]) -> None:
         """Nothing: the next read (or subscriber) folds it."""
 
 

@@ -322,7 +322,7 @@ class SharedMemory:
                             event_id=new_id() if event_id is None else event_id)
 
         recorded = append_change(self.log, memory_id, decide, retry=expected_version is None)
-        self.freshness.wrote(recorded.position)
+        self.freshness.wrote(recorded.position, [recorded])
         return recorded.version or 0
 
     @staticmethod
@@ -360,7 +360,7 @@ class SharedMemory:
 
     def _append(self, new: NewEvent) -> Event:
         (recorded,) = self.log.append([new])
-        self.freshness.wrote(recorded.position)
+        self.freshness.wrote(recorded.position, [recorded])
         return recorded
 
     # --- groups ----------------------------------------------------------------------------------

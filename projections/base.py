@@ -120,6 +120,11 @@ class ReadModel(ABC):
         (:class:`~projections.sql.SQLReadModel`)."""
         return 0
 
+    def in_process(self) -> bool:
+        """True if the model lives in this process's memory, so that nothing but this
+        process changes it."""
+        return False
+
     def stored_with(self, log: EventLog) -> bool:
         """True if the model lives in ``log``'s own store, so that whatever changes it also
         changes the log's :meth:`~memswarm_es.log.base.EventLog.change_stamp`."""

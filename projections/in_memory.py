@@ -59,6 +59,9 @@ class InMemoryReadModel(ReadModel):
     def followed_log(self) -> str | None:
         return self._followed
 
+    def in_process(self) -> bool:
+        return True
+
     def checkpoint(self) -> int:
         return self._checkpoint
 

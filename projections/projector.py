@@ -6,9 +6,10 @@ import contextlib
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 from memswarm_es.errors import CheckpointConflictError, LogMismatchError
+from memswarm_es.events import Event
 from memswarm_es.log.base import EventLog
 from memswarm_es.telemetry import apply_batch, rebuilt
 from memswarm_es.telemetry.logs import event
@@ -63,8 +64,12 @@ class Projector:
         """How many events the read model is behind the log."""
         return max(self.log.head() - self.read_model.checkpoint(), 0)
 
-    def catch_up(self, until: int | None = None, progress: Progress | None = None) -> int:
+    def catch_up(self, until: int | None = None, progress: Progress | None = None,
+                 recorded: Sequence[Event] = ()) -> int:
         """Apply every event after the checkpoint (up to ``until``); return the checkpoint.
+
+        ``recorded``: events this process has just appended, up to ``until``; an in-process
+        model right before them applies them as they are, without reading them back.
 
         Several projectors may catch one read model up at once: a batch is committed only if
         the checkpoint is still the one it was folded against, and the projector that loses
@@ -80,6 +85,10 @@ class Projector:
                 self._log_checked = True
             elif until is not None and self.read_model.known_checkpoint() >= until:
                 return until  # a write of this process, applied in its own transaction
+            if recorded and self.read_model.in_process() \
+                    and self.read_model.checkpoint() == recorded[0].position - 1:
+                with contextlib.suppress(CheckpointConflictError), _collector_paused():
+                    return apply_batch(self.read_model, recorded, recorded[0].position - 1)
             stamp = self._stamp()
             seen = getattr(self._seen, "last", None)
             if stamp is not None and seen is not None and seen[0] == stamp \
@@ -92,8 +101,16 @@ class Projector:
 
     def _stamp(self) -> object | None:
         """The log's change stamp, where the read model lives in the log's own store (so
-        that the stamp also changes with the model: a replay, a fold by another process)."""
-        return self.log.change_stamp() if self.read_model.stored_with(self.log) else None
+        that the stamp also changes with the model: a replay, a fold by another process);
+        with the model's checkpoint, where the model lives in this process (which alone
+        changes it, a replay setting its checkpoint back)."""
+        model = self.read_model
+        if model.stored_with(self.log):
+            return self.log.change_stamp()
+        if model.in_process():
+            stamp = self.log.change_stamp()
+            return None if stamp is None else (stamp, model.checkpoint())
+        return None
 
     def _catch_up(self, until: int | None, progress: Progress | None) -> int:
         while True:

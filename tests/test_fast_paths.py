@@ -289,3 +289,44 @@ def test_the_collector_runs_again_after_a_catch_up(tmp_path: Path) -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_an_in_process_model_takes_its_own_writes_as_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a write, an in-memory model right before it applies the recorded events without
+    reading them back; a read with nothing committed since reads no event; a model that is
+    not right before them (another process wrote in between) reads the log, to the same
+    view."""
+    from memswarm_es import SharedMemory
+    from projections.fold import fold
+
+    log = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
+    memory = SharedMemory(log, InMemoryReadModel())
+    other = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
+    reads: list[int] = []
+    real_read = SQLEventLog.read
+
+    def counted(self: SQLEventLog, after: int = 0, limit: int | None = None) -> list[Event]:
+        reads.append(after)
+        return real_read(self, after, limit)
+
+    monkeypatch.setattr(SQLEventLog, "read", counted)
+    first = memory.write_scope("one", {"agent_id": "a"})
+    memory.update(first, "one, again")
+    assert reads == []
+    assert [e.value for e in memory.read_scope(agent_id="a")] == ["one, again"]
+    assert len(reads) == 1  # the log's stamp moved (the writes): one look past the checkpoint
+    memory.read_scope(agent_id="a")
+    assert len(reads) == 1  # nothing committed since
+    other.append([NewEvent.create(EventType.MEMORY_WRITTEN, Scope("a"), "a", {"value": "two"},
+                                  memory_id="m2", version=1)])
+    memory.write_scope("three", {"agent_id": "a"})  # the model is one event behind it
+    assert reads
+    def seen(entries: Any) -> list[tuple[Any, ...]]:
+        return sorted((e.memory_id, e.value, e.version, e.last_position) for e in entries)
+
+    assert seen(memory.read_model.read_scope(Scope("a"))) == \
+        seen(fold(log.read()).entries.values())
+    assert len(seen(fold(log.read()).entries.values())) == 3
+    other.close()
+    memory.close()

@@ -517,3 +517,26 @@ def test_an_index_that_cannot_work_is_refused(tmp_path: Path) -> None:
         plain = MemSwarmStore(swarm)
         plain.put(("d",), "k", {"text": "x"})
         assert [(i.key, i.score) for i in plain.search(("d",), query="x")] == [("k", None)]
+
+
+def test_a_store_reading_from_this_process_memory_sees_every_writer(tmp_path: Path) -> None:
+    """``read_model="memory://"``: the view in this process, filled from the log at open; a
+    get sees another memory's put at once (the log's change stamp moved), and what this store
+    put without reading it back from the log."""
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with MemSwarmStore.from_conn_string(url) as other:
+        other.put(("a",), "old", {"n": 0})
+        with MemSwarmStore.from_conn_string(url, read_model="memory://") as store:
+            found = store.get(("a",), "old")
+            assert found is not None and found.value == {"n": 0}
+            for n in range(3):
+                store.put(("a",), "k", {"n": n})
+                item = store.get(("a",), "k")
+                assert item is not None and item.value == {"n": n}
+                other.put(("a",), "o", {"n": n})
+                item = store.get(("a",), "o")
+                assert item is not None and item.value == {"n": n}
+            assert store.get(("a",), "k") is not None
+            store.memory.replay()  # the view built anew: reads wait for it, never skip it
+            assert [i.key for i in store.search(("a",))] == ["old", "k", "o"]
+            assert store.memory.verify().ok

@@ -67,6 +67,7 @@ from langgraph.store.base import (
 from memswarm_es.agent import AgentMemory
 from memswarm_es.batch import Change, Delete, Put
 from memswarm_es.errors import InvalidInputError, InvalidValueError
+from memswarm_es.log import open_log
 from memswarm_es.memory import (
     InMemorySharedMemory,
     PostgresSharedMemory,
@@ -74,6 +75,7 @@ from memswarm_es.memory import (
     SQLiteSharedMemory,
 )
 from memswarm_es.namespaces import matches
+from projections import open_read_model
 from projections.fold import MemoryEntry
 
 #: The page listing every namespace (to filter by more than one prefix or suffix).
@@ -95,11 +97,14 @@ class MemSwarmStore(BaseStore):
     @contextlib.contextmanager
     def from_conn_string(cls, conn_string: str, *, agent: str | None = None,
                          index: IndexConfig | Mapping[str, Any] | None = None,
-                         ) -> Iterator[MemSwarmStore]:
+                         read_model: str | None = None) -> Iterator[MemSwarmStore]:
         """A store over the memory at ``conn_string`` (``sqlite:///swarm.db``,
         ``postgresql+psycopg://...``, ``memory://``), closed on exit; ``agent`` acts as
-        that agent."""
-        memory = _open(conn_string)
+        that agent. ``read_model``: the URL of the view to read from (``memory://``: this
+        process's memory, filled from the whole log at open, then the fastest reads;
+        ``redis://...``) instead of the SQL view kept in the log's own database."""
+        memory = _open(conn_string) if read_model is None else SharedMemory(
+            open_log(conn_string), open_read_model(read_model))
         try:
             yield cls(memory if agent is None else memory.agent(agent), index=index)
         finally:
