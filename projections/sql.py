@@ -86,7 +86,7 @@ _T = TypeVar("_T")
 
 BATCH = 1000  # events folded at a time when the view catches up
 CATCH_UP = 1000  # at most this many events a view missed are folded inside one append
-FOLD_SECONDS = 0.1  # a first fold's transactions last about this long (keep_view pauses between)
+FOLD_SECONDS = 0.5  # a first fold's transactions last about this long (keep_view pauses between)
 _IN_CHUNK = 512  # ids per IN (...) clause (a power of two: see _padded)
 _VIEW = "view_"  # after the log's table prefix: the served view's tables
 _STAGING = "view_next_"  # + a random part: the tables a replay fills beside it (one each)

@@ -592,9 +592,30 @@ def test_folds_at_read_leave_every_append_durable(tmp_path: Path) -> None:
     held = [engine.raw_connection() for _ in range(engine.pool.checkedin() + 1)]
     try:
         assert {c.cursor().execute("PRAGMA synchronous").fetchone()[0] for c in held} == {2}
+        assert {c.cursor().execute("PRAGMA cache_size").fetchone()[0] for c in held} == {-2000}
     finally:
         for c in held:
             c.close()
+    mem.close()
+
+
+def test_a_first_fold_leaves_the_append_connection_durable(tmp_path: Path) -> None:
+    """A log without a view is folded once, on the connection appends use, relaxed for it
+    (no wait for the disk, a larger cache): then set back to synchronous=FULL."""
+    path = tmp_path / "first.db"
+    log = SQLEventLog(sqlite_url(path))  # keeps no view
+    log.append([NewEvent.create(EventType.MEMORY_WRITTEN, Scope("a"), "a", {"value": i},
+                                memory_id=f"m{i}", version=1) for i in range(20)])
+    log.close()
+    mem = SQLiteSharedMemory(str(path))
+    assert len(mem.read_scope(agent_id="a")) == 20
+    raw = mem.log._write_raw
+    assert raw is not None
+    cursor = raw.cursor()
+    assert cursor.execute("PRAGMA synchronous").fetchone()[0] == 2
+    assert cursor.execute("PRAGMA cache_size").fetchone()[0] == -2000
+    mem.write_scope("after", metadata={"agent_id": "a"})
+    assert len(mem.read_scope(agent_id="a")) == 21
     mem.close()
 
 

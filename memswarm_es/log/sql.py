@@ -13,7 +13,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -88,6 +88,9 @@ _MIN_PAUSE = 0.005
 # A forget on PostgreSQL writes the tables it erased from anew (VACUUM FULL), waiting this long
 # at most for their exclusive lock.
 _REWRITE_LOCK_WAIT = "2s"
+# The page cache of a transaction writing what is derived from the log (KiB, as SQLite's
+# negative cache_size): a fold's index pages, spread all over, each written out once.
+_DERIVED_CACHE = -65536
 
 
 def _tables(prefix: str) -> tuple[sa.MetaData, sa.Table, sa.Table, sa.Table]:
@@ -347,23 +350,40 @@ class SQLEventLog(EventLog):
         a replay can always make again, so on SQLite its commit does not wait for the disk
         (``synchronous=NORMAL``): a crash can lose it, never make it ahead of the log, since
         the write-ahead log is replayed in order and the events it folded committed first."""
-        relaxed = derived and self._dialect == "sqlite" and self._synchronous in ("FULL", "EXTRA")
         with self._writer.connect() as conn:
-            raw: Any = conn.connection.dbapi_connection
-            if relaxed:  # only outside a transaction: set before BEGIN, restored after it
-                raw.execute("PRAGMA synchronous = NORMAL")
+            restore = self._relax(conn.connection.dbapi_connection) if derived else None
             try:
                 with conn.begin():
                     if self._dialect == "postgresql":
                         conn.execute(self._lock_stmt, {"key": _ADVISORY_LOCK_KEY})
                     yield conn
             finally:
-                if relaxed:
+                if restore is not None:
                     try:
-                        raw.execute(f"PRAGMA synchronous = {self._synchronous}")
+                        restore()
                     except Exception:  # never back in the pool, where appends would get it
                         conn.invalidate()
                         raise
+
+    def _relax(self, raw: Any) -> Callable[[], None] | None:
+        """On SQLite, outside a transaction, set ``raw`` up for one that writes only what is
+        derived from the log (:meth:`write_transaction`): its commit does not wait for the disk,
+        and a larger page cache holds the pages of the indexes it writes all over, each then
+        written out once; returns what sets both back (``None`` elsewhere)."""
+        if self._dialect != "sqlite":
+            return None
+        cursor = raw.cursor()
+        cache = cursor.execute("PRAGMA cache_size").fetchone()[0]
+        cursor.execute(f"PRAGMA cache_size = {_DERIVED_CACHE}")
+        if self._synchronous in ("FULL", "EXTRA"):
+            cursor.execute("PRAGMA synchronous = NORMAL")
+
+        def restore() -> None:
+            cursor.execute(f"PRAGMA synchronous = {self._synchronous}")
+            cursor.execute(f"PRAGMA cache_size = {int(cache)}")
+            cursor.close()
+
+        return restore
 
     def forget_epoch(self, conn: Connection) -> tuple[int, int]:
         """(forgets recorded, forgets pending), read in ``conn``: it changes whenever a forget
@@ -422,7 +442,7 @@ class SQLEventLog(EventLog):
             self.record_content_tables(conn, view.content_tables)
         while True:
             started = time.perf_counter()
-            with self._lock, self._cursor_transaction() as cursor:
+            with self._lock, self._cursor_transaction(derived=True) as cursor:
                 if view.prepare(cursor):
                     if in_appends:
                         self._views.append(view)
@@ -461,7 +481,7 @@ class SQLEventLog(EventLog):
             view.apply_in(cursor, events)
 
     @contextmanager
-    def _cursor_transaction(self) -> Iterator[Any]:
+    def _cursor_transaction(self, derived: bool = False) -> Iterator[Any]:
         """What :meth:`write_transaction` is, on the DB-API connection itself (a cursor), for
         the append's path: no per-statement cost of SQLAlchemy's. Commits when the block
         ends; rolls back on an exception (a connection that cannot is dropped). The caller
@@ -470,6 +490,7 @@ class SQLEventLog(EventLog):
         if self._write_raw is None:
             self._write_raw = self._engine.raw_connection()
         raw = self._write_raw
+        restore = self._relax(raw) if derived else None
         try:
             cursor = raw.cursor()
             cursor.execute(*self._sql.begin)
@@ -479,11 +500,20 @@ class SQLEventLog(EventLog):
             try:
                 raw.rollback()
             except Exception:  # the connection is broken: the next transaction makes another
-                self._write_raw = None
+                self._write_raw, restore = None, None
                 raw.invalidate()
             self._ended(False)
             raise
-        self._ended(True)
+        else:
+            self._ended(True)
+        finally:
+            if restore is not None:
+                try:
+                    restore()
+                except Exception:  # appends must never run relaxed: drop the connection
+                    self._write_raw = None
+                    raw.invalidate()
+                    raise
 
     def _ended(self, committed: bool) -> None:
         for view in self._views:
