@@ -264,8 +264,15 @@ class InMemoryReadModel(ReadModel):
             return self.read_scope(scope, reader)[:first]
         with self._lock:
             principals = self._principals(reader)
-            found = (e for m in self._keyed.ids_under(prefix, lambda m: self._entries[m].position)
-                     if scope.matches((e := self._entries[m]).scope) and may_read(e, principals))
+            entries = self._entries
+            ids = self._keyed.ids_under(prefix, lambda m: entries[m].position)
+            if scope.parts():
+                found = (e for m in ids
+                         if scope.matches((e := entries[m]).scope) and may_read(e, principals))
+            elif principals is None:  # the operator, every scope: nothing to look at
+                found = (entries[m] for m in ids)
+            else:
+                found = (e for m in ids if may_read(e := entries[m], principals))
             return self._frozen(list(itertools.islice(found, first)))
 
     def namespaces_held(self, prefix: Namespace, reader: str | None = None) -> set[Namespace]:

@@ -41,8 +41,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -67,6 +69,7 @@ from langgraph.store.base import (
 from memswarm_es.agent import AgentMemory
 from memswarm_es.batch import Change, Delete, Put
 from memswarm_es.errors import InvalidInputError, InvalidValueError
+from memswarm_es.events import from_micros
 from memswarm_es.log import open_log
 from memswarm_es.memory import (
     InMemorySharedMemory,
@@ -319,13 +322,27 @@ def _change(op: PutOp, vector: list[float] | None) -> Change:
 
 
 def _item(entry: MemoryEntry) -> Item:
+    created, updated = _times(entry)
     return Item(value=entry.value, key=entry.key or "", namespace=entry.namespace,
-                created_at=entry.created_at, updated_at=entry.updated_at)
+                created_at=created, updated_at=updated)
 
 
 def _search_item(entry: MemoryEntry, score: float | None) -> SearchItem:
-    return SearchItem(entry.namespace, entry.key or "", entry.value, entry.created_at,
-                      entry.updated_at, score)
+    created, updated = _times(entry)
+    return SearchItem(entry.namespace, entry.key or "", entry.value, created, updated, score)
+
+
+def _times(entry: MemoryEntry) -> tuple[datetime, datetime]:
+    """When ``entry`` was created and last updated (one datetime when it never was)."""
+    created = _moment(entry.created_at_us)
+    if entry.updated_at_us == entry.created_at_us:
+        return created, created
+    return created, _moment(entry.updated_at_us)
+
+
+#: A time in microseconds as a datetime, remembered: items are read again and again, and
+#: datetimes do not change.
+_moment = functools.lru_cache(maxsize=1 << 16)(from_micros)
 
 
 def _open(conn_string: str) -> SharedMemory:
