@@ -61,8 +61,13 @@ class ThreadReaders:
             reader = self._reader()
             if reader is None:
                 return None
-        version = self.run(lambda cursor: cursor.execute("PRAGMA data_version").fetchall())
-        return id(reader), int(version[0][0])
+        try:
+            version = reader.cursor.execute("PRAGMA data_version").fetchone()[0]
+        except self._error:  # a broken connection goes, as in run
+            self._local.reader = None
+            reader.close()
+            raise
+        return id(reader), int(version)
 
     def close(self) -> None:
         """Close every thread's connection; later reads take pooled ones."""
