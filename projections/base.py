@@ -120,6 +120,13 @@ class ReadModel(ABC):
         (:class:`~projections.sql.SQLReadModel`)."""
         return 0
 
+    def fold_in_store(self, log: EventLog) -> int | None:
+        """Catch up with ``log`` by the model's own means, where it has better ones than
+        applying the batches a projector reads (a view in the log's own database reads the
+        events inside its transactions); the checkpoint reached, or ``None`` (the default):
+        the projector applies batches."""
+        return None
+
     def in_process(self) -> bool:
         """True if the model lives in this process's memory, so that nothing but this
         process changes it."""

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from memswarm_es.errors import CheckpointConflictError, LogMismatchError
 from memswarm_es.events import Event
 from memswarm_es.log.base import EventLog
-from memswarm_es.telemetry import apply_batch, rebuilt
+from memswarm_es.telemetry import apply_batch, fold_in_store, rebuilt
 from memswarm_es.telemetry.logs import event
 
 from .base import ReadModel
@@ -151,6 +151,10 @@ class Projector:
         Reading starts at the event at the checkpoint itself (the read model skips it): finding
         it proves the log reaches the checkpoint, at no extra query.
         """
+        if progress is None:
+            reached = fold_in_store(self.read_model, self.log, position)
+            if reached is not None:
+                return reached
         head = self.log.head() if progress else 0
         found = position == 0
         with _collector_paused():

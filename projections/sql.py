@@ -475,19 +475,25 @@ class SQLReadModel(ReadModel):
         mine = self._log.identity()
         if followed not in (None, mine):
             return True  # the view of another log: a projector refuses it, untouched
-        deadline = time.perf_counter() + FOLD_SECONDS
-        reached = checkpoint
-        while True:  # a batch at least, so that every transaction makes progress
-            batch = self._log.read_in(cursor, reached, BATCH)
-            if batch:
-                self._fold(cursor, batch)
-                reached = batch[-1].position
-            done = len(batch) < BATCH
-            if done or time.perf_counter() >= deadline:
-                break
+        reached, done = self._fold_for(cursor, checkpoint)
         if reached > checkpoint:
             self._set_state(cursor, reached, mine)
         return done
+
+    def _fold_for(self, cursor: Any, after: int) -> tuple[int, bool]:
+        """Fold the log's events after ``after`` for about :data:`FOLD_SECONDS` (a batch at
+        least, so that every transaction makes progress); the last position folded, and
+        whether it is the head."""
+        deadline = time.perf_counter() + FOLD_SECONDS
+        while True:
+            batch = self._log.read_in(cursor, after, BATCH)
+            if batch:
+                self._fold(cursor, batch)
+                after = batch[-1].position
+            if len(batch) < BATCH:
+                return after, True
+            if time.perf_counter() >= deadline:
+                return after, False
 
     def apply_in(self, cursor: Any, events: Sequence[Event]) -> None:
         """Inside the append's transaction: fold ``events`` (just inserted) into the view.
@@ -522,6 +528,28 @@ class SQLReadModel(ReadModel):
 
     def stored_with(self, log: EventLog) -> bool:
         return log is self._log
+
+    def fold_in_store(self, log: EventLog) -> int | None:
+        """Where ``log`` is this view's own: fold what the view lacks in transactions of about
+        :data:`FOLD_SECONDS` under the log's write lock, each reading the events itself, once
+        (a projector's batch is read, then read again by :meth:`apply`), and committing far
+        fewer times. ``None`` where the view is not behind the log, or holds another log's
+        view, or is gone, or is a rebuild's twin: the projector's own way then."""
+        if log is not self._log or self._staging or self.checkpoint() >= log.head():
+            return None
+        mine = log.identity()
+        while True:
+            with log.write_transaction(derived=True) as conn:
+                cursor = conn.connection.cursor()
+                state = self._state_if_present(cursor)
+                if state is None or state[1] not in (None, mine):
+                    return None
+                reached, done = self._fold_for(cursor, state[0])
+                if reached > state[0]:
+                    self._set_state(cursor, reached, mine)
+            self.changed.notify()
+            if done:
+                return reached
 
     # --- folding, in a transaction holding the log's write lock ------------------------------
 

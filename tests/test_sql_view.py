@@ -28,7 +28,7 @@ from memswarm_es import (
     VersionConflictError,
 )
 from memswarm_es.errors import InvalidInputError, LogMismatchError
-from memswarm_es.events import EventType, NewEvent
+from memswarm_es.events import Event, EventType, NewEvent
 from memswarm_es.log import InProcessLog
 from memswarm_es.log import sql as sql_log
 from memswarm_es.log.sql import SQLEventLog
@@ -36,6 +36,7 @@ from memswarm_es.memory import PostgresSharedMemory
 from memswarm_es.scopes import Scope
 from projections import open_read_model
 from projections import sql as view_module
+from projections.fold import fold
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.sql import SQLReadModel, kept_view
@@ -773,4 +774,32 @@ def test_a_read_with_nothing_new_reads_no_event(tmp_path: Path, decoded: list[in
     third = other.write_scope("third", metadata={"agent_id": "a"})
     assert mem.agent("a").get(third).value == "third"
     other.close()
+    mem.close()
+
+
+def test_a_read_folds_the_writes_since_reading_each_event_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writes since the last read are folded in the view's own transactions, which read
+    them from the log inside (never a projector's batch, read first and read again), to the
+    view a fold of the log gives."""
+    mem = SQLiteSharedMemory(str(tmp_path / "once.db"))
+    mem.read_scope(agent_id="a")  # the view is made
+    ids = [mem.write_scope(f"v{i}", metadata={"agent_id": f"a{i % 3}"}) for i in range(2500)]
+    mem.update(ids[0], "changed")
+    mem.delete(ids[1])
+    outside: list[int] = []
+    real_read = SQLEventLog.read
+
+    def counted(self: SQLEventLog, after: int = 0, limit: int | None = None) -> list[Event]:
+        outside.append(after)
+        return real_read(self, after, limit)
+
+    monkeypatch.setattr(SQLEventLog, "read", counted)
+    got = {e.memory_id: (e.value, e.version) for a in ("a0", "a1", "a2")
+           for e in mem.read_scope(agent_id=a)}
+    head = mem.log.head()
+    assert all(after >= head - 1 for after in outside)  # a look at the head at most
+    expected = fold(real_read(mem.log)).entries
+    assert got == {m: (e.value, e.version) for m, e in expected.items()}
+    assert mem.read_model.checkpoint() == mem.log.head()
     mem.close()

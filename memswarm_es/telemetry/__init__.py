@@ -180,21 +180,42 @@ _BATCH_CHILDREN: dict[str, tuple[Any, Any]] = {}  # per read model kind: (durati
 def _apply_counted(model: Any, batch: Sequence[Any], position: int, label: str) -> int:
     start = time.perf_counter()
     reached: int = model.apply(batch)
-    seconds = time.perf_counter() - start
+    _counted(label, time.perf_counter() - start, reached - position)
+    return reached
+
+
+def _counted(label: str, seconds: float, applied: int) -> None:
     if INSTRUMENTS is not None:
         children = _BATCH_CHILDREN.get(label)
         if children is None:
             children = _BATCH_CHILDREN[label] = (INSTRUMENTS.batch_seconds.labels(label),
                                                  INSTRUMENTS.projected.labels(label))
         children[0].observe(seconds)
-        if reached > position:
-            children[1].inc(reached - position)
-    return reached
+        if applied > 0:
+            children[1].inc(applied)
 
 
 #: ``apply_batch(model, batch, position)``: ``model.apply(batch)`` (the projector's batch from
 #: checkpoint ``position``), timed, traced and its events counted; the checkpoint reached.
 apply_batch = _apply_measured if ENABLED else _apply
+
+
+def _fold_in_store(model: Any, log: Any, position: int) -> int | None:
+    reached: int | None = model.fold_in_store(log)
+    return reached
+
+
+def _fold_in_store_measured(model: Any, log: Any, position: int) -> int | None:
+    start = time.perf_counter()
+    reached: int | None = model.fold_in_store(log)
+    if reached is not None:
+        _counted(kind(model, "ReadModel"), time.perf_counter() - start, reached - position)
+    return reached
+
+
+#: ``fold_in_store(model, log, position)``: ``model.fold_in_store(log)`` from checkpoint
+#: ``position``, timed and its events counted as :data:`apply_batch`'s.
+fold_in_store = _fold_in_store_measured if ENABLED else _fold_in_store
 
 
 def rebuilt(model: object) -> None:
@@ -215,5 +236,5 @@ if METRICS:
     metrics()  # in the default registry, as a library's metrics are
 
 __all__ = ["COLLECTOR", "ENABLED", "METRICS", "MemSwarmCollector", "apply_batch", "exposition",
-           "metrics", "rebuilt", "refused", "serve_metrics", "timed_append", "timed_read",
-           "timed_run", "watch"]
+           "fold_in_store", "metrics", "rebuilt", "refused", "serve_metrics", "timed_append",
+           "timed_read", "timed_run", "watch"]
