@@ -349,7 +349,8 @@ class SQLEventLog(EventLog):
         ``derived``: the transaction writes only what is derived from the log (a view), which
         a replay can always make again, so on SQLite its commit does not wait for the disk
         (``synchronous=NORMAL``): a crash can lose it, never make it ahead of the log, since
-        the write-ahead log is replayed in order and the events it folded committed first."""
+        the write-ahead log is replayed in order and the events it folded committed first. It
+        also gets a larger page cache (:meth:`_relax`); both are set back after it."""
         with self._writer.connect() as conn:
             restore = self._relax(conn.connection.dbapi_connection) if derived else None
             try:
