@@ -170,8 +170,9 @@ for start in range(0, len(events), 50):
     print(start, flush=True)
     if start == 0:
         sys.stdin.readline()  # both processes hold the file open, then write at once
+seen = len(mem.log.read())  # before the read: the other writer may still be appending
 mem.read_scope(agent_id="a")
-print("seen", len(mem.log.read()), mem.read_model.checkpoint(), flush=True)
+print("seen", seen, mem.read_model.checkpoint(), flush=True)
 """
 
 
