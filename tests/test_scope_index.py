@@ -144,3 +144,39 @@ def test_a_read_only_log_answers_scoped_queries_by_scanning(
                                                                                        9, 12]
     read_only.close()
     assert "the scope index is not filled" in caplog.text
+
+
+def steps_of_a_scoped_query(path: Path, events: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """SQLite's virtual machine steps (in hundreds) of a query for the 10 events of a rare
+    agent, on a log of ``events`` events whose last 100 the index does not cover yet."""
+    monkeypatch.setattr(scope_index, "LAG", 0)
+    log = SQLEventLog(f"sqlite:///{path}")
+    rare = set(range(0, events - 100, (events - 100) // 10))
+    log.append([event("rare" if i in rare else NAMES[i % 3], "g", "c", "a")
+                for i in range(events - 100)])
+    log.query(EventFilter(Scope(agent_id="a")))  # fills the index
+    log.append([event("b", "g", "c", "a") for _ in range(100)])
+    monkeypatch.setattr(scope_index, "LAG", 1000)
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    connection = log.readers.run(lambda cursor: cursor.connection)
+    connection.set_progress_handler(count, 100)
+    for until in (None, events - 50):
+        found = log.query(EventFilter(Scope(agent_id="rare"), until_position=until))
+        assert len(found) == 10
+    connection.set_progress_handler(None, 100)
+    log.close()
+    return steps[0]
+
+
+def test_a_scoped_query_costs_what_it_finds_not_the_log_length(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Neither part of a scoped query walks the log: the indexed part seeks the scope, and the
+    part the index does not cover starts at its last position (not at ``after``)."""
+    small = steps_of_a_scoped_query(tmp_path / "small.db", 1_000, monkeypatch)
+    large = steps_of_a_scoped_query(tmp_path / "large.db", 20_000, monkeypatch)
+    assert large <= 2 * small + 10, (small, large)

@@ -70,8 +70,12 @@ def scoped_select(events: sa.Table, scopes: sa.Table, names: Sequence[str],
                .where(*bounded(scopes.c.position),
                       *(scopes.c[n] == sa.bindparam(n) for n in filters),
                       *(events.c[n] == sa.bindparam(n) for n in filters)))
+    # One lower bound, the later of ``after`` and the index's last position, so that the
+    # range scan starts there (given both, SQLite starts at the first and filters by the other).
+    start = sa.case((covered > sa.bindparam("after"), covered), else_=sa.bindparam("after"))
     tail = (sa.select(*fields)
-            .where(*bounded(events.c.position), events.c.position > covered,
+            .where(events.c.position > start,
+                   *bounded(events.c.position)[1:],
                    *(events.c[n] == sa.bindparam(n) for n in filters)))
     both = sa.union_all(indexed, tail)
     position = both.selected_columns.position
