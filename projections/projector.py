@@ -152,7 +152,8 @@ class Projector:
         it proves the log reaches the checkpoint, at no extra query.
         """
         if progress is None:
-            reached = fold_in_store(self.read_model, self.log, position)
+            with _collector_paused():
+                reached = fold_in_store(self.read_model, self.log, position)
             if reached is not None:
                 return reached
         head = self.log.head() if progress else 0

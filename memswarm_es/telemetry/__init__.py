@@ -121,6 +121,9 @@ def timed_append(append: Callable[P, list[Any]], log_class: str) -> Callable[P, 
     def done(recorded: list[Any], seconds: float) -> None:
         if observe is not None:
             observe(seconds)
+            if len(recorded) == 1:  # (a single write: no counting by type)
+                appended.inc(recorded[0].type)
+                return
             for kind, count in Counter(event.type for event in recorded).items():
                 appended.inc(kind, count)
 
