@@ -149,7 +149,9 @@ class Projector:
         """Apply the events after ``position``; ``None`` if the log does not reach it.
 
         Reading starts at the event at the checkpoint itself (the read model skips it): finding
-        it proves the log reaches the checkpoint, at no extra query.
+        it proves the log reaches the checkpoint, at no extra query. A model that folds by its
+        own means (:meth:`~projections.base.ReadModel.fold_in_store`) does, unless progress is
+        reported.
         """
         if progress is None:
             with _collector_paused():

@@ -10,21 +10,21 @@ Its tables sit beside the log's and take its table prefix (``memswarm_view_*``):
 - ``members``: (group, agent, admin) for every member of every group;
 - ``state``: one row: the checkpoint and the identity of the log the view follows.
 
-Kept by its log (:meth:`~memswarm_es.log.sql.SQLEventLog.keep_view`), the view is folded
-either by the next read (``in_appends=False``, :class:`~memswarm_es.memory.SQLiteSharedMemory`'s
-default ``view_upkeep="read"``): a projector folds every write since in transactions of its
-own, which re-read the events under the log's lock and commit without waiting for the disk
-(derived data, see :meth:`apply`); or inside the transaction of every append, right after the
-events are inserted (``view_upkeep="append"``): its checkpoint is then the log's head by
-construction. Either way no event is applied twice or lost, and opening reads no event. A log
-that had no view yet is folded once, in transactions of about :data:`FOLD_SECONDS` each
-(resumed where the last committed, if the folding process dies), with pauses between them in
-which other processes append. Appends by processes that do not keep it in their appends leave
-it behind; a kept append catches up at most :data:`CATCH_UP` of the events it missed in its own
-transaction (taking its own events only once that reaches them), and so does any projector, a
-batch per transaction, since it is an ordinary :class:`~projections.base.ReadModel` too
-(``sql+<log url>`` opens it by URL). A view dropped by another process is skipped by appends,
-which go on without it.
+Kept by its log (:meth:`~memswarm_es.log.sql.SQLEventLog.keep_view`), the view is folded either
+by the next read (``in_appends=False``, :class:`~memswarm_es.memory.SQLiteSharedMemory`'s
+default ``view_upkeep="read"``): the view folds every write since itself
+(:meth:`fold_in_store`), in transactions of about :data:`FOLD_SECONDS` that read the events
+under the log's lock and commit without waiting for the disk (derived data); or inside the
+transaction of every append, right after the events are inserted (``view_upkeep="append"``): its
+checkpoint is then the log's head by construction. Either way no event is applied twice or lost,
+and opening reads no event. A log that had no view yet is folded once, in transactions of about
+:data:`FOLD_SECONDS` each (resumed where the last committed, if the folding process dies), with
+pauses between them in which other processes append. Appends by processes that do not keep it in
+their appends leave it behind; a kept append catches up at most :data:`CATCH_UP` of the events
+it missed in its own transaction (taking its own events only once that reaches them), and so
+does any projector, a batch per transaction, since it is an ordinary
+:class:`~projections.base.ReadModel` too (``sql+<log url>`` opens it by URL). A view dropped by
+another process is skipped by appends, which go on without it.
 
 Every query filters inside the database: an agent reads what its scope's WHERE selects and an
 ``EXISTS`` finds among the readers, for the agent's principals, which the same statement
@@ -86,7 +86,7 @@ _T = TypeVar("_T")
 
 BATCH = 1000  # events folded at a time when the view catches up
 CATCH_UP = 1000  # at most this many events a view missed are folded inside one append
-FOLD_SECONDS = 0.5  # a first fold's transactions last about this long (keep_view pauses between)
+FOLD_SECONDS = 0.5  # a fold's transactions last about this long (a first fold pauses between)
 _IN_CHUNK = 512  # ids per IN (...) clause (a power of two: see _padded)
 _VIEW = "view_"  # after the log's table prefix: the served view's tables
 _STAGING = "view_next_"  # + a random part: the tables a replay fills beside it (one each)
