@@ -240,6 +240,7 @@ class SQLEventLog(EventLog):
         self._queue: list[_Pending] = []
         self._views: list[TransactionView] = []  # kept in every append (keep_view)
         self._write_raw: Any = None  # the DB-API connection appends write on (under _lock)
+        self._write_cursor: Any = None  # and its cursor, kept with it
         self._table_prefix = table_prefix
         self._metadata, self._meta, self._events, self._scopes = _tables(table_prefix)
         t = self._events
@@ -490,13 +491,13 @@ class SQLEventLog(EventLog):
         next."""
         if self._write_raw is None:
             self._write_raw = self._engine.raw_connection()
-        raw = self._write_raw
+            self._write_cursor = self._write_raw.dbapi_connection.cursor()
+        raw, cursor = self._write_raw, self._write_cursor
         restore = self._relax(raw) if derived else None
         try:
-            cursor = raw.cursor()
             cursor.execute(*self._sql.begin)
             yield cursor
-            raw.commit()
+            raw.dbapi_connection.commit()
         except BaseException:
             try:
                 raw.rollback()
