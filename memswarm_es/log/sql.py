@@ -240,7 +240,6 @@ class SQLEventLog(EventLog):
         self._queue: list[_Pending] = []
         self._views: list[TransactionView] = []  # kept in every append (keep_view)
         self._write_raw: Any = None  # the DB-API connection appends write on (under _lock)
-        self._write_cursor: Any = None  # and its cursor, kept with it
         self._table_prefix = table_prefix
         self._metadata, self._meta, self._events, self._scopes = _tables(table_prefix)
         t = self._events
@@ -491,13 +490,13 @@ class SQLEventLog(EventLog):
         next."""
         if self._write_raw is None:
             self._write_raw = self._engine.raw_connection()
-            self._write_cursor = self._write_raw.dbapi_connection.cursor()
-        raw, cursor = self._write_raw, self._write_cursor
+        raw = self._write_raw
         restore = self._relax(raw) if derived else None
         try:
+            cursor = raw.cursor()
             cursor.execute(*self._sql.begin)
             yield cursor
-            raw.dbapi_connection.commit()
+            raw.commit()
         except BaseException:
             try:
                 raw.rollback()
