@@ -29,7 +29,7 @@ from memswarm_es import (
 )
 from memswarm_es.errors import InvalidInputError, LogMismatchError
 from memswarm_es.events import Event, EventType, NewEvent
-from memswarm_es.log import InProcessLog
+from memswarm_es.log import EventFilter, InProcessLog
 from memswarm_es.log import sql as sql_log
 from memswarm_es.log.sql import SQLEventLog
 from memswarm_es.memory import PostgresSharedMemory
@@ -807,3 +807,40 @@ def test_a_read_folds_the_writes_since_reading_each_event_once(
     assert got == {m: (e.value, e.version) for m, e in expected.items()}
     assert mem.read_model.checkpoint() == mem.log.head()
     mem.close()
+
+
+def test_reads_leave_no_read_transaction_open_between_them(tmp_path: Path) -> None:
+    """Between reads, no connection of a memory holds a statement open: another connection's
+    checkpoint can empty the WAL (a forget's scrub needs that), and closing the memory leaves
+    everything in the database file (the last connection's close checkpoints the WAL; a
+    statement left unfinished defers that close)."""
+    def use(mem: SQLiteSharedMemory) -> None:
+        for i in range(3):
+            mem.write_scope(f"v{i}", metadata={"agent_id": "a"})
+            mem.read_scope(agent_id="a")
+            mem.log.query(EventFilter(Scope(agent_id="a")))
+            mem.log.head()
+
+    path = tmp_path / "idle.db"
+    mem = SQLiteSharedMemory(str(path))
+    use(mem)
+    raw = sqlite3.connect(path)
+    try:
+        busy, _, _ = raw.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        raw.close()
+    assert busy == 0
+    mem.close()
+    closed = tmp_path / "closed.db"
+    mem = SQLiteSharedMemory(str(closed))
+    use(mem)
+    mem.close()
+    assert not os.path.exists(f"{closed}-wal")
+    bare = tmp_path / "bare.db"  # a log alone, as the CLI and the runner open it
+    log = SQLEventLog(sqlite_url(bare))
+    for batch in ([1], [2, 3, 4]):  # (a single event and a batch take two paths)
+        log.append([NewEvent.create(EventType.MEMORY_WRITTEN, Scope("a"), "a", {"value": n},
+                                    memory_id=f"m{n}", version=1) for n in batch])
+    log.query(EventFilter(Scope(agent_id="a")))
+    log.close()
+    assert not os.path.exists(f"{bare}-wal")

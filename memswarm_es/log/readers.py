@@ -61,8 +61,9 @@ class ThreadReaders:
             reader = self._reader()
             if reader is None:
                 return None
-        try:
-            version = reader.cursor.execute("PRAGMA data_version").fetchone()[0]
+        try:  # (every row fetched: a statement left unfinished would keep the connection
+            # from closing, and its WAL from being checkpointed then)
+            version = reader.cursor.execute("PRAGMA data_version").fetchall()[0][0]
         except self._error:  # a broken connection goes, as in run
             self._local.reader = None
             reader.close()
