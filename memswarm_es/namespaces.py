@@ -26,7 +26,25 @@ _KEYED_IDS = uuid.UUID("0d8f4a8e-2b61-4c1e-9e57-6a3b8f1c2d90")
 
 
 def check_namespace(value: object, name: str = "namespace") -> Namespace:
-    """``value`` (a tuple or list of labels) as a namespace, or :class:`InvalidIdError`."""
+    """``value`` (a tuple or list of labels) as a namespace, or :class:`InvalidIdError`.
+    Tuples found good are remembered (a bounded set): reads name the same ones again."""
+    if type(value) is tuple:
+        try:
+            if value in _GOOD:
+                return value
+        except TypeError:  # an unhashable label: the check below says what is wrong
+            pass
+    found = _checked_namespace(value, name)
+    if type(value) is tuple and len(_GOOD) < _GOOD_MAX:
+        _GOOD.add(found)
+    return found
+
+
+_GOOD: set[Namespace] = set()
+_GOOD_MAX = 4096
+
+
+def _checked_namespace(value: object, name: str) -> Namespace:
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise InvalidIdError(f"{name} must be a tuple of labels, not {type(value).__name__}")
     if len(value) > MAX_DEPTH:

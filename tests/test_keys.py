@@ -207,9 +207,14 @@ def test_a_batch_is_one_append_all_or_nothing(swarm: SharedMemory) -> None:
     assert swarm.log.head() == head
 
 
-@pytest.mark.parametrize("bad", [("a.b",), ("",), "a", ("a", 1), ("a\n",)])
+@pytest.mark.parametrize("bad", [("a.b",), ("",), "a", ("a", 1), ("a\n",), ("a", ["b"]),
+                                 (["a"],), ["a", ["b"]], ("a", ("b",))])
 def test_a_bad_namespace_is_refused_and_writes_nothing(swarm: SharedMemory,
                                                        bad: object) -> None:
+    swarm.get_by_key(("a",), "k")  # a good one, remembered: the bad ones are still refused
+    for _ in range(2):
+        with pytest.raises(InvalidIdError):
+            swarm.get_by_key(bad, "k")  # type: ignore[arg-type]
     with pytest.raises(InvalidIdError):
         swarm.put(bad, "k", 1)  # type: ignore[arg-type]
     with pytest.raises(InvalidIdError):
