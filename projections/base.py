@@ -120,11 +120,12 @@ class ReadModel(ABC):
         (:class:`~projections.sql.SQLReadModel`)."""
         return 0
 
-    def fold_in_store(self, log: EventLog) -> int | None:
-        """Catch up with ``log`` by the model's own means, where it has better ones than
-        applying the batches a projector reads (a view in the log's own database reads the
-        events inside its transactions); the checkpoint reached, or ``None`` (the default):
-        the projector applies batches."""
+    def fold_in_store(self, log: EventLog, checkpoint: int) -> int | None:
+        """Catch up with ``log`` from ``checkpoint`` (the model's, as the projector just read
+        it) by the model's own means, where it has better ones than applying the batches a
+        projector reads (a view in the log's own database reads the events inside its
+        transactions); the checkpoint reached, or ``None`` (the default): the projector
+        applies batches."""
         return None
 
     def in_process(self) -> bool:

@@ -529,14 +529,18 @@ class SQLReadModel(ReadModel):
     def stored_with(self, log: EventLog) -> bool:
         return log is self._log
 
-    def fold_in_store(self, log: EventLog) -> int | None:
+    def fold_in_store(self, log: EventLog, checkpoint: int) -> int | None:
         """Where ``log`` is this view's own: fold what the view lacks in transactions of about
         :data:`FOLD_SECONDS` under the log's write lock, each reading the events itself, once
         (a projector's batch is read, then read again by :meth:`apply`), and committing far
-        fewer times. ``None`` where the view is not behind the log, or holds another log's
-        view, or is gone, or is a rebuild's twin: the projector's own way then."""
-        if log is not self._log or self._staging or self.checkpoint() >= log.head():
+        fewer times; at the head already, nothing. ``None`` where the view is ahead of the
+        log, or holds another log's view, or is gone, or is a rebuild's twin: the projector's
+        own way then."""
+        if log is not self._log or self._staging:
             return None
+        head = log.head()
+        if checkpoint >= head:  # nothing to fold; ahead of the log: the projector rebuilds
+            return checkpoint if checkpoint == head else None
         mine = log.identity()
         while True:
             with log.write_transaction(derived=True) as conn:

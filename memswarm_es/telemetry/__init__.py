@@ -204,20 +204,20 @@ apply_batch = _apply_measured if ENABLED else _apply
 
 
 def _fold_in_store(model: Any, log: Any, position: int) -> int | None:
-    reached: int | None = model.fold_in_store(log)
+    reached: int | None = model.fold_in_store(log, position)
     return reached
 
 
 def _fold_in_store_measured(model: Any, log: Any, position: int) -> int | None:
     start = time.perf_counter()
-    reached: int | None = model.fold_in_store(log)
-    if reached is not None:
+    reached: int | None = model.fold_in_store(log, position)
+    if reached is not None and reached > position:  # (a look that found nothing: no batch)
         _counted(kind(model, "ReadModel"), time.perf_counter() - start, reached - position)
     return reached
 
 
-#: ``fold_in_store(model, log, position)``: ``model.fold_in_store(log)`` from checkpoint
-#: ``position``, timed and its events counted as :data:`apply_batch`'s.
+#: ``fold_in_store(model, log, position)``: ``model.fold_in_store(log, position)`` (the model's
+#: checkpoint), timed and its events counted as :data:`apply_batch`'s.
 fold_in_store = _fold_in_store_measured if ENABLED else _fold_in_store
 
 
