@@ -7,8 +7,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from memswarm_es.events import EventType, NewEvent, new_id
+import pytest
+
+from memswarm_es.events import Event, EventType, NewEvent, new_id
 from memswarm_es.log.base import EventLog
+from memswarm_es.log.sql import SQLEventLog
 from memswarm_es.scopes import Scope
 from projections.base import ReadModel
 from projections.fold import fold, reader_principals, select
@@ -149,3 +152,17 @@ def assert_keys_are_fold(model: ReadModel, log: EventLog) -> None:
         for listing in NAMESPACE_QUERIES:
             assert model.list_namespaces(listing, reader) == namespaces_of(
                 entries, listing, principals), (listing, reader)
+
+
+def count_log_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on (for the test), the ``after`` of every ``SQLEventLog.read``: the reads of
+    the log a projector makes, where a view should read inside its own transactions."""
+    reads: list[int] = []
+    real_read = SQLEventLog.read
+
+    def counted(self: SQLEventLog, after: int = 0, limit: int | None = None) -> list[Event]:
+        reads.append(after)
+        return real_read(self, after, limit)
+
+    monkeypatch.setattr(SQLEventLog, "read", counted)
+    return reads

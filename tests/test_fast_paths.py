@@ -31,6 +31,7 @@ from memswarm_es.log.sql import SQLEventLog
 from memswarm_es.scopes import Scope, stored_scope
 from projections.fold import Change, changes, evolve
 from projections.in_memory import InMemoryReadModel
+from tests.histories import count_log_reads
 
 
 def recorded(payload: bytes, kind: str = EventType.MEMORY_WRITTEN, position: int = 1,
@@ -303,14 +304,7 @@ def test_an_in_process_model_takes_its_own_writes_as_recorded(
     log = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
     memory = SharedMemory(log, InMemoryReadModel())
     other = SQLEventLog(f"sqlite:///{tmp_path / 'log.db'}")
-    reads: list[int] = []
-    real_read = SQLEventLog.read
-
-    def counted(self: SQLEventLog, after: int = 0, limit: int | None = None) -> list[Event]:
-        reads.append(after)
-        return real_read(self, after, limit)
-
-    monkeypatch.setattr(SQLEventLog, "read", counted)
+    reads = count_log_reads(monkeypatch)
     first = memory.write_scope("one", {"agent_id": "a"})
     memory.update(first, "one, again")
     assert reads == []
