@@ -14,7 +14,11 @@ Layout under a configurable prefix ``P`` (escaped, so two prefixes never share a
   scored by position.
 - ``P:g<gen>:i:r:<escaped principal>`` (sorted sets), e.g. ``P:g0:i:r:group%3Ateam``: the live
   memories whose ``readable_by`` names that principal, scored by position (``r:`` keeps them
-  apart from the scope indexes, whose names start with the part's name).
+  apart from the scope indexes, whose names start with the part's name), except their own agent
+  and their own group: ``P:g<gen>:i:own:agent`` and ``P:g<gen>:i:own:group`` hold the memories
+  readable by their own agent and by their own group (as the default readers are), so one of
+  those intersected with a scope index stands for that principal's reader index. A batch of
+  writes by many agents then adds to two reader indexes, not to one more per agent and group.
 - ``P:g<gen>:i:k:<escaped namespace>:<escaped key>``, ``P:g<gen>:i:m:<escaped namespace>``
   and ``P:g<gen>:i:n:<escaped prefix>`` (sorted sets, scored by position): the live memories
   holding a key, in a namespace, and in a namespace or below it (namespaces as text, labels
@@ -36,8 +40,9 @@ log changes nothing (:class:`LogMismatchError`); memberships change in the same 
 scoped read is one script too: ``ZINTER`` of the scope's sorted sets (Redis walks the smallest
 and probes the others), then ``HMGET`` of the entries; no key of another scope is touched. An
 agent's read reads its groups in the script, then intersects the scope's sets with the reader
-index of each of its principals (``*``, its own, its groups'), merges those answers by position
-and fetches only what it may read: it costs what its answer costs, never a fetch of everything.
+index of each of its principals (``*``, its own, its groups'; ``own:agent`` with its agent index,
+``own:group`` with each group's index), merges those answers by position and fetches only what
+it may read: it costs what its answer costs, never a fetch of everything.
 
 A rebuild fills a new generation beside the served one (:meth:`RedisReadModel.staging`) and
 switches to it in one script that also records the old generation in ``P:garbage``; ``clear``
@@ -80,7 +85,7 @@ with needs_extra():
 
 from memswarm_es.events import Event, decode
 from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_text, under
-from memswarm_es.principals import agent, principals_of
+from memswarm_es.principals import agent, group, principals_of
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 from memswarm_es.waiting import wait_until, wait_until_async
 
@@ -89,7 +94,11 @@ from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_r
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "memswarm-redis-1"
+FORMAT = "memswarm-redis-2"
+#: Formats this version rebuilds from the log when it opens them (views are disposable).
+_OLD_FORMATS = ("memswarm-redis-1",)
+#: The indexes of the memories readable by their own agent and by their own group.
+_OWN_AGENT, _OWN_GROUP = "own:agent", "own:group"
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 _GC_CHUNK = 500
 DEFAULT_MAX_CONNECTIONS = 64
@@ -236,33 +245,46 @@ local function fetch(ids, out)  -- append the entries of ids to out (false for n
   end
   return out
 end
-local readable  -- an agent's read (ARGV[4] is its principal): the reader indexes of its
-if ARGV[4] ~= '' then  -- principals, its groups as it belongs to them now
+local readable  -- an agent's read (ARGV[4] is its principal): per principal, the indexes
+if ARGV[4] ~= '' then  -- whose intersection it may read; its groups as it belongs to them now
   local function esc(s)  -- as escape_part does
     return (s:gsub('%%', '%%25'):gsub(':', '%%3A'))
   end
-  readable = {base .. 'i:r:*', base .. 'i:r:' .. esc(ARGV[4])}
-  for _, g in ipairs(redis.call('HKEYS', base .. 'i:groups:' .. esc(ARGV[4]:sub(7)))) do
-    readable[#readable + 1] = base .. 'i:r:' .. esc('group:' .. g)
+  local me = esc(ARGV[4]:sub(7))
+  readable = {{base .. 'i:r:*'}, {base .. 'i:r:' .. esc(ARGV[4])},
+              {base .. 'i:own:agent', base .. 'i:agent:' .. me}}
+  for _, g in ipairs(redis.call('HKEYS', base .. 'i:groups:' .. me)) do
+    readable[#readable + 1] = {base .. 'i:r:' .. esc('group:' .. g)}
+    readable[#readable + 1] = {base .. 'i:own:group', base .. 'i:group:' .. esc(g)}
   end
+end
+local function held(filter, ids)  -- per id of ids, whether every index of filter holds it
+  local found = redis.call('ZMSCORE', filter[1], unpack(ids))
+  for f = 2, #filter do
+    local more = redis.call('ZMSCORE', filter[f], unpack(ids))
+    for k = 1, #found do
+      if not more[k] then found[k] = false end
+    end
+  end
+  return found
 end
 if mode == 'spaces' then  -- the namespaces present in a lexical range (ARGV[5], ARGV[6]);
   local out = {0}          -- for an agent, those holding a memory it may read
   for _, text in ipairs(redis.call('ZRANGE', base .. 'i:present', ARGV[5], ARGV[6], 'BYLEX')) do
-    local held = not readable
+    local shown = not readable
     local space = base .. 'i:m:' .. (text:gsub('%%', '%%25'):gsub(':', '%%3A'))
     local start = 0
-    while not held do  -- walk the namespace a chunk at a time until a readable memory
+    while not shown do  -- walk the namespace a chunk at a time until a readable memory
       local ids = redis.call('ZRANGE', space, start, start + 999)
       if #ids == 0 then break end
-      for _, key in ipairs(readable) do
-        for _, score in ipairs(redis.call('ZMSCORE', key, unpack(ids))) do
-          if score then held = true end
+      for _, filter in ipairs(readable) do
+        for _, score in ipairs(held(filter, ids)) do
+          if score then shown = true end
         end
       end
       start = start + 1000
     end
-    if held then out[#out + 1] = text end
+    if shown then out[#out + 1] = text end
   end
   return out
 end
@@ -273,10 +295,10 @@ if mode ~= 'scope' then  -- ids: the entries of those the reader may read, in th
     return fetch(ids, {0})
   end
   local allowed, pending = {}, ids
-  for _, key in ipairs(readable) do
+  for _, filter in ipairs(readable) do
     local still = {}
     for s = 1, #pending, 1000 do
-      local scores = redis.call('ZMSCORE', key, unpack(pending, s, math.min(s + 999, #pending)))
+      local scores = held(filter, {unpack(pending, s, math.min(s + 999, #pending))})
       for k = 1, #scores do
         local id = pending[s + k - 1]
         if scores[k] then allowed[id] = true else still[#still + 1] = id end
@@ -303,17 +325,17 @@ end
 local keys = {}
 for j = 5, #ARGV do keys[#keys + 1] = base .. 'i:' .. ARGV[j] end
 local ids
-if readable then  -- per principal, the scope's indexes and its reader index intersected
+if readable then  -- per principal, the scope's indexes and its reader indexes intersected
   local lists = {}  -- (Redis walks the smallest), each id, position, ... in position order
-  local command = {'ZINTER', #keys + 1, unpack(keys)}
-  local slot = #command + 1
-  command[slot + 1], command[slot + 2], command[slot + 3] = 'AGGREGATE', 'MIN', 'WITHSCORES'
-  for _, key in ipairs(readable) do
+  for _, filter in ipairs(readable) do
     local found
-    if #keys == 0 then
-      found = redis.call('ZRANGE', key, 0, -1, 'WITHSCORES')
+    if #keys == 0 and #filter == 1 then
+      found = redis.call('ZRANGE', filter[1], 0, -1, 'WITHSCORES')
     else
-      command[slot] = key
+      local command = {'ZINTER', #keys + #filter, unpack(keys)}
+      for _, key in ipairs(filter) do command[#command + 1] = key end
+      command[#command + 1], command[#command + 2] = 'AGGREGATE', 'MIN'
+      command[#command + 1] = 'WITHSCORES'
       found = redis.call(unpack(command))
     end
     if #found > 0 then lists[#lists + 1] = found end
@@ -353,6 +375,9 @@ return fetch(ids, {0})
 """
 
 _CLEAR = """
+if ARGV[3] and redis.call('HGET', KEYS[1], 'format') ~= ARGV[3] then
+  return false  -- asked to clear a view of that format only: it is not (any more)
+end
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 local top = math.max(gen, tonumber(redis.call('HGET', KEYS[1], 'top') or '0')) + 1
 redis.call('SADD', KEYS[2], gen)
@@ -549,11 +574,15 @@ def _index_names(e: MemoryEntry) -> tuple[str, ...]:
 @functools.lru_cache(maxsize=65536)
 def _names_of(agent_id: str | None, group_id: str | None, context_id: str | None,
               readable_by: tuple[str, ...]) -> tuple[str, ...]:
-    """The indexes of a scope and readers (memories share them: made once each)."""
+    """The indexes of a scope and readers (memories share them: made once each); its own
+    agent and group as readers are in the two ``own:`` indexes, not in reader indexes."""
     names = [scope_key(name, value) for name, value in
              (("agent_id", agent_id), ("group_id", group_id), ("context_id", context_id))
              if value is not None]
-    return (*names, *(_reader_key(p) for p in readable_by))
+    own = {} if agent_id is None else {agent(agent_id): _OWN_AGENT}
+    if group_id is not None:
+        own[group(group_id)] = _OWN_GROUP
+    return (*names, *(own.get(p) or _reader_key(p) for p in readable_by))
 
 
 def _address_names(namespace: Namespace, key: str | None) -> list[str]:
@@ -702,6 +731,7 @@ class RedisReadModel(ReadModel, LeaseProvider):
         self._listening = False
         self._renewer: threading.Thread | None = None
         with contextlib.suppress(ReadModelUnavailableError):
+            self._upgrade()
             self.collect_garbage()  # what a process that died while deleting left behind
         if expire_after is not None:
             self._renewer = threading.Thread(target=self._renew, daemon=True,
@@ -781,11 +811,27 @@ class RedisReadModel(ReadModel, LeaseProvider):
             f"{self.url}: staging generation {self._stage_gen} of {self.prefix!r} expired (its "
             f"builder paused longer than {self.stage_ttl:g} s); rebuild again")
 
+    def _upgrade(self) -> None:
+        """A view in a format of an earlier version starts again from nothing (the next
+        catch-up rebuilds it from the log): its indexes are not those this version reads."""
+        with _answering(self.url):
+            found = self._client.hget(self.meta_key, "format")
+        if found is not None and _text(found) in _OLD_FORMATS:
+            logger.warning("%s: read model %r holds format %r, not %r; rebuilding it",
+                           self.url, self.prefix, _text(found), FORMAT)
+            self._clear_if(_text(found))
+
     def clear(self) -> None:
         """Start an empty generation (at once, atomically), then delete the old ones."""
+        self._clear_if()
+
+    def _clear_if(self, *old_format: str) -> None:
+        """Clear, or with ``old_format`` clear only a view still of that format."""
         with _answering(self.url):
             gen = self._clear(keys=[self.meta_key, self.garbage_key],
-                              args=[FORMAT, self.channel])
+                              args=[FORMAT, self.channel, *old_format])
+        if gen is None:
+            return
         logger.info("%s: read model %r now at generation %s", self.url, self.prefix, gen)
         self.changed.notify()
         self.collect_garbage()

@@ -246,7 +246,7 @@ def test_reader_and_member_keys_expire_with_a_private_view(redis_url: str,
     swarm.set_readers(first, ["agent:d", "*"])  # reader indexes made by an update
     keys = keys_of(model.client, redis_prefix)
     assert {f"{redis_prefix}:g0:i:{name}" for name in (
-        "r:group%3Ag1", "r:agent%3Ad", "r:*", "groups:a", "members:g1")} <= keys
+        "own:group", "own:agent", "r:agent%3Ad", "r:*", "groups:a", "members:g1")} <= keys
     assert all(0 < model.client.pttl(k) <= 600 for k in keys), {
         k: model.client.pttl(k) for k in keys}
     time.sleep(2)  # several lifetimes: renewed all along
@@ -296,8 +296,12 @@ def test_an_agents_read_is_one_script_over_its_own_keys(model: RedisReadModel,
     assert got == select(view.entries.values(), Scope(group_id="g1"), principals)
     base = f"{redis_prefix}:g0:i:"
     readers = {base + "r:" + p.replace("%", "%25").replace(":", "%3A") for p in principals}
+    # memories readable by their own agent or group: those indexes with the principal's own
+    owners = {base + p.replace("%", "%25").replace(":", "%3A").replace("%3A", ":", 1)
+              for p in principals if p != "*"}
     allowed = {f"{redis_prefix}:meta", f"{redis_prefix}:g", f"{redis_prefix}:g0:mem",
-               base + "group:g1", base + "groups:a%3Ab", *readers}
+               base + "group:g1", base + "groups:a%3Ab", base + "own:agent",
+               base + "own:group", *readers, *owners}
     touched = {word for c in commands for word in c.split() if word.startswith(redis_prefix)}
     assert touched <= allowed, touched - allowed
     names = [c.split()[0].upper() for c in commands]

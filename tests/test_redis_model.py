@@ -21,13 +21,14 @@ from memswarm_es.errors import (
     ForeignStoreError,
     ReadModelUnavailableError,
 )
+from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import InProcessLog
 from memswarm_es.scopes import Scope
 from projections.fold import fold, select
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.redis import RedisReadModel
-from tests.histories import assert_is_fold, fill, query_scopes
+from tests.histories import AGENTS, assert_is_fold, fill, query_scopes
 from tests.servers_redis import watched
 from tests.test_runner import ROOT, eventually
 
@@ -253,3 +254,32 @@ def test_a_live_ephemeral_memory_keeps_its_keys(redis_url: str, redis_prefix: st
     mem.close()
     assert keys_of(client, prefix) == set()
     client.close()
+
+
+def test_a_view_of_the_earlier_format_is_rebuilt_not_misread(redis_url: str, redis_prefix: str,
+                                                             model: RedisReadModel) -> None:
+    """Format 1 kept a memory's own agent and group in reader indexes, where this version reads
+    the ``own:`` indexes: opened, such a view starts again from nothing and is rebuilt."""
+    log = InProcessLog()
+    fill(log, 300, seed=11)
+    log.append([NewEvent.create(EventType.GROUP_JOINED, Scope("a", "g1"), "operator",
+                                {"admin": False})])
+    Projector(log, model).catch_up()
+    model.client.hset(model.meta_key, "format", "memswarm-redis-1")
+    model.client.delete(f"{redis_prefix}:g0:i:own:agent", f"{redis_prefix}:g0:i:own:group")
+    opened = RedisReadModel(redis_url, prefix=redis_prefix)
+    try:
+        assert opened.checkpoint() == 0
+        assert not {k for k in keys_of(opened.client, redis_prefix) if ":g0:" in k}
+        Projector(log, opened).catch_up()
+        assert_is_fold(opened, log)
+        reference = InMemoryReadModel()
+        Projector(log, reference).catch_up()
+        for reader in [*AGENTS, None]:
+            for scope in query_scopes():
+                assert opened.read_scope(scope, reader) == reference.read_scope(scope, reader)
+        opened.client.hset(opened.meta_key, "format", "something-else")
+        with pytest.raises(ForeignStoreError):
+            RedisReadModel(redis_url, prefix=redis_prefix).checkpoint()
+    finally:
+        opened.close()
