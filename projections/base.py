@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -86,6 +86,23 @@ class ReadModel(ABC):
         Raises :class:`CheckpointConflictError` (and changes nothing) if the checkpoint moved,
         and :class:`LogMismatchError` (changing nothing) if the model records another log.
         """
+
+    #: True if :meth:`commit_sender` sends commits that apply while this process goes on (to a
+    #: server): the projector then folds each batch while the one before it is applied.
+    sends_commits = False
+
+    @contextlib.contextmanager
+    def commit_sender(self) -> Iterator[Callable[..., Callable[[], None]]]:
+        """A sender of commits: ``send(changes, expected_checkpoint, checkpoint, events,
+        memberships)`` starts one (as :meth:`commit` would apply it) and returns what waits
+        for it, raising what :meth:`commit` raises. The commits sent are applied in the
+        order sent; waiting for one waits for those before it. By default each commit is
+        applied when sent."""
+        def send(*commit: Any) -> Callable[[], None]:
+            self.commit(*commit)
+            return _done
+
+        yield send
 
     @abstractmethod
     def clear(self) -> None:
@@ -233,12 +250,7 @@ class ReadModel(ABC):
                 # The checkpoint moved back (the model was cleared or lost its data) or ahead
                 # of the caller's batch: the caller must look at the checkpoint again.
                 raise CheckpointConflictError(fresh[0].position - 1, start)
-            batch = changes(self.current(_existing(fresh)), fresh)
-            for change in batch:
-                if change.after is not None and change.after.damaged:
-                    logger.warning("event at position %d cannot be read (%s); memory %r reads "
-                                   "as damaged", change.after.last_position,
-                                   change.after.damaged, change.memory_id)
+            batch = folded(self.current(existing(fresh)), fresh)
             self.commit(batch, start, fresh[-1].position, fresh, membership_changes(fresh))
         self.changed.notify()
         return fresh[-1].position
@@ -355,7 +367,23 @@ class LeaseProvider(Protocol):
         """A lease on this model that expires ``ttl`` seconds after its last renewal."""
 
 
-def _existing(events: Sequence[Event]) -> list[str]:
+def _done() -> None:
+    """Waits for a commit applied already."""
+
+
+def folded(before: Mapping[str, MemoryEntry], events: Sequence[Event]) -> list[Change]:
+    """The changes ``events`` make to the entries ``before`` them (see
+    :func:`~projections.fold.changes`), each memory an event of which cannot be read logged."""
+    batch = changes(before, events)
+    for change in batch:
+        if change.after is not None and change.after.damaged:
+            logger.warning("event at position %d cannot be read (%s); memory %r reads "
+                           "as damaged", change.after.last_position,
+                           change.after.damaged, change.memory_id)
+    return batch
+
+
+def existing(events: Sequence[Event]) -> list[str]:
     """The memories a batch touches that may exist before it: not those it starts by writing
     (a write is a memory's version 1, and a log holds each version of a memory once, in
     increasing order, so nothing of that memory comes before it)."""

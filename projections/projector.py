@@ -6,15 +6,17 @@ import contextlib
 import gc
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from memswarm_es.errors import CheckpointConflictError, LogMismatchError
 from memswarm_es.events import Event
 from memswarm_es.log.base import EventLog
-from memswarm_es.telemetry import apply_batch, fold_in_store, rebuilt
+from memswarm_es.telemetry import apply_batch, fold_in_store, projected, rebuilt
 from memswarm_es.telemetry.logs import event
 
-from .base import ReadModel
+from .base import ReadModel, existing, folded
+from .fold import MemoryEntry, membership_changes
 
 logger = logging.getLogger(__name__)
 
@@ -160,14 +162,65 @@ class Projector:
                 return reached
         head = self.log.head() if progress else 0
         found = position == 0
+        batches = self.log.iter_events(max(position - 1, 0), self.batch_size, until)
         with _collector_paused():
-            for batch in self.log.iter_events(max(position - 1, 0), self.batch_size, until):
+            if self.read_model.sends_commits:
+                return self._send(batches, position, head, progress)
+            for batch in batches:
                 found = True
                 if batch[-1].position > position:  # not only the event at the checkpoint
                     position = apply_batch(self.read_model, batch, position)
                 if progress:
                     progress(position, max(head, position))
         return position if found else None
+
+    def _send(self, batches: Iterable[list[Event]], position: int, head: int,
+              progress: Progress | None) -> int | None:
+        """:meth:`_follow`'s loop for a model that sends its commits: each batch is folded
+        while the one before it is applied, against the entries as that one leaves them (a
+        batch folded against a commit that then fails is refused by its own checkpoint)."""
+        model = self.read_model
+        found = position == 0
+        waiting: tuple[Callable[[], None], float, int, int] | None = None  # (wait, start, from, to)
+        written: dict[str, MemoryEntry | None] = {}  # by the commit in flight
+        with model.commit_sender() as send:
+            for batch in batches:
+                found = True
+                fresh = [e for e in batch if e.position > position]
+                if not fresh:
+                    continue
+                if fresh[0].position != position + 1:
+                    raise CheckpointConflictError(fresh[0].position - 1, position)
+                start = time.perf_counter()
+                touched = existing(fresh)
+                before = model.current([m for m in touched if m not in written])
+                before.update((m, e) for m in touched if (e := written.get(m)) is not None)
+                batch_changes = folded(before, fresh)
+                sent = (send(batch_changes, position, fresh[-1].position, fresh,
+                             membership_changes(fresh)), start, position, fresh[-1].position)
+                if waiting is not None:
+                    try:
+                        self._sent(waiting, head, progress)
+                    except BaseException:  # the one sent after it still ends, either way
+                        with contextlib.suppress(Exception):
+                            self._sent(sent, head, progress)
+                        raise
+                waiting = sent
+                written = {c.memory_id: c.after for c in batch_changes}
+                position = fresh[-1].position
+            if waiting is not None:
+                self._sent(waiting, head, progress)
+        return position if found else None
+
+    def _sent(self, commit: tuple[Callable[[], None], float, int, int], head: int,
+              progress: Progress | None) -> None:
+        """Wait for a commit :meth:`_send` sent; count and report it."""
+        wait, start, before, reached = commit
+        wait()
+        self.read_model.changed.notify()
+        projected(self.read_model, time.perf_counter() - start, reached - before)
+        if progress:
+            progress(reached, max(head, reached))
 
     def replay(self, progress: Progress | None = None, *, take_over: bool = False) -> int:
         """Rebuild the read model from position 0; return the checkpoint reached.

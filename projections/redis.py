@@ -63,7 +63,7 @@ import logging
 import math
 import threading
 import weakref
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -789,14 +789,67 @@ class RedisReadModel(ReadModel, LeaseProvider):
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
                events: Sequence[Event] = (),
                memberships: Sequence[MembershipChange] = ()) -> None:
+        keys, args = self._commit_call(changes, expected_checkpoint, checkpoint, memberships)
+        with _answering(self.url):
+            found = self._commit(keys=keys, args=args)
+        self._committed(found, expected_checkpoint)
+
+    sends_commits = True
+
+    @contextlib.contextmanager
+    def commit_sender(self) -> Iterator[Callable[..., Callable[[], None]]]:
+        """Commits sent on one connection of their own (so Redis runs them in the order
+        sent), each answer read when waited for: the projector folds the next batch while
+        Redis runs the script. Answers still unread at the end (an error) close the
+        connection: the scripts sent run or not, each checking its checkpoint."""
+        pool = self._client.connection_pool
+        with _answering(self.url):
+            connection = pool.get_connection()
+        unread = 0
+
+        def send(changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
+                 events: Sequence[Event] = (),
+                 memberships: Sequence[MembershipChange] = ()) -> Callable[[], None]:
+            nonlocal unread
+            keys, args = self._commit_call(changes, expected_checkpoint, checkpoint,
+                                           memberships)
+            with _answering(self.url):
+                connection.send_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
+            unread += 1
+
+            def wait() -> None:
+                nonlocal unread
+                with _answering(self.url):
+                    try:
+                        found = connection.read_response()
+                    except redis.exceptions.NoScriptError:  # (not loaded: it did not run)
+                        found = self._commit(keys=keys, args=args)
+                    finally:
+                        unread -= 1
+                self._committed(found, expected_checkpoint)
+
+            return wait
+
+        try:
+            yield send
+        finally:
+            if unread:
+                connection.disconnect()
+            pool.release(connection)
+
+    def _commit_call(self, changes: Sequence[Change], expected_checkpoint: int,
+                     checkpoint: int, memberships: Sequence[MembershipChange],
+                     ) -> tuple[list[str], list[Any]]:
+        """The keys and arguments of the commit script."""
         stage_ttl = int(self.stage_ttl * 1000) if self._stage_gen is not None else 0
         expire = int(self.expire_after * 1000) if self.expire_after is not None else 0
         args: list[Any] = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
                 "" if self._stage_gen is not None else self.channel, self.log_id or "", expire,
                 stage_ttl, self._stage_base, _lua_pack(_commit_args(changes, memberships))]
-        with _answering(self.url):
-            found = self._commit(keys=[self.meta_key, self.garbage_key, self.building_key],
-                                 args=args)
+        return [self.meta_key, self.garbage_key, self.building_key], args
+
+    def _committed(self, found: list[Any], expected_checkpoint: int) -> None:
+        """Raise what the commit script's answer ``found`` says went wrong."""
         if found[0] == 0:
             raise CheckpointConflictError(expected_checkpoint, found[1])
         if found[0] == 2:

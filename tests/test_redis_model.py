@@ -12,8 +12,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import hypothesis.strategies as st
 import pytest
 import redis
+from hypothesis import HealthCheck, given, settings
 
 from memswarm_es import HybridMemory, RedisSharedMemory, SQLiteSharedMemory
 from memswarm_es.errors import (
@@ -283,3 +285,23 @@ def test_a_view_of_the_earlier_format_is_rebuilt_not_misread(redis_url: str, red
             RedisReadModel(redis_url, prefix=redis_prefix).checkpoint()
     finally:
         opened.close()
+
+
+@settings(max_examples=15, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(seed=st.integers(0, 10_000), batch_size=st.integers(1, 9))
+def test_a_catch_up_folding_each_batch_while_the_last_commits_equals_the_fold(
+        redis_url: str, redis_prefix: str, seed: int, batch_size: int) -> None:
+    """The projector folds batch n + 1 while Redis runs batch n's script, against the entries
+    as batch n leaves them (updates and deletes of one memory in batches side by side)."""
+    log = InProcessLog()
+    fill(log, 200, seed=seed)
+    model = RedisReadModel(redis_url, prefix=f"{redis_prefix}-{seed}-{batch_size}")
+    try:
+        if seed % 2:
+            model.client.script_flush()  # a commit script Redis does not hold: loaded again
+        assert Projector(log, model, batch_size).catch_up() == log.head()
+        assert_is_fold(model, log)
+    finally:
+        model.drop()
+        model.close()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -116,6 +117,26 @@ class RecordingModel(RedisReadModel):
             self.refused.append(expected_checkpoint)
             raise
         self.commits.append((expected_checkpoint, checkpoint))
+
+    @contextlib.contextmanager
+    def commit_sender(self) -> Iterator[Callable[..., Callable[[], None]]]:
+        """The projector's commits (sent, each waited for later), recorded as they end."""
+        with super().commit_sender() as send:
+            def recorded(changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
+                         *rest: Any) -> Callable[[], None]:
+                wait = send(changes, expected_checkpoint, checkpoint, *rest)
+
+                def waited() -> None:
+                    try:
+                        wait()
+                    except CheckpointConflictError:
+                        self.refused.append(expected_checkpoint)
+                        raise
+                    self.commits.append((expected_checkpoint, checkpoint))
+
+                return waited
+
+            yield recorded
 
 
 def test_projectors_racing_apply_every_event_exactly_once(redis_url: str,

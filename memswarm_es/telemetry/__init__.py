@@ -203,6 +203,13 @@ def _counted(label: str, seconds: float, applied: int) -> None:
 apply_batch = _apply_measured if ENABLED else _apply
 
 
+def projected(model: object, seconds: float, applied: int) -> None:
+    """Count a batch of ``applied`` events a projector committed to ``model`` in ``seconds``
+    itself (sent, not through :data:`apply_batch`)."""
+    if ENABLED:
+        _counted(kind(model, "ReadModel"), seconds, applied)
+
+
 def _fold_in_store(model: Any, log: Any, position: int) -> int | None:
     reached: int | None = model.fold_in_store(log, position)
     return reached
