@@ -37,7 +37,8 @@ from projections.projector import Projector  # noqa: E402
 from projections.redis import RedisReadModel  # noqa: E402
 from tests.servers_redis import RedisServer  # noqa: E402
 
-WRITES_PER_EVENT = 8  # HSET entry, ZADD all, and ZADD + SADD for each of the three scopes
+#: HSET of the entry, ZADD into all, into the three scope indexes, into own:agent and own:group
+WRITES_PER_EVENT = 7
 
 
 def set_ceiling(port: int, requests: int) -> float:
