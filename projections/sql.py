@@ -43,7 +43,6 @@ them, still kept clean of forgotten content).
 from __future__ import annotations
 
 import functools
-import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,19 +68,17 @@ from memswarm_es.namespaces import (
 from memswarm_es.principals import EVERYONE, GROUP, agent, principals_of, stored_principals
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
-from .base import ReadModel
+from .base import ReadModel, folded
 from .fold import (
     ENTRY_FIELDS,
     Change,
     MembershipChange,
     MemoryEntry,
-    changes,
     entry_from_row,
     may_read,
     membership_changes,
 )
 
-logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 BATCH = 1000  # events folded at a time when the view catches up
@@ -588,12 +585,7 @@ class SQLReadModel(ReadModel):
     def _fold(self, cursor: Any, events: Sequence[Event]) -> None:
         """Fold ``events`` against the rows the view holds now and write the changes."""
         held = self._held(cursor, {e.memory_id for e in events if e.memory_id is not None})
-        batch = changes(held, events)
-        for change in batch:
-            if change.after is not None and change.after.damaged:
-                logger.warning("event at position %d cannot be read (%s); memory %r reads "
-                               "as damaged", change.after.last_position,
-                               change.after.damaged, change.memory_id)
+        batch = folded(held, events)
         self._store(cursor, held, batch)
         self._join(cursor, membership_changes(events))
 
