@@ -243,13 +243,9 @@ class ReadModel(ABC):
         """
         with self.applying():
             start = self.checkpoint()
-            fresh = [e for e in events if e.position > start]
+            fresh = following(events, start)
             if not fresh:
                 return start
-            if fresh[0].position != start + 1:
-                # The checkpoint moved back (the model was cleared or lost its data) or ahead
-                # of the caller's batch: the caller must look at the checkpoint again.
-                raise CheckpointConflictError(fresh[0].position - 1, start)
             batch = folded(self.current(existing(fresh)), fresh)
             self.commit(batch, start, fresh[-1].position, fresh, membership_changes(fresh))
         self.changed.notify()
@@ -365,6 +361,16 @@ class LeaseProvider(Protocol):
 
     def lease(self, ttl: float = 10.0) -> Lease:
         """A lease on this model that expires ``ttl`` seconds after its last renewal."""
+
+
+def following(events: Sequence[Event], checkpoint: int) -> list[Event]:
+    """The events of a batch after ``checkpoint``, which must follow it without a gap: else
+    the checkpoint moved back (the model was cleared or lost its data) or ahead of the batch,
+    and :class:`CheckpointConflictError` sends the caller to look at it again."""
+    fresh = [e for e in events if e.position > checkpoint]
+    if fresh and fresh[0].position != checkpoint + 1:
+        raise CheckpointConflictError(fresh[0].position - 1, checkpoint)
+    return fresh
 
 
 def _done() -> None:

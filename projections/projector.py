@@ -15,7 +15,7 @@ from memswarm_es.log.base import EventLog
 from memswarm_es.telemetry import apply_batch, fold_in_store, projected, rebuilt
 from memswarm_es.telemetry.logs import event
 
-from .base import ReadModel, existing, folded
+from .base import ReadModel, existing, folded, following
 from .fold import MemoryEntry, membership_changes
 
 logger = logging.getLogger(__name__)
@@ -186,11 +186,9 @@ class Projector:
         with model.commit_sender() as send:
             for batch in batches:
                 found = True
-                fresh = [e for e in batch if e.position > position]
+                fresh = following(batch, position)
                 if not fresh:
                     continue
-                if fresh[0].position != position + 1:
-                    raise CheckpointConflictError(fresh[0].position - 1, position)
                 start = time.perf_counter()
                 touched = existing(fresh)
                 before = model.current([m for m in touched if m not in written])
