@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import event as sa_event
 
 from memswarm_es.errors import (
@@ -278,6 +280,64 @@ def test_group_commit_keeps_each_batch_independent(tmp_path: Path) -> None:
     assert [e.position for e in outcome["retry"]] == [1]  # type: ignore[attr-defined]
     assert log.head() == 4 and log.verify() == 4
     log.close()
+
+
+# One step of several writers on one store: (writer, what it appends). "new" is a new memory,
+# "batch" two, "update" the next version of a memory, "stale" a version already taken, "retry"
+# an event recorded before, "expected" a condition on the head the writer reads first.
+STEPS = st.lists(st.tuples(st.integers(0, 2), st.sampled_from(
+    ["new", "batch", "update", "stale", "retry", "expected"])), min_size=1, max_size=25)
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+@settings(max_examples=25, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(steps=STEPS)
+def test_writers_taking_turns_on_one_store_each_continue_the_chain(
+        request: pytest.FixtureRequest, tmp_path: Path, store: str,
+        steps: list[tuple[int, str]]) -> None:
+    """Each SQL log object appends after the head it last saw without reading it: whatever
+    the other objects on the store wrote in between, every append lands at the true head
+    (gapless, the chain verifies) and gets the answer a fresh read of the head would give."""
+    if store == "sqlite":
+        url, prefix = f"sqlite:///{tmp_path / f'{uuid.uuid4().hex}.db'}", ""
+    else:
+        url, prefix = request.getfixturevalue("postgres_url"), f"t{uuid.uuid4().hex[:8]}_"
+    writers = [SQLEventLog(url, table_prefix=prefix) for _ in range(3)]
+    recorded: list[NewEvent] = []
+    versions: dict[str, int] = {}
+    try:
+        for n, (who, what) in enumerate(steps):
+            log, head = writers[who], len(recorded)
+            if what in ("update", "stale") and versions:
+                memory_id = sorted(versions)[n % len(versions)]
+                version = versions[memory_id] + (what == "update")
+                new = [updated(memory_id, version)]
+            elif what == "retry" and recorded:
+                new = [recorded[n % len(recorded)]]
+            else:
+                new = [written(f"m{n}-{i}") for i in range(2 if what == "batch" else 1)]
+            if what == "stale" and versions:
+                with pytest.raises(VersionConflictError):
+                    log.append(new)
+                continue
+            got = log.append(new, expected_head=head if what == "expected" else None)
+            if what == "retry" and recorded:
+                assert [e.position for e in got] == [recorded.index(new[0]) + 1]
+                continue
+            assert [e.position for e in got] == list(range(head + 1, head + 1 + len(new)))
+            recorded += new
+            for e in new:
+                versions[e.memory_id or ""] = e.version or 0
+        with pytest.raises(HeadConflictError):
+            writers[0].append([written("late")], expected_head=len(recorded) - 1)
+        for log in writers:
+            assert log.head() == len(recorded)
+            assert [e.event_id for e in log.read()] == [e.event_id for e in recorded]
+        assert writers[1].verify() == len(recorded)
+    finally:
+        for log in writers:
+            log.close()
 
 
 def test_open_log_chooses_the_store_by_url(tmp_path: Path) -> None:

@@ -239,7 +239,14 @@ class SQLEventLog(EventLog):
         self._queue_lock = threading.Lock()
         self._queue: list[_Pending] = []
         self._views: list[TransactionView] = []  # kept in every append (keep_view)
-        self._write_raw: Any = None  # the DB-API connection appends write on (under _lock)
+        self._write_raw: Any = None  # the pooled connection appends write on (under _lock)
+        self._write_cursor: Any = None  # a DB-API cursor on it, kept from one append to the next
+        #: The head this object last wrote or read under the write lock (position, hash, time),
+        #: or ``None``: an append takes it as the head without reading it, since positions
+        #: follow on without a gap and no event is ever deleted, so a write past a head that
+        #: another writer moved on collides with that writer's event at the same position
+        #: (the primary key), and the append is then done again from the head read afresh.
+        self._head_seen: tuple[int, bytes, int] | None = None
         self._table_prefix = table_prefix
         self._metadata, self._meta, self._events, self._scopes = _tables(table_prefix)
         t = self._events
@@ -486,23 +493,24 @@ class SQLEventLog(EventLog):
         """What :meth:`write_transaction` is, on the DB-API connection itself (a cursor), for
         the append's path: no per-statement cost of SQLAlchemy's. Commits when the block
         ends; rolls back on an exception (a connection that cannot is dropped). The caller
-        holds ``_lock``: the connection is the writer's own, kept from one transaction to the
-        next."""
+        holds ``_lock``: the connection and its cursor are the writer's own, kept from one
+        transaction to the next."""
         if self._write_raw is None:
             self._write_raw = self._engine.raw_connection()
-        raw = self._write_raw
+            self._write_cursor = self._write_raw.dbapi_connection.cursor()
+        raw, cursor = self._write_raw, self._write_cursor
         restore = self._relax(raw) if derived else None
         try:
-            cursor = raw.cursor()
             cursor.execute(*self._sql.begin)
             yield cursor
-            raw.commit()
+            raw.dbapi_connection.commit()
         except BaseException:
+            self._head_seen = None
             try:
                 raw.rollback()
             except Exception:  # the connection is broken: the next transaction makes another
-                self._write_raw, restore = None, None
-                raw.invalidate()
+                self._drop_writer()
+                restore = None
             self._ended(False)
             raise
         else:
@@ -512,9 +520,13 @@ class SQLEventLog(EventLog):
                 try:
                     restore()
                 except Exception:  # appends must never run relaxed: drop the connection
-                    self._write_raw = None
-                    raw.invalidate()
+                    self._drop_writer()
                     raise
+
+    def _drop_writer(self) -> None:
+        """Invalidate the append's connection: the next transaction makes another."""
+        raw, self._write_raw, self._write_cursor = self._write_raw, None, None
+        raw.invalidate()
 
     def _ended(self, committed: bool) -> None:
         for view in self._views:
@@ -537,8 +549,9 @@ class SQLEventLog(EventLog):
     def close(self) -> None:
         with self._lock:
             if self._write_raw is not None:
+                self._write_cursor.close()
                 self._write_raw.close()
-                self._write_raw = None
+                self._write_raw = self._write_cursor = None
         self.readers.close()
         self._engine.dispose()
 
@@ -595,10 +608,13 @@ class SQLEventLog(EventLog):
         Returns the batch whose failure rolled back the whole transaction, if one did."""
         written: list[tuple[_Pending, list[Event]]] = []
         spoiler: _Pending | None = None
+        seen = self._head_seen
+        if any(pending.expected_head is not None for pending in group):
+            seen = None  # a batch's condition on the head is checked against the head read
         try:
             with self._cursor_transaction() as cursor:
                 now = self._sql.clock(cursor)
-                head, head_hash, head_time = self._sql.last(cursor)
+                head, head_hash, head_time = seen or self._sql.last(cursor)
                 for pending in group:
                     if pending.expected_head is not None and pending.expected_head != head:
                         pending.error = HeadConflictError(pending.expected_head, head)
@@ -615,6 +631,8 @@ class SQLEventLog(EventLog):
                         else:
                             self._record_in_savepoint(cursor, sealed)
                     except self._integrity_error as exc:  # a constraint: this batch alone
+                        if seen is not None and not written:
+                            raise _StaleHead from exc  # or the head seen was not the head
                         pending.error = exc
                         if len(group) == 1:
                             raise
@@ -625,6 +643,10 @@ class SQLEventLog(EventLog):
                     written.append((pending, sealed))
                     head, head_hash, head_time = (
                         sealed[-1].position, sealed[-1].hash, sealed[-1].recorded_at_us)
+        except _StaleHead:  # rolled back, and the head seen forgotten: again, reading it
+            for pending in group:
+                pending.error = None
+            return self._try_group(group)
         except Exception as exc:
             if spoiler is not None and len(group) > 1:
                 return spoiler
@@ -634,6 +656,7 @@ class SQLEventLog(EventLog):
             return None
         for pending, sealed in written:  # committed: only now acknowledged
             pending.result = sealed
+        self._head_seen = head, head_hash, head_time
         return None
 
     def _record_in_savepoint(self, cursor: Any, events: list[Event]) -> None:
@@ -676,6 +699,8 @@ class SQLEventLog(EventLog):
                     head, head_hash, _ = self._sql.last(cursor)
                     check_import(events, head, head_hash)
                     self._record(cursor, list(events))
+                last = events[-1]
+                self._head_seen = last.position, last.hash, last.recorded_at_us
             except self._integrity_error as exc:
                 raise IdempotencyError(f"imported events clash with recorded ones: {exc}"
                                        ) from exc
@@ -950,6 +975,10 @@ class _PlainSQL:
 
 
 _MARKS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+class _StaleHead(Exception):
+    """An append past the head this object saw collided: another writer may have moved it."""
 
 
 @dataclass(eq=False)
