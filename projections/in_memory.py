@@ -256,7 +256,7 @@ class InMemoryReadModel(ReadModel):
             entry = self._entries[holder]
             if not may_read(entry, self._principals(reader)):
                 return None
-            return self._frozen([entry])[0]
+            return entry if is_frozen(entry) else self._frozen([entry])[0]
 
     def read_namespace(self, scope: Scope, prefix: Namespace, reader: str | None = None,
                        first: int | None = None) -> list[MemoryEntry]:

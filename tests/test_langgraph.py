@@ -222,6 +222,16 @@ class StoreMachine(RuleBasedStateMachine):
         elif old is None or old[1] != op.value:
             vectors.clear()
 
+    def _single(self, op: GetOp | SearchOp) -> None:
+        """``op`` through the store's ``get`` or ``search`` (MemSwarmStore answers those
+        without a batch), on both stores."""
+        ranking = self._expected_ranking(op) if isinstance(op, SearchOp) and op.query else None
+        answers = [store.get(op.namespace, op.key) if isinstance(op, GetOp)
+                   else store.search(op.namespace_prefix, query=op.query, filter=op.filter,
+                                     limit=op.limit, offset=op.offset)
+                   for store in (self.store, self.reference)]
+        self._check(op, *answers, ranking)
+
     def _run(self, ops: list[Any]) -> None:
         rankings = [self._expected_ranking(op) if isinstance(op, SearchOp) and op.query
                     else None for op in ops]
@@ -248,17 +258,17 @@ class StoreMachine(RuleBasedStateMachine):
 
     @rule(namespace=namespaces, key=keys)
     def get(self, namespace: tuple[str, ...], key: str) -> None:
-        self._run([GetOp(namespace, key)])
+        self._single(GetOp(namespace, key))
 
     @rule(prefix=prefixes, filter=filters, page=pages)
     def search(self, prefix: tuple[str, ...], filter: dict[str, Any] | None,
                page: tuple[int, int]) -> None:
-        self._run([SearchOp(prefix, filter, page[0], page[1])])
+        self._single(SearchOp(prefix, filter, page[0], page[1]))
 
     @rule(prefix=prefixes, filter=filters, page=pages, query=queries)
     def search_by_meaning(self, prefix: tuple[str, ...], filter: dict[str, Any] | None,
                           page: tuple[int, int], query: str) -> None:
-        self._run([SearchOp(prefix, filter, page[0], page[1], query)])
+        self._single(SearchOp(prefix, filter, page[0], page[1], query))
 
     @rule(prefix=patterns, suffix=suffixes, depth=depths, page=pages)
     def list_namespaces(self, prefix: tuple[str, ...] | None, suffix: tuple[str, ...] | None,
@@ -380,6 +390,12 @@ def test_batches_validate_namespaces_and_write_nothing_bad(tmp_path: Path) -> No
         with pytest.raises(InvalidNamespaceError):
             store.batch([PutOp(("a",), "k", {"n": 1}), PutOp(("a.b",), "k", {"n": 1})])
         assert store.search(()) == []
+        for bad in [("a.b",), ("",), ("a", 1)]:  # as LangGraph's get and search refuse them
+            for store_ in (store, InMemoryStore()):
+                with pytest.raises(InvalidNamespaceError):
+                    store_.get(bad, "k")  # type: ignore[arg-type]
+                with pytest.raises(InvalidNamespaceError):
+                    store_.search(bad)  # type: ignore[arg-type]
         store.batch([PutOp(("a",), "k", {"n": 1}), PutOp(("a",), "k", {"n": 2}),
                      PutOp(("b",), "k", {"n": 3}), PutOp(("b",), "k", None)])
         item = store.get(("a",), "k")

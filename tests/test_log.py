@@ -158,6 +158,22 @@ def test_redact_keeps_the_chain(event_log: EventLog) -> None:
     assert event_log.verify() == 3
 
 
+def test_the_change_stamp_changes_with_every_append_and_redaction(event_log: EventLog) -> None:
+    """A log that gives a change stamp (projectors skip a catch-up while it holds) gives a
+    new one after anything is written to it."""
+    stamps = [event_log.change_stamp()]
+    if stamps[0] is None:
+        return  # this log cannot tell cheaply: projectors always look
+    event_log.append([written("m1", value="secret")])
+    stamps.append(event_log.change_stamp())
+    assert event_log.change_stamp() == stamps[-1]  # nothing written: the same
+    event_log.append([forgotten("m1", 2)])
+    stamps.append(event_log.change_stamp())
+    assert event_log.redact([1]) == 1
+    stamps.append(event_log.change_stamp())
+    assert len(set(stamps)) == len(stamps)
+
+
 def test_a_payload_removed_without_a_forget_event_is_found(event_log: EventLog) -> None:
     event_log.append([written("m1"), written("m2", value="secret"), written("m3")])
     event_log.redact([2])  # the log's own redaction, with no forget event: as a tamperer would

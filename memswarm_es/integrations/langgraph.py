@@ -95,6 +95,7 @@ class MemSwarmStore(BaseStore):
                  index: IndexConfig | Mapping[str, Any] | None = None) -> None:
         self.memory = memory
         self.index = None if index is None else Index.of(index)
+        self._items = _Items()
 
     @classmethod
     @contextlib.contextmanager
@@ -116,6 +117,26 @@ class MemSwarmStore(BaseStore):
     def setup(self) -> None:
         """Nothing to make: a memory makes its tables when opened. Catches its view up."""
         self.memory.sync()
+
+    # --- single reads, without a batch ------------------------------------------------------
+
+    def get(self, namespace: tuple[str, ...], key: str, *,
+            refresh_ttl: bool | None = None) -> Item | None:
+        """:meth:`BaseStore.get`, the same checks and answer, read at once (no batch)."""
+        op = GetOp(namespace, str(key))
+        validate_op_namespace(op)
+        return self._get(op)
+
+    def search(self, namespace_prefix: tuple[str, ...], /, *, query: str | None = None,
+               filter: dict[str, Any] | None = None, limit: int = 10, offset: int = 0,
+               refresh_ttl: bool | None = None) -> list[SearchItem]:
+        """:meth:`BaseStore.search`; without a query to embed, read at once (no batch)."""
+        op = SearchOp(namespace_prefix, filter, limit, offset, query)
+        if query and self.index is not None:  # the query embedded as a batch embeds it
+            return super().search(namespace_prefix, query=query, filter=filter, limit=limit,
+                                  offset=offset)
+        validate_op_namespace(op)
+        return self._search(op, {})
 
     # --- batches --------------------------------------------------------------------------
 
@@ -144,8 +165,7 @@ class MemSwarmStore(BaseStore):
         results: list[Result] = [None] * len(ops)
         for at, op in enumerate(ops):
             if isinstance(op, GetOp):
-                entry = self.memory.get_by_key(op.namespace, op.key)
-                results[at] = None if entry is None else _item(entry)
+                results[at] = self._get(op)
             elif isinstance(op, SearchOp):
                 results[at] = self._search(op, queries)
             elif isinstance(op, ListNamespacesOp):
@@ -154,6 +174,10 @@ class MemSwarmStore(BaseStore):
             self.memory.apply([_change(op, vectors.get(address))
                                for address, op in puts.items()])
         return results
+
+    def _get(self, op: GetOp) -> Item | None:
+        entry = self.memory.get_by_key(op.namespace, op.key)
+        return None if entry is None else self._items.item(entry)
 
     def _search(self, op: SearchOp, queries: dict[str, np.ndarray]) -> list[SearchItem]:
         if op.query and op.query in queries:
@@ -164,7 +188,8 @@ class MemSwarmStore(BaseStore):
         found = self.memory.read_scope(namespace_prefix=op.namespace_prefix,
                                        filter=op.filter or None, limit=op.limit,
                                        offset=op.offset)
-        return [_search_item(e, None) for e in found]
+        unscored = self._items.unscored
+        return [unscored(e) for e in found]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         conditions = op.match_conditions or ()
@@ -319,6 +344,43 @@ def _change(op: PutOp, vector: list[float] | None) -> Change:
     if op.value is None:
         return Delete(namespace=op.namespace, key=op.key)
     return Put(op.namespace, op.key, dict(op.value), embedding=vector)
+
+
+class _Items:
+    """The items made of entries, kept while their entry is the one the view holds (an
+    entry is never changed: a new version is a new entry), as LangGraph's ``InMemoryStore``
+    hands out the items it keeps. Their values are read-only; at most :data:`KEPT` of each
+    kind are kept (then they are made afresh)."""
+
+    KEPT = 1 << 16
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[MemoryEntry, Item]] = {}
+        self._unscored: dict[str, tuple[MemoryEntry, SearchItem]] = {}
+
+    def item(self, entry: MemoryEntry) -> Item:
+        kept = self._items.get(entry.memory_id)
+        if kept is not None and kept[0] is entry:
+            return kept[1]
+        item = _item(entry)
+        _keep(self._items, entry, item, self.KEPT)
+        return item
+
+    def unscored(self, entry: MemoryEntry) -> SearchItem:
+        """The item of ``entry`` as a search without a query finds it (no score)."""
+        kept = self._unscored.get(entry.memory_id)
+        if kept is not None and kept[0] is entry:
+            return kept[1]
+        item = _search_item(entry, None)
+        _keep(self._unscored, entry, item, self.KEPT)
+        return item
+
+
+def _keep(kept: dict[str, tuple[MemoryEntry, Any]], entry: MemoryEntry, item: Any,
+          most: int) -> None:
+    if len(kept) >= most:
+        kept.clear()
+    kept[entry.memory_id] = entry, item
 
 
 def _item(entry: MemoryEntry) -> Item:

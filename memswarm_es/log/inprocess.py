@@ -19,6 +19,7 @@ class InMemoryEventLog(EventLog):
         self._lock = threading.RLock()
         self._events = EventList()
         self._identity = new_id()
+        self._redactions = 0  # redactions that blanked a payload
 
     def identity(self) -> str:
         return self._identity
@@ -66,8 +67,14 @@ class InMemoryEventLog(EventLog):
 
     def redact(self, positions: Sequence[int]) -> int:
         with self._lock:
-            return sum(self._events.blank(p) for p in positions
-                       if 1 <= p <= len(self._events))
+            blanked = sum(self._events.blank(p) for p in positions
+                          if 1 <= p <= len(self._events))
+            self._redactions += blanked > 0
+            return blanked
+
+    def change_stamp(self) -> object | None:
+        """The head and the redactions so far: nothing but this object writes this log."""
+        return len(self._events), self._redactions
 
     def head(self) -> int:
         return len(self._events)
