@@ -117,6 +117,10 @@ local current = tonumber(redis.call('HGET', meta, 'checkpoint') or '0')
 if current ~= tonumber(ARGV[1]) then
   return {0, current}
 end
+local format = redis.call('HGET', meta, 'format')
+if format and format ~= ARGV[4] then
+  return {4, format}  -- laid out by another version (an upgrade since): not written in this one
+end
 local followed = redis.call('HGET', meta, 'log_id')
 if ARGV[6] ~= '' and followed and followed ~= ARGV[6] then
   return {2, followed}
@@ -856,6 +860,8 @@ class RedisReadModel(ReadModel, LeaseProvider):
             raise LogMismatchError(self.log_id or "", found[1].decode())
         if found[0] == 3:
             raise self._expired()
+        if found[0] == 4:
+            self._checked(None, found[1])  # raises: the view is in another version's format
         if found[2]:
             self.collect_garbage()
 

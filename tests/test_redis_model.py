@@ -26,7 +26,7 @@ from memswarm_es.errors import (
 from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import InProcessLog
 from memswarm_es.scopes import Scope
-from projections.fold import fold, select
+from projections.fold import MembershipChange, fold, select
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.redis import RedisReadModel
@@ -280,7 +280,17 @@ def test_a_view_of_the_earlier_format_is_rebuilt_not_misread(redis_url: str, red
         for reader in [*AGENTS, None]:
             for scope in query_scopes():
                 assert opened.read_scope(scope, reader) == reference.read_scope(scope, reader)
+        # a projector of this version still running once a later version took the view over
+        # writes nothing into it: its commit checks the format too
+        (left,) = log.append([NewEvent.create(EventType.GROUP_LEFT, Scope("a", "g1"),
+                                              "operator", {})])
+        reached = opened.checkpoint()
         opened.client.hset(opened.meta_key, "format", "something-else")
+        with pytest.raises(ForeignStoreError):
+            opened.commit([], reached, left.position, [left],
+                          [MembershipChange("a", "g1", None)])
+        assert opened.client.hmget(opened.meta_key, ["checkpoint", "format"]) == [
+            str(reached).encode(), b"something-else"]
         with pytest.raises(ForeignStoreError):
             RedisReadModel(redis_url, prefix=redis_prefix).checkpoint()
     finally:
