@@ -8,6 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import NamedTuple
 
 from memswarm_es.errors import CheckpointConflictError, LogMismatchError
 from memswarm_es.events import Event
@@ -41,6 +42,18 @@ def _collector_paused() -> Iterator[None]:
         yield
     finally:
         gc.enable()
+
+
+class _Sent(NamedTuple):
+    """A batch's commit in flight (:meth:`Projector._send`): what waits for its answer, when
+    its fold started (``perf_counter``, and ``time_ns`` for its span) and the positions it
+    takes the checkpoint from and to."""
+
+    wait: Callable[[], None]
+    start: float
+    started_ns: int
+    before: int
+    reached: int
 
 
 class Projector:
@@ -181,7 +194,7 @@ class Projector:
         batch folded against a commit that then fails is refused by its own checkpoint)."""
         model = self.read_model
         found = position == 0
-        waiting: tuple[Callable[[], None], float, int, int] | None = None  # (wait, start, from, to)
+        waiting: _Sent | None = None
         written: dict[str, MemoryEntry | None] = {}  # by the commit in flight
         with model.commit_sender() as send:
             for batch in batches:
@@ -189,13 +202,14 @@ class Projector:
                 fresh = following(batch, position)
                 if not fresh:
                     continue
-                start = time.perf_counter()
+                start, started_ns = time.perf_counter(), time.time_ns()
                 touched = existing(fresh)
                 before = model.current([m for m in touched if m not in written])
                 before.update((m, e) for m in touched if (e := written.get(m)) is not None)
                 batch_changes = folded(before, fresh)
-                sent = (send(batch_changes, position, fresh[-1].position, fresh,
-                             membership_changes(fresh)), start, position, fresh[-1].position)
+                sent = _Sent(send(batch_changes, position, fresh[-1].position, fresh,
+                                  membership_changes(fresh)), start, started_ns, position,
+                             fresh[-1].position)
                 if waiting is not None:
                     try:
                         self._sent(waiting, head, progress)
@@ -210,15 +224,19 @@ class Projector:
                 self._sent(waiting, head, progress)
         return position if found else None
 
-    def _sent(self, commit: tuple[Callable[[], None], float, int, int], head: int,
-              progress: Progress | None) -> None:
-        """Wait for a commit :meth:`_send` sent; count and report it."""
-        wait, start, before, reached = commit
-        wait()
+    def _sent(self, commit: _Sent, head: int, progress: Progress | None) -> None:
+        """Wait for a commit :meth:`_send` sent; count, trace and report it."""
+        applied = commit.reached - commit.before
+        try:
+            commit.wait()
+        except BaseException as exc:
+            projected(self.read_model, 0.0, applied, commit.started_ns, exc)
+            raise
         self.read_model.changed.notify()
-        projected(self.read_model, time.perf_counter() - start, reached - before)
+        projected(self.read_model, time.perf_counter() - commit.start, applied,
+                  commit.started_ns)
         if progress:
-            progress(reached, max(head, reached))
+            progress(commit.reached, max(head, commit.reached))
 
     def replay(self, progress: Progress | None = None, *, take_over: bool = False) -> int:
         """Rebuild the read model from position 0; return the checkpoint reached.

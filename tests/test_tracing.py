@@ -4,8 +4,10 @@ spans, children of the span the caller had open (an agent's tool call)."""
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +18,13 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from memswarm_es import SharedMemory, SQLiteSharedMemory
-from memswarm_es.errors import MemoryNotFoundError
+from memswarm_es import SharedMemory, SQLiteSharedMemory, telemetry
+from memswarm_es.errors import CheckpointConflictError, MemoryNotFoundError
 from memswarm_es.log import open_log
 from memswarm_es.telemetry import spans
 from projections import open_read_model
+from projections.projector import Projector
+from projections.redis import RedisReadModel
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPORTER = InMemorySpanExporter()
@@ -93,6 +97,53 @@ def test_a_projection_batch_is_a_span_and_an_error_marks_its_span(
     failed = next(s for s in found if s.name == "memswarm.get")
     assert failed.status.status_code is StatusCode.ERROR
     assert [e.name for e in failed.events] == ["exception"]
+
+
+def test_each_batch_sent_to_redis_is_a_span_while_the_next_is_folded(
+        exporter: InMemorySpanExporter, redis_url: str, redis_prefix: str) -> None:
+    """The projector folds a batch while Redis runs the one before: each batch still gets its
+    ``project_batch`` span (fold to answer), under the caller's span, the spans overlapping."""
+    log = open_log("memory://")
+    writer = SharedMemory(log, open_read_model("memory://"))
+    for i in range(25):
+        writer.write_scope(f"note {i}", metadata={"agent_id": "a"})
+    model = RedisReadModel(redis_url, prefix=redis_prefix)
+    assert model.sends_commits
+    exporter.clear()
+    try:
+        with trace.get_tracer("a runner").start_as_current_span("catch up"):
+            assert Projector(log, model, batch_size=10).catch_up() == 25
+    finally:
+        model.close()
+    found = exporter.get_finished_spans()
+    caller = next(s for s in found if s.name == "catch up")
+    batches = sorted((s for s in found if s.name == "memswarm.project_batch"),
+                     key=lambda s: s.start_time or 0)
+    assert [s.attributes for s in batches] == [
+        {"memswarm.read_model": "redis", "memswarm.events": n} for n in (10, 10, 5)]
+    assert all(s.parent is not None and s.parent.span_id == caller.context.span_id
+               for s in batches)
+    for sent, next_one in itertools.pairwise(batches):  # answered after the next was folded
+        assert (next_one.start_time or 0) < (sent.end_time or 0)
+
+
+def test_a_sent_batch_whose_commit_failed_is_an_error_span_and_not_counted(
+        exporter: InMemorySpanExporter) -> None:
+    model = open_read_model("memory://")
+    registry = telemetry.INSTRUMENTS.registry
+
+    def counted() -> float | None:
+        return registry.get_sample_value("memswarm_events_projected_total",
+                                         {"read_model": "inmemory"})
+
+    before = counted()
+    started = time.time_ns()
+    telemetry.projected(model, 0.0, 3, started, CheckpointConflictError(4, 9))
+    (span,) = exporter.get_finished_spans()
+    assert span.name == "memswarm.project_batch" and span.start_time == started
+    assert span.status.status_code is StatusCode.ERROR
+    assert [e.name for e in span.events] == ["exception"]
+    assert counted() == before
 
 
 NO_PROVIDER_THEN_ONE = """

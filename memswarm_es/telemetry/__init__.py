@@ -203,11 +203,20 @@ def _counted(label: str, seconds: float, applied: int) -> None:
 apply_batch = _apply_measured if ENABLED else _apply
 
 
-def projected(model: object, seconds: float, applied: int) -> None:
+def projected(model: object, seconds: float, applied: int, started_ns: int,
+              error: BaseException | None = None) -> None:
     """Count a batch of ``applied`` events a projector committed to ``model`` in ``seconds``
-    itself (sent, not through :data:`apply_batch`)."""
-    if ENABLED:
-        _counted(kind(model, "ReadModel"), seconds, applied)
+    itself (sent, not through :data:`apply_batch`), and trace it as a ``project_batch`` span
+    from ``started_ns`` (:func:`time.time_ns`) to now; a batch whose commit raised ``error``
+    is only traced, its span marked with the error."""
+    if not ENABLED:
+        return
+    label = kind(model, "ReadModel")
+    if error is None:
+        _counted(label, seconds, applied)
+    if spans.on():
+        spans.record("memswarm.project_batch", {"memswarm.read_model": label,
+                                                "memswarm.events": applied}, started_ns, error)
 
 
 def _fold_in_store(model: Any, log: Any, position: int) -> int | None:

@@ -60,3 +60,18 @@ def span(name: str, attributes: Mapping[str, str | int] | None = None) -> Iterat
         return
     with _TRACER.start_as_current_span(name, attributes=dict(attributes or {})):
         yield
+
+
+def record(name: str, attributes: Mapping[str, str | int], start_ns: int,
+           error: BaseException | None = None) -> None:
+    """A span ``name`` from ``start_ns`` (:func:`time.time_ns`) to now, a child of the span
+    current in the caller's context, for work that overlapped other work (no one block held
+    it); ``error`` is recorded on it and sets its status to error. Nothing without a tracer
+    provider."""
+    if _trace is None or _TRACER is None or not on():
+        return
+    made = _TRACER.start_span(name, attributes=dict(attributes), start_time=start_ns)
+    if error is not None:
+        made.record_exception(error)
+        made.set_status(_trace.Status(_trace.StatusCode.ERROR, str(error)))
+    made.end()
