@@ -278,7 +278,8 @@ class StoreMachine(RuleBasedStateMachine):
         self._run([ListNamespacesOp(conditions or None, depth, page[0], page[1])])
 
     @rule(ops=st.lists(st.one_of(
-        st.builds(PutOp, namespaces, keys, st.one_of(st.none(), values), put_indexes),
+        st.builds(PutOp, namespaces, keys, st.one_of(st.none(), values), put_indexes,
+                  ttl=st.none()),  # (InMemoryStore has no TTL: test_langgraph_ttl.py)
         st.builds(GetOp, namespaces, keys),
         st.builds(SearchOp, prefixes, filters, st.integers(1, 4), st.integers(0, 2),
                   st.one_of(st.none(), queries)),

@@ -9,8 +9,9 @@ only what the agent may read.
 A batch follows LangGraph's rules: its reads see the state before it; its puts (the last one
 per namespace and key wins; ``None`` deletes) are applied after the reads as one atomic append
 (:meth:`~memswarm_es.memory.SharedMemory.apply`). Search filters by namespace prefix and value
-fields; items are listed in the order they were first written. TTL is not supported
-(``supports_ttl`` is False).
+fields; items are listed in the order they were first written. TTL (``ttl=`` on a put, the
+store's ``ttl`` config, ``sweep_ttl`` and ``start_ttl_sweeper``) is recorded as events: see
+:mod:`memswarm_es.integrations.ttl`.
 
 Search by meaning, with ``index=IndexConfig(dims=..., embed=..., fields=[...])`` as LangGraph's
 stores take it (``embed``: a LangChain ``Embeddings``, a sync or async function, or a
@@ -40,6 +41,7 @@ A vector of a size other than ``dims`` from the embed function: :class:`InvalidV
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -60,6 +62,7 @@ from langgraph.store.base import (
     Result,
     SearchItem,
     SearchOp,
+    TTLConfig,
     ensure_embeddings,
     get_text_at_path,
     tokenize_path,
@@ -69,7 +72,8 @@ from langgraph.store.base import (
 from memswarm_es.agent import AgentMemory
 from memswarm_es.batch import Change, Delete, Put
 from memswarm_es.errors import InvalidInputError, InvalidValueError
-from memswarm_es.events import from_micros
+from memswarm_es.events import from_micros, now_micros
+from memswarm_es.integrations import ttl as ttls
 from memswarm_es.log import open_log
 from memswarm_es.memory import (
     InMemorySharedMemory,
@@ -89,19 +93,23 @@ class MemSwarmStore(BaseStore):
     """A :class:`~langgraph.store.base.BaseStore` over ``memory`` (a shared memory, acting as
     the operator, or an agent handle, acting as that agent)."""
 
-    supports_ttl = False
+    supports_ttl = True
 
     def __init__(self, memory: SharedMemory | AgentMemory, *,
-                 index: IndexConfig | Mapping[str, Any] | None = None) -> None:
+                 index: IndexConfig | Mapping[str, Any] | None = None,
+                 ttl: TTLConfig | None = None) -> None:
         self.memory = memory
         self.index = None if index is None else Index.of(index)
+        self.ttl_config = ttl
         self._items = _Items()
+        self._sweeper: ttls.Sweeper | None = None
 
     @classmethod
     @contextlib.contextmanager
     def from_conn_string(cls, conn_string: str, *, agent: str | None = None,
                          index: IndexConfig | Mapping[str, Any] | None = None,
-                         read_model: str | None = None) -> Iterator[MemSwarmStore]:
+                         read_model: str | None = None,
+                         ttl: TTLConfig | None = None) -> Iterator[MemSwarmStore]:
         """A store over the memory at ``conn_string`` (``sqlite:///swarm.db``,
         ``postgresql+psycopg://...``, ``memory://``), closed on exit; ``agent`` acts as
         that agent. ``read_model``: the URL of the view to read from (``memory://``: this
@@ -109,34 +117,80 @@ class MemSwarmStore(BaseStore):
         ``redis://...``) instead of the SQL view kept in the log's own database."""
         memory = _open(conn_string) if read_model is None else SharedMemory(
             open_log(conn_string), open_read_model(read_model))
+        store = None
         try:
-            yield cls(memory if agent is None else memory.agent(agent), index=index)
+            store = cls(memory if agent is None else memory.agent(agent), index=index, ttl=ttl)
+            yield store
         finally:
+            if store is not None:
+                store.stop_ttl_sweeper()
             memory.close()
 
     def setup(self) -> None:
         """Nothing to make: a memory makes its tables when opened. Catches its view up."""
         self.memory.sync()
 
+    # --- time to live ------------------------------------------------------------------------
+
+    def sweep_ttl(self) -> int:
+        """Delete every item this store may read whose TTL has run out (a delete event each);
+        return how many."""
+        return ttls.sweep(self.memory)
+
+    def start_ttl_sweeper(self, sweep_interval_minutes: float | None = None
+                          ) -> concurrent.futures.Future[None]:
+        """Sweep every ``sweep_interval_minutes`` (else the TTL config's, else 5) in a thread
+        until :meth:`stop_ttl_sweeper`; without a TTL config, nothing (a future already done).
+        The future ends when the sweeper does."""
+        if not self.ttl_config:
+            done: concurrent.futures.Future[None] = concurrent.futures.Future()
+            done.set_result(None)
+            return done
+        if self._sweeper is None:
+            minutes = (sweep_interval_minutes or self.ttl_config.get("sweep_interval_minutes")
+                       or ttls.DEFAULT_SWEEP_MINUTES)
+            self._sweeper = ttls.Sweeper(self.memory, minutes)
+        return self._sweeper.future
+
+    def stop_ttl_sweeper(self, timeout: float | None = None) -> bool:
+        """Stop the sweeper, if one runs; True if it ended within ``timeout`` seconds."""
+        sweeper, self._sweeper = self._sweeper, None
+        return sweeper is None or sweeper.stop(timeout)
+
+    def _refreshing(self, refresh_ttl: bool | None) -> bool:
+        """Whether a read refreshes the TTL of what it returns (LangGraph's rule)."""
+        if refresh_ttl is not None:
+            return refresh_ttl
+        return True if self.ttl_config is None else self.ttl_config.get("refresh_on_read", True)
+
+    def _refresh(self, entries: Iterable[MemoryEntry]) -> None:
+        ttls.apply_each(self.memory, ttls.refreshes(entries, now_micros()))
+
     # --- single reads, without a batch ------------------------------------------------------
 
     def get(self, namespace: tuple[str, ...], key: str, *,
             refresh_ttl: bool | None = None) -> Item | None:
         """:meth:`BaseStore.get`, the same checks and answer, read at once (no batch)."""
-        op = GetOp(namespace, str(key))
+        op = GetOp(namespace, str(key), self._refreshing(refresh_ttl))
         validate_op_namespace(op)
-        return self._get(op)
+        entry = self._entry(op)
+        if entry is not None and op.refresh_ttl:
+            self._refresh([entry])
+        return None if entry is None else self._items.item(entry)
 
     def search(self, namespace_prefix: tuple[str, ...], /, *, query: str | None = None,
                filter: dict[str, Any] | None = None, limit: int = 10, offset: int = 0,
                refresh_ttl: bool | None = None) -> list[SearchItem]:
         """:meth:`BaseStore.search`; without a query to embed, read at once (no batch)."""
-        op = SearchOp(namespace_prefix, filter, limit, offset, query)
+        op = SearchOp(namespace_prefix, filter, limit, offset, query,
+                      self._refreshing(refresh_ttl))
         if query and self.index is not None:  # the query embedded as a batch embeds it
-            return super().search(namespace_prefix, query=query, filter=filter, limit=limit,
-                                  offset=offset)
+            return self.batch([op])[0]  # type: ignore[return-value]
         validate_op_namespace(op)
-        return self._search(op, {})
+        found = self._found(op, {})
+        if op.refresh_ttl:
+            self._refresh(e for e, _ in found)
+        return self._search_items(found)
 
     # --- batches --------------------------------------------------------------------------
 
@@ -163,33 +217,46 @@ class MemSwarmStore(BaseStore):
         """Answer the reads of ``ops`` (``queries`` embedded), then apply ``puts`` (with the
         ``vectors`` of those indexed) as one append."""
         results: list[Result] = [None] * len(ops)
+        read: list[MemoryEntry] = []  # what the reads return that refresh their TTL
         for at, op in enumerate(ops):
             if isinstance(op, GetOp):
-                results[at] = self._get(op)
+                entry = self._entry(op)
+                results[at] = None if entry is None else self._items.item(entry)
+                if entry is not None and op.refresh_ttl:
+                    read.append(entry)
             elif isinstance(op, SearchOp):
-                results[at] = self._search(op, queries)
+                found = self._found(op, queries)
+                results[at] = self._search_items(found)
+                if op.refresh_ttl:
+                    read += (entry for entry, _ in found)
             elif isinstance(op, ListNamespacesOp):
                 results[at] = self._list_namespaces(op)
         if puts:
             self.memory.apply([_change(op, vectors.get(address))
                                for address, op in puts.items()])
+        if read:  # (an item the batch put has the TTL of its put)
+            self._refresh(e for e in read if (e.namespace, e.key) not in puts)
         return results
 
-    def _get(self, op: GetOp) -> Item | None:
-        entry = self.memory.get_by_key(op.namespace, op.key)
-        return None if entry is None else self._items.item(entry)
+    def _entry(self, op: GetOp) -> MemoryEntry | None:
+        return self.memory.get_by_key(op.namespace, op.key)
 
-    def _search(self, op: SearchOp, queries: dict[str, np.ndarray]) -> list[SearchItem]:
+    def _found(self, op: SearchOp, queries: dict[str, np.ndarray]
+               ) -> list[tuple[MemoryEntry, float | None]]:
+        """What ``op`` finds, each entry with its score (``None``: no query, or no vector)."""
         if op.query and op.query in queries:
             found = self.memory.read_scope(namespace_prefix=op.namespace_prefix,
                                            filter=op.filter or None)
-            ranked = _ranked(found, queries[op.query])
-            return [_search_item(e, score) for e, score in ranked[op.offset:op.offset + op.limit]]
-        found = self.memory.read_scope(namespace_prefix=op.namespace_prefix,
-                                       filter=op.filter or None, limit=op.limit,
-                                       offset=op.offset)
+            return _ranked(found, queries[op.query])[op.offset:op.offset + op.limit]
+        return [(entry, None) for entry in self.memory.read_scope(
+            namespace_prefix=op.namespace_prefix, filter=op.filter or None, limit=op.limit,
+            offset=op.offset)]
+
+    def _search_items(self, found: list[tuple[MemoryEntry, float | None]]
+                      ) -> list[SearchItem]:
         unscored = self._items.unscored
-        return [unscored(e) for e in found]
+        return [unscored(e) if score is None else _search_item(e, score)
+                for e, score in found]
 
     def _list_namespaces(self, op: ListNamespacesOp) -> list[tuple[str, ...]]:
         conditions = op.match_conditions or ()
@@ -343,7 +410,8 @@ def _queries(ops: list[Op]) -> set[str]:
 def _change(op: PutOp, vector: list[float] | None) -> Change:
     if op.value is None:
         return Delete(namespace=op.namespace, key=op.key)
-    return Put(op.namespace, op.key, dict(op.value), embedding=vector)
+    return Put(op.namespace, op.key, dict(op.value),
+               ttls.expiring({}, op.ttl, now_micros()) or None, embedding=vector)
 
 
 class _Items:
