@@ -164,7 +164,7 @@ class MemSwarmStore(BaseStore):
         return True if self.ttl_config is None else self.ttl_config.get("refresh_on_read", True)
 
     def _refresh(self, entries: Iterable[MemoryEntry]) -> None:
-        ttls.apply_each(self.memory, ttls.refreshes(entries, now_micros()))
+        ttls.apply_each(self.memory, ttls.refreshes(entries))
 
     # --- single reads, without a batch ------------------------------------------------------
 
@@ -174,9 +174,11 @@ class MemSwarmStore(BaseStore):
         op = GetOp(namespace, str(key), self._refreshing(refresh_ttl))
         validate_op_namespace(op)
         entry = self._entry(op)
-        if entry is not None and op.refresh_ttl:
+        if entry is None:
+            return None
+        if op.refresh_ttl and ttls.TTL_MINUTES in entry.metadata:
             self._refresh([entry])
-        return None if entry is None else self._items.item(entry)
+        return self._items.item(entry)
 
     def search(self, namespace_prefix: tuple[str, ...], /, *, query: str | None = None,
                filter: dict[str, Any] | None = None, limit: int = 10, offset: int = 0,

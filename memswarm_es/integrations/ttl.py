@@ -49,9 +49,13 @@ def expiring(metadata: Mapping[str, Any], ttl: float | None, now_us: int) -> dic
 _LONGEST = 1e11
 
 
-def refreshes(entries: Iterable[MemoryEntry], now_us: int) -> list[Change]:
-    """The updates that restart the TTL of those of ``entries`` that have one (once each)."""
+def refreshes(entries: Iterable[MemoryEntry]) -> list[Change]:
+    """The updates that restart, from now, the TTL of those of ``entries`` that have one
+    (once each)."""
     having = {e.memory_id: e for e in entries if TTL_MINUTES in e.metadata}
+    if not having:  # (most reads: no clock read, nothing made)
+        return []
+    now_us = now_micros()
     return [Update(e.memory_id, metadata=expiring(e.metadata, e.metadata[TTL_MINUTES], now_us),
                    expected_version=e.version)
             for e in having.values()]
