@@ -164,6 +164,7 @@ class MemSwarmStore(BaseStore):
         return True if self.ttl_config is None else self.ttl_config.get("refresh_on_read", True)
 
     def _refresh(self, entries: Iterable[MemoryEntry]) -> None:
+        """Restart the TTL of ``entries`` (those a read returned that have one)."""
         ttls.apply_each(self.memory, ttls.refreshes(entries))
 
     # --- single reads, without a batch ------------------------------------------------------
@@ -191,7 +192,7 @@ class MemSwarmStore(BaseStore):
         validate_op_namespace(op)
         found = self._found(op, {})
         if op.refresh_ttl:
-            self._refresh(e for e, _ in found)
+            self._refresh([e for e, _ in found if ttls.TTL_MINUTES in e.metadata])
         return self._search_items(found)
 
     # --- batches --------------------------------------------------------------------------
@@ -219,18 +220,18 @@ class MemSwarmStore(BaseStore):
         """Answer the reads of ``ops`` (``queries`` embedded), then apply ``puts`` (with the
         ``vectors`` of those indexed) as one append."""
         results: list[Result] = [None] * len(ops)
-        read: list[MemoryEntry] = []  # what the reads return that refresh their TTL
+        read: list[MemoryEntry] = []  # what the reads return with a TTL they refresh
         for at, op in enumerate(ops):
             if isinstance(op, GetOp):
                 entry = self._entry(op)
                 results[at] = None if entry is None else self._items.item(entry)
-                if entry is not None and op.refresh_ttl:
+                if entry is not None and op.refresh_ttl and ttls.TTL_MINUTES in entry.metadata:
                     read.append(entry)
             elif isinstance(op, SearchOp):
                 found = self._found(op, queries)
                 results[at] = self._search_items(found)
                 if op.refresh_ttl:
-                    read += (entry for entry, _ in found)
+                    read += (e for e, _ in found if ttls.TTL_MINUTES in e.metadata)
             elif isinstance(op, ListNamespacesOp):
                 results[at] = self._list_namespaces(op)
         if puts:

@@ -53,7 +53,7 @@ def refreshes(entries: Iterable[MemoryEntry]) -> list[Change]:
     """The updates that restart, from now, the TTL of those of ``entries`` that have one
     (once each)."""
     having = {e.memory_id: e for e in entries if TTL_MINUTES in e.metadata}
-    if not having:  # (most reads: no clock read, nothing made)
+    if not having:
         return []
     now_us = now_micros()
     return [Update(e.memory_id, metadata=expiring(e.metadata, e.metadata[TTL_MINUTES], now_us),
