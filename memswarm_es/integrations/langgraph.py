@@ -47,7 +47,7 @@ import functools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -174,12 +174,7 @@ class MemSwarmStore(BaseStore):
         """:meth:`BaseStore.get`, the same checks and answer, read at once (no batch)."""
         op = GetOp(namespace, str(key), self._refreshing(refresh_ttl))
         validate_op_namespace(op)
-        entry = self._entry(op)
-        if entry is None:
-            return None
-        if op.refresh_ttl and ttls.TTL_MINUTES in entry.metadata:
-            self._refresh([entry])
-        return self._items.item(entry)
+        return cast("Item | None", self._read_now(op))
 
     def search(self, namespace_prefix: tuple[str, ...], /, *, query: str | None = None,
                filter: dict[str, Any] | None = None, limit: int = 10, offset: int = 0,
@@ -188,12 +183,33 @@ class MemSwarmStore(BaseStore):
         op = SearchOp(namespace_prefix, filter, limit, offset, query,
                       self._refreshing(refresh_ttl))
         if query and self.index is not None:  # the query embedded as a batch embeds it
-            return self.batch([op])[0]  # type: ignore[return-value]
+            return cast("list[SearchItem]", self.batch([op])[0])
         validate_op_namespace(op)
-        found = self._found(op, {})
+        return cast("list[SearchItem]", self._read_now(op))
+
+    def _read_now(self, op: GetOp | SearchOp) -> Result:
+        """The answer to one read outside a batch, the TTLs it refreshes restarted."""
+        refreshed: list[MemoryEntry] = []
+        result = self._read(op, {}, refreshed)
+        if refreshed:
+            self._refresh(refreshed)
+        return result
+
+    def _read(self, op: GetOp | SearchOp, queries: dict[str, np.ndarray],
+              refreshed: list[MemoryEntry]) -> Result:
+        """The answer to a get or a search (``queries`` embedded); what it returns that has a
+        TTL the read refreshes is added to ``refreshed``."""
+        if isinstance(op, GetOp):
+            entry = self.memory.get_by_key(op.namespace, op.key)
+            found = [] if entry is None else [entry]
+            result: Result = None if entry is None else self._items.item(entry)
+        else:
+            scored = self._found(op, queries)
+            found = [entry for entry, _ in scored]
+            result = self._search_items(scored)
         if op.refresh_ttl:
-            self._refresh([e for e, _ in found if ttls.TTL_MINUTES in e.metadata])
-        return self._search_items(found)
+            refreshed += (e for e in found if ttls.TTL_MINUTES in e.metadata)
+        return result
 
     # --- batches --------------------------------------------------------------------------
 
@@ -220,29 +236,18 @@ class MemSwarmStore(BaseStore):
         """Answer the reads of ``ops`` (``queries`` embedded), then apply ``puts`` (with the
         ``vectors`` of those indexed) as one append."""
         results: list[Result] = [None] * len(ops)
-        read: list[MemoryEntry] = []  # what the reads return with a TTL they refresh
+        refreshed: list[MemoryEntry] = []
         for at, op in enumerate(ops):
-            if isinstance(op, GetOp):
-                entry = self._entry(op)
-                results[at] = None if entry is None else self._items.item(entry)
-                if entry is not None and op.refresh_ttl and ttls.TTL_MINUTES in entry.metadata:
-                    read.append(entry)
-            elif isinstance(op, SearchOp):
-                found = self._found(op, queries)
-                results[at] = self._search_items(found)
-                if op.refresh_ttl:
-                    read += (e for e, _ in found if ttls.TTL_MINUTES in e.metadata)
+            if isinstance(op, (GetOp, SearchOp)):
+                results[at] = self._read(op, queries, refreshed)
             elif isinstance(op, ListNamespacesOp):
                 results[at] = self._list_namespaces(op)
         if puts:
             self.memory.apply([_change(op, vectors.get(address))
                                for address, op in puts.items()])
-        if read:  # (an item the batch put has the TTL of its put)
-            self._refresh(e for e in read if (e.namespace, e.key) not in puts)
+        if refreshed:  # (an item the batch put has the TTL of its put)
+            self._refresh(e for e in refreshed if (e.namespace, e.key) not in puts)
         return results
-
-    def _entry(self, op: GetOp) -> MemoryEntry | None:
-        return self.memory.get_by_key(op.namespace, op.key)
 
     def _found(self, op: SearchOp, queries: dict[str, np.ndarray]
                ) -> list[tuple[MemoryEntry, float | None]]:
