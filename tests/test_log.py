@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import event as sa_event
@@ -354,6 +355,79 @@ def test_writers_taking_turns_on_one_store_each_continue_the_chain(
     finally:
         for log in writers:
             log.close()
+
+
+class _Copies:
+    """Copies of a log, put back while its writers stay open: on SQLite, files made and put
+    back with SQLite's backup API (as ``sqlite3 FILE ".restore COPY"`` does); on PostgreSQL,
+    the table's rows, put back in place of those it then holds."""
+
+    def __init__(self, store: str, url: str, prefix: str, directory: Path) -> None:
+        self.store, self.url, self.directory = store, url, directory
+        self.engine = sa.create_engine(url) if store == "postgres" else None
+        self.table = f"{prefix}events"
+        self.rows: dict[str, list[dict[str, object]]] = {}
+
+    def take(self, name: str) -> str:
+        if self.engine is None:
+            with sqlite3.connect(self.url[len("sqlite:///"):]) as live, \
+                    sqlite3.connect(self.directory / name) as copy:
+                live.backup(copy)
+        else:
+            with self.engine.begin() as conn:
+                table = sa.Table(self.table, sa.MetaData(), autoload_with=conn)
+                self.rows[name] = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+        return name
+
+    def put_back(self, name: str) -> None:
+        if self.engine is None:
+            with sqlite3.connect(self.directory / name) as copy, \
+                    sqlite3.connect(self.url[len("sqlite:///"):]) as live:
+                copy.backup(live)
+        else:
+            with self.engine.begin() as conn:
+                table = sa.Table(self.table, sa.MetaData(), autoload_with=conn)
+                conn.execute(table.delete())
+                conn.execute(table.insert(), self.rows[name])
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+@pytest.mark.parametrize("copy_is", ["shorter", "another history"])
+def test_a_writer_open_across_a_restore_appends_after_the_restored_head(
+        request: pytest.FixtureRequest, tmp_path: Path, store: str, copy_is: str) -> None:
+    """A log put back from a copy while a writer stays open, whatever head that writer saw
+    last (the copy is shorter; or as long, but another history), gets the writer's next
+    append right after the copy's head, chained to it: never a gap, never a broken link."""
+    if store == "sqlite":
+        url, prefix = f"sqlite:///{tmp_path / 'log.db'}", ""
+    else:
+        url, prefix = request.getfixturevalue("postgres_url"), f"t{uuid.uuid4().hex[:8]}_"
+    writer = SQLEventLog(url, table_prefix=prefix)
+    copies = _Copies(store, url, prefix, tmp_path)
+    try:
+        writer.append([written(f"m{i}") for i in range(3)])
+        copy = copies.take("base")
+        if copy_is == "another history":  # the same length, other events after the base
+            other = SQLEventLog(url, table_prefix=prefix)
+            other.append([written("other-1"), written("other-2")])
+            other.close()
+            copy = copies.take("other")
+            copies.put_back("base")
+        writer.append([written("lost-1"), written("lost-2")])  # the head it saw: 5
+        assert writer.head() == 5
+        copies.put_back(copy)
+        kept = 5 if copy_is == "another history" else 3
+        assert writer.head() == kept
+        assert [e.position for e in writer.append([written("after")])] == [kept + 1]
+        assert [e.position for e in writer.read()] == list(range(1, kept + 2))
+        assert writer.verify() == kept + 1
+    finally:
+        writer.close()
+        copies.close()
 
 
 def test_open_log_chooses_the_store_by_url(tmp_path: Path) -> None:

@@ -242,10 +242,12 @@ class SQLEventLog(EventLog):
         self._write_raw: Any = None  # the pooled connection appends write on (under _lock)
         self._write_cursor: Any = None  # a DB-API cursor on it, kept from one append to the next
         #: The head this object last wrote or read under the write lock (position, hash, time),
-        #: or ``None``: an append takes it as the head without reading it, since positions
-        #: follow on without a gap and no event is ever deleted, so a write past a head that
-        #: another writer moved on collides with that writer's event at the same position
-        #: (the primary key), and the append is then done again from the head read afresh.
+        #: or ``None``. An append takes it as the head without reading it, and the store
+        #: checks it: the first event's row gets its hash only if the event before it is
+        #: there with the hash it chains to (a log put back from an older copy, or from
+        #: another history, fails that NOT NULL), and it collides with the event at its
+        #: position if another writer moved the head on (the primary key). Either way the
+        #: append is done again from the head read afresh.
         self._head_seen: tuple[int, bytes, int] | None = None
         self._table_prefix = table_prefix
         self._metadata, self._meta, self._events, self._scopes = _tables(table_prefix)
@@ -479,12 +481,21 @@ class SQLEventLog(EventLog):
         the events it has not applied yet inside the log's transaction)."""
         return events_from_rows(_fetch_all(cursor, self._sql.read_some, (after, limit)))
 
-    def _record(self, cursor: Any, events: list[Event]) -> None:
-        """Insert ``events`` and apply them to the kept views, in the caller's transaction."""
-        if len(events) == 1:  # a single write: execute, without executemany's iteration
-            cursor.execute(self._sql.insert, event_row(events[0]))
-        else:
-            cursor.executemany(self._sql.insert, [event_row(e) for e in events])
+    def _record(self, cursor: Any, events: list[Event],
+                after: tuple[int, bytes] | None = None) -> None:
+        """Insert ``events`` and apply them to the kept views, in the caller's transaction.
+
+        ``after``: the head (position and hash) the first event was sealed after, taken
+        without reading it; the first event is refused (a constraint) unless that head is in
+        the store."""
+        rest = events
+        if after is not None:
+            cursor.execute(self._sql.insert_after, (*event_row(events[0]), *after))
+            rest = events[1:]
+        if len(rest) == 1:  # a single write: execute, without executemany's iteration
+            cursor.execute(self._sql.insert, event_row(rest[0]))
+        elif rest:
+            cursor.executemany(self._sql.insert, [event_row(e) for e in rest])
         for view in self._views:
             view.apply_in(cursor, events)
 
@@ -625,13 +636,14 @@ class SQLEventLog(EventLog):
                     except Exception as exc:
                         pending.error = exc
                         continue
+                    after = (head, head_hash) if seen is not None and not written else None
                     try:
                         if len(group) == 1:
-                            self._record(cursor, sealed)
+                            self._record(cursor, sealed, after)
                         else:
-                            self._record_in_savepoint(cursor, sealed)
+                            self._record_in_savepoint(cursor, sealed, after)
                     except self._integrity_error as exc:  # a constraint: this batch alone
-                        if seen is not None and not written:
+                        if after is not None:
                             raise _StaleHead from exc  # or the head seen was not the head
                         pending.error = exc
                         if len(group) == 1:
@@ -659,11 +671,12 @@ class SQLEventLog(EventLog):
         self._head_seen = head, head_hash, head_time
         return None
 
-    def _record_in_savepoint(self, cursor: Any, events: list[Event]) -> None:
+    def _record_in_savepoint(self, cursor: Any, events: list[Event],
+                             after: tuple[int, bytes] | None) -> None:
         """:meth:`_record` in a savepoint of its own: a refused batch leaves the others."""
         cursor.execute("SAVEPOINT memswarm_batch")
         try:
-            self._record(cursor, events)
+            self._record(cursor, events, after)
         except BaseException:
             cursor.execute("ROLLBACK TO SAVEPOINT memswarm_batch")
             raise
@@ -946,10 +959,16 @@ class _PlainSQL:
         self.begin: tuple[Any, ...] = (
             (f"SELECT pg_advisory_xact_lock({mark})", (_ADVISORY_LOCK_KEY,)) if self.postgres
             else ("BEGIN IMMEDIATE",) if dialect.name == "sqlite" else ("SELECT 1",))
-        self.insert = (f"INSERT INTO {events} ({columns}) "
-                       f"VALUES ({', '.join([mark] * len(ROW_FIELDS))})")
-        position = quote("position")
-        last = (f"SELECT {position}, {quote('hash')}, {quote('recorded_at')} FROM {events} "
+        marks = [mark] * len(ROW_FIELDS)
+        self.insert = f"INSERT INTO {events} ({columns}) VALUES ({', '.join(marks)})"
+        position, hash_ = quote("position"), quote("hash")
+        # The insert of an event after a head taken unread: its hash (the last column, NOT
+        # NULL) is NULL unless the head is there with the hash the event chains to.
+        assert ROW_FIELDS[-1] == "hash"
+        marks[-1] = (f"(SELECT {mark} FROM {events} WHERE {position} = {mark} "
+                     f"AND {hash_} = {mark})")
+        self.insert_after = f"INSERT INTO {events} ({columns}) VALUES ({', '.join(marks)})"
+        last = (f"SELECT {position}, {hash_}, {quote('recorded_at')} FROM {events} "
                 f"ORDER BY {position} DESC LIMIT 1")
         self._last = last
         self.read_all = (f"SELECT {columns} FROM {events} WHERE {position} > {mark} "
