@@ -360,59 +360,78 @@ def test_writers_taking_turns_on_one_store_each_continue_the_chain(
 class _Copies:
     """Copies of a log, put back while its writers stay open: on SQLite, files made and put
     back with SQLite's backup API (as ``sqlite3 FILE ".restore COPY"`` does); on PostgreSQL,
-    the table's rows, put back in place of those it then holds."""
+    the table's rows, and in a bucket, the batch objects, put back in place of those there."""
 
-    def __init__(self, store: str, url: str, prefix: str, directory: Path) -> None:
-        self.store, self.url, self.directory = store, url, directory
-        self.engine = sa.create_engine(url) if store == "postgres" else None
-        self.table = f"{prefix}events"
+    def __init__(self, request: pytest.FixtureRequest, store: str, tmp_path: Path) -> None:
+        self.store, self.directory = store, tmp_path
         self.rows: dict[str, list[dict[str, object]]] = {}
+        self.objects: dict[str, dict[str, bytes]] = {}
+        self.engine: sa.Engine | None = None
+        if store == "sqlite":
+            self.url, self.prefix = f"sqlite:///{tmp_path / 'log.db'}", ""
+        elif store == "postgres":
+            self.url = request.getfixturevalue("postgres_url")
+            self.prefix = f"t{uuid.uuid4().hex[:8]}_"
+            self.engine = sa.create_engine(self.url)
+        else:
+            self.client = request.getfixturevalue("gcs_client")
+            self.bucket = self.client.bucket(request.getfixturevalue("gcs_bucket"))
+            self.prefix = request.getfixturevalue("gcs_prefix")
+
+    def log(self) -> EventLog:
+        if self.store == "gcs":
+            return GCSEventLog(self.bucket.name, self.prefix, client=self.client)
+        return SQLEventLog(self.url, table_prefix=self.prefix)
 
     def take(self, name: str) -> str:
-        if self.engine is None:
+        if self.store == "sqlite":
             with sqlite3.connect(self.url[len("sqlite:///"):]) as live, \
                     sqlite3.connect(self.directory / name) as copy:
                 live.backup(copy)
-        else:
+        elif self.engine is not None:
             with self.engine.begin() as conn:
-                table = sa.Table(self.table, sa.MetaData(), autoload_with=conn)
+                table = sa.Table(f"{self.prefix}events", sa.MetaData(), autoload_with=conn)
                 self.rows[name] = [dict(r._mapping) for r in conn.execute(sa.select(table))]
+        else:
+            self.objects[name] = {b.name: b.download_as_bytes() for b in
+                                  self.client.list_blobs(self.bucket, prefix=self.prefix)}
         return name
 
     def put_back(self, name: str) -> None:
-        if self.engine is None:
+        if self.store == "sqlite":
             with sqlite3.connect(self.directory / name) as copy, \
                     sqlite3.connect(self.url[len("sqlite:///"):]) as live:
                 copy.backup(live)
-        else:
+        elif self.engine is not None:
             with self.engine.begin() as conn:
-                table = sa.Table(self.table, sa.MetaData(), autoload_with=conn)
+                table = sa.Table(f"{self.prefix}events", sa.MetaData(), autoload_with=conn)
                 conn.execute(table.delete())
                 conn.execute(table.insert(), self.rows[name])
+        else:
+            for blob in self.client.list_blobs(self.bucket, prefix=self.prefix):
+                blob.delete()
+            for object_name, data in self.objects[name].items():
+                self.bucket.blob(object_name).upload_from_string(data)
 
     def close(self) -> None:
         if self.engine is not None:
             self.engine.dispose()
 
 
-@pytest.mark.parametrize("store", ["sqlite", "postgres"])
+@pytest.mark.parametrize("store", ["sqlite", "postgres", "gcs"])
 @pytest.mark.parametrize("copy_is", ["shorter", "another history"])
 def test_a_writer_open_across_a_restore_appends_after_the_restored_head(
         request: pytest.FixtureRequest, tmp_path: Path, store: str, copy_is: str) -> None:
     """A log put back from a copy while a writer stays open, whatever head that writer saw
     last (the copy is shorter; or as long, but another history), gets the writer's next
     append right after the copy's head, chained to it: never a gap, never a broken link."""
-    if store == "sqlite":
-        url, prefix = f"sqlite:///{tmp_path / 'log.db'}", ""
-    else:
-        url, prefix = request.getfixturevalue("postgres_url"), f"t{uuid.uuid4().hex[:8]}_"
-    writer = SQLEventLog(url, table_prefix=prefix)
-    copies = _Copies(store, url, prefix, tmp_path)
+    copies = _Copies(request, store, tmp_path)
+    writer = copies.log()
     try:
         writer.append([written(f"m{i}") for i in range(3)])
         copy = copies.take("base")
         if copy_is == "another history":  # the same length, other events after the base
-            other = SQLEventLog(url, table_prefix=prefix)
+            other = copies.log()
             other.append([written("other-1"), written("other-2")])
             other.close()
             copy = copies.take("other")
@@ -423,8 +442,11 @@ def test_a_writer_open_across_a_restore_appends_after_the_restored_head(
         kept = 5 if copy_is == "another history" else 3
         assert writer.head() == kept
         assert [e.position for e in writer.append([written("after")])] == [kept + 1]
-        assert [e.position for e in writer.read()] == list(range(1, kept + 2))
-        assert writer.verify() == kept + 1
+        fresh = copies.log()  # the store as anyone reads it afresh
+        assert [e.event_id for e in fresh.read()] == [e.event_id for e in writer.read()]
+        assert [e.position for e in fresh.read()] == list(range(1, kept + 2))
+        assert fresh.verify() == kept + 1
+        fresh.close()
     finally:
         writer.close()
         copies.close()

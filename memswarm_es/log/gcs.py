@@ -21,6 +21,10 @@ Object storage has no transactions, so every rule is enforced by one create-only
 - **The head** is found from the hint plus a listing that starts at the hinted object (a few
   objects at most), and the hint is never trusted blindly: a missing hinted object means a
   full listing. Reading is one request per batch object, not per event.
+- **A log put back from a copy** while this process has it open is noticed at the next read
+  or append: the listing starts at the last batch this process read, which must still be
+  there ending with the event it read last (a redaction's rewrite keeps that hash). If it is
+  not, the process reads the log again from its start, so an append follows the copy's head.
 - **The chain** continues across objects; every event is verified against the previous hash as
   it is read, so a damaged or foreign object is reported, never folded. A batch whose fields
   have the wrong types (another program's) is a :class:`CorruptLogError` naming the object.
@@ -140,6 +144,7 @@ class GCSEventLog(EventLog):
         self._lock = threading.RLock()
         self._events = EventList()
         self._starts: list[int] = []  # the first position of each batch object
+        self._last_generation: int | None = None  # of the last batch object, as read
         self._monotonic_ns: Callable[[], int] = time.monotonic_ns
         self._store_clock: tuple[int, int] | None = None  # (store's µs, monotonic ns) then
         self._identity = self._load_identity(create)
@@ -205,14 +210,26 @@ class GCSEventLog(EventLog):
     # --- reading the bucket --------------------------------------------------------------------
 
     def _refresh(self) -> None:
-        """Read the batches after the ones already read (one listing, one GET per batch)."""
+        """Read the batches after the ones already read (one listing, one GET per batch).
+
+        The listing starts at the last batch read, which must still be there holding the
+        events read from it; a log put back from a copy (shorter, or another history) is
+        read again from its start."""
         with self._lock:
-            start = self._name(len(self._events) + 1)
+            last = self._starts[-1] if self._starts else 1
             try:
                 blobs = list(self._client.list_blobs(self._bucket, prefix=f"{self.prefix}log/",
-                                                     start_offset=start, retry=self._retry))
+                                                     start_offset=self._name(last),
+                                                     retry=self._retry))
             except gexc.GoogleAPIError as exc:
                 raise StorageError(f"listing the log failed: {exc}") from exc
+            if self._starts:
+                if not (blobs and blobs[0].name == self._name(last)
+                        and self._still_read(blobs[0])):
+                    self._events, self._starts, self._last_generation = EventList(), [], None
+                    self._refresh()
+                    return
+                blobs = blobs[1:]
             for blob in blobs:
                 first = self._first(blob.name)
                 if first != len(self._events) + 1:
@@ -233,8 +250,25 @@ class GCSEventLog(EventLog):
                 raise ChainBrokenError(f"position {first + offset}: {problem}", first + offset)
             prev = event.hash
         self._starts.append(first)
+        self._last_generation = blob.generation
         for event in events:
             self._record(event)
+
+    def _still_read(self, blob: storage.Blob) -> bool:
+        """True if ``blob``, listed as the last batch read, still ends with the event read
+        last: the object as it was read, or rewritten by a redaction (which keeps hashes)."""
+        if blob.generation == self._last_generation:
+            return True
+        try:
+            events = _decode_batch(blob.name, blob.download_as_bytes(retry=self._retry))
+        except gexc.NotFound:
+            return False
+        except gexc.GoogleAPIError as exc:
+            raise StorageError(f"reading {blob.name} failed: {exc}") from exc
+        if not events or events[-1].hash != self._events.last_hash():
+            return False
+        self._last_generation = blob.generation
+        return True
 
     # --- the store's clock ---------------------------------------------------------------------
 
@@ -328,6 +362,7 @@ class GCSEventLog(EventLog):
             raise StorageError(f"appending failed: {exc}") from exc
         self._learn_time(blob, started)
         self._starts.append(first)
+        self._last_generation = blob.generation
         for event in sealed:
             self._record(event)
         return True
