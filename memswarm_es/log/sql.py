@@ -636,14 +636,15 @@ class SQLEventLog(EventLog):
                     except Exception as exc:
                         pending.error = exc
                         continue
-                    after = (head, head_hash) if seen is not None and not written else None
+                    unread = seen is not None and not written  # the head was taken unread
+                    after = (head, head_hash) if unread and head > 0 else None
                     try:
                         if len(group) == 1:
                             self._record(cursor, sealed, after)
                         else:
                             self._record_in_savepoint(cursor, sealed, after)
                     except self._integrity_error as exc:  # a constraint: this batch alone
-                        if after is not None:
+                        if unread:
                             raise _StaleHead from exc  # or the head seen was not the head
                         pending.error = exc
                         if len(group) == 1:
