@@ -59,6 +59,14 @@ class ReadModel(ABC):
     def checkpoint(self) -> int:
         """Position of the last event applied (0 when empty)."""
 
+    def checkpoint_and_hash(self) -> tuple[int, bytes | None]:
+        """The checkpoint, and the hash of the event at it as the model recorded it with the
+        commit that reached it: a projector finding another event there (the log was put back
+        from a copy of another history) rebuilds the view. ``None`` where the model records
+        none (empty, a model that keeps none, or one committed without its events or by a
+        version that did not record it): then nothing is compared."""
+        return self.checkpoint(), None
+
     @abstractmethod
     def get_many(self, memory_ids: Iterable[str],
                  reader: str | None = None) -> dict[str, MemoryEntry]:
@@ -371,6 +379,15 @@ def following(events: Sequence[Event], checkpoint: int) -> list[Event]:
     if fresh and fresh[0].position != checkpoint + 1:
         raise CheckpointConflictError(fresh[0].position - 1, checkpoint)
     return fresh
+
+
+def link_of(events: Sequence[Event], checkpoint: int) -> bytes | None:
+    """The hash a commit of ``events`` reaching ``checkpoint`` records for it (see
+    :meth:`ReadModel.checkpoint_and_hash`): its last event's, if that one is at the
+    checkpoint; else ``None``."""
+    if events and events[-1].position == checkpoint:
+        return events[-1].hash
+    return None
 
 
 def _done() -> None:

@@ -14,7 +14,7 @@ from memswarm_es.namespaces import Namespace
 from memswarm_es.principals import principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
-from .base import ReadModel
+from .base import ReadModel, link_of
 from .fold import (
     Change,
     MembershipChange,
@@ -47,6 +47,7 @@ class InMemoryReadModel(ReadModel):
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._checkpoint = 0
+        self._link: bytes | None = None  # the hash of the event at the checkpoint, if known
         self._entries: dict[str, MemoryEntry] = {}
         self._index: dict[str, dict[str, dict[str, MemoryEntry]]] = {n: {} for n in SCOPE_NAMES}
         self._dirty: set[IndexKey] = set()  # scope indexes holding entries not frozen yet
@@ -64,6 +65,10 @@ class InMemoryReadModel(ReadModel):
 
     def checkpoint(self) -> int:
         return self._checkpoint
+
+    def checkpoint_and_hash(self) -> tuple[int, bytes | None]:
+        with self._lock:
+            return self._checkpoint, self._link
 
     async def checkpoint_async(self) -> int:
         return self._checkpoint  # a field: no need for a worker thread
@@ -126,6 +131,7 @@ class InMemoryReadModel(ReadModel):
                               [MembershipChange(c.group_id, c.agent_id, c.admin)
                                for c in memberships])
             self._checkpoint = checkpoint
+            self._link = link_of(events, checkpoint)
 
     def _put(self, entry: MemoryEntry, index_readers: bool = False) -> None:
         """Hold ``entry`` (new, or a new state of one held) in its scope indexes."""
@@ -189,6 +195,7 @@ class InMemoryReadModel(ReadModel):
             self._members.clear()
             self._groups.clear()
             self._checkpoint = 0
+            self._link = None
             self._followed = None
             self._keyed = KeyIndex()
 
@@ -209,6 +216,7 @@ class InMemoryReadModel(ReadModel):
             self._readers, self._members, self._groups = (staged._readers, staged._members,
                                                           staged._groups)
             self._checkpoint, self._followed = staged._checkpoint, staged._followed
+            self._link, staged._link = staged._link, None
             self._keyed, staged._keyed = staged._keyed, KeyIndex()
             staged._entries, staged._index, staged._dirty = ({}, {n: {} for n in SCOPE_NAMES},
                                                              set())

@@ -44,6 +44,23 @@ def _collector_paused() -> Iterator[None]:
         gc.enable()
 
 
+class _OtherHistory(Exception):
+    """The log holds another event at the read model's checkpoint than the one the model
+    applied there: it was put back from a copy of another history."""
+
+
+def _same_history(batches: Iterable[list[Event]], position: int,
+                  link: bytes) -> Iterator[list[Event]]:
+    """``batches``, the first checked, when it starts at ``position``, to start with the event
+    whose hash is ``link`` (else :class:`_OtherHistory`)."""
+    first = True
+    for batch in batches:
+        if first and batch and batch[0].position == position and batch[0].hash != link:
+            raise _OtherHistory
+        first = False
+        yield batch
+
+
 class _Sent(NamedTuple):
     """A batch's commit in flight (:meth:`Projector._send`): what waits for its answer, when
     its fold started (``perf_counter``, and ``time_ns`` for its span) and the positions it
@@ -89,8 +106,9 @@ class Projector:
         Several projectors may catch one read model up at once: a batch is committed only if
         the checkpoint is still the one it was folded against, and the projector that loses
         the race goes on from the checkpoint it then finds. A read model whose checkpoint is
-        ahead of the log (the log was restored from an older copy) is rebuilt beside the old
-        view (:meth:`rebuild`); one that holds the view of another log is refused with
+        ahead of the log (the log was restored from an older copy), or at an event of the log
+        other than the one it applied there (a copy of another history), is rebuilt beside
+        the old view (:meth:`rebuild`); one that holds the view of another log is refused with
         :class:`LogMismatchError`, untouched. A view built from nothing is marked as
         rebuilding up to the head, so that its readers wait for it.
         """
@@ -100,8 +118,7 @@ class Projector:
                 self._log_checked = True
             elif until is not None and self.read_model.known_checkpoint() >= until:
                 return until  # a write of this process, applied in its own transaction
-            if recorded and self.read_model.in_process() \
-                    and self.read_model.checkpoint() == recorded[0].position - 1:
+            if recorded and self.read_model.in_process() and self._follows(recorded[0]):
                 with contextlib.suppress(CheckpointConflictError), _collector_paused():
                     return apply_batch(self.read_model, recorded, recorded[0].position - 1)
             stamp = self._stamp()
@@ -113,6 +130,17 @@ class Projector:
             if stamp is not None and until is None:  # at the head as of the stamp
                 self._seen.last = (stamp, reached)
             return reached
+
+    def _follows(self, event: Event) -> bool:
+        """True if ``event`` comes right after the model's checkpoint: at the next position,
+        chained to the event the model recorded there (when it recorded one)."""
+        position, link = self.read_model.checkpoint_and_hash()
+        if position != event.position - 1:
+            return False
+        try:
+            return link is None or event.expected_hash(link) == event.hash
+        except (TypeError, ValueError, UnicodeError):  # a header that cannot be encoded
+            return False
 
     def _stamp(self) -> object | None:
         """The log's change stamp, where the read model lives in the log's own store (so
@@ -130,22 +158,27 @@ class Projector:
     def _catch_up(self, until: int | None, progress: Progress | None) -> int:
         while True:
             try:
-                position = self.read_model.checkpoint()
+                position, link = self.read_model.checkpoint_and_hash()
                 if until is not None and position >= until:
                     return position
                 if position == 0:
                     self._mark(until)
-                reached = self._follow(position, until, progress)
+                reached = self._follow(position, until, progress, link)
             except CheckpointConflictError as exc:
                 logger.debug("%s; going on from the checkpoint found", exc)
                 continue
-            if reached is not None:  # (a commit refuses another log's view by itself)
-                return reached
+            except _OtherHistory:
+                reason, why = "another history", ("the log holds another event there (it was "
+                                                  "put back from a copy)")
+            else:
+                if reached is not None:  # (a commit refuses another log's view by itself)
+                    return reached
+                reason, why = "ahead of the log", f"ahead of the log (head {self.log.head()})"
             self.check_log()  # never rebuild the view of another log
-            logger.warning("%s is at position %d, ahead of the log (head %d); rebuilding it "
-                        "from the log", type(self.read_model).__name__, position,
-                        self.log.head(), extra=event("projection.rebuilding", checkpoint=position,
-                                                     reason="ahead of the log"))
+            logger.warning("%s is at position %d, %s; rebuilding it from the log",
+                           type(self.read_model).__name__, position, why,
+                           extra=event("projection.rebuilding", checkpoint=position,
+                                       reason=reason))
             return self._rebuild(progress, force=True)
 
     def _mark(self, until: int | None) -> None:
@@ -160,13 +193,15 @@ class Projector:
         if followed is not None and followed != self.log.identity():
             raise LogMismatchError(self.log.identity(), followed)
 
-    def _follow(self, position: int, until: int | None, progress: Progress | None) -> int | None:
+    def _follow(self, position: int, until: int | None, progress: Progress | None,
+                link: bytes | None = None) -> int | None:
         """Apply the events after ``position``; ``None`` if the log does not reach it.
 
         Reading starts at the event at the checkpoint itself (the read model skips it): finding
-        it proves the log reaches the checkpoint, at no extra query. A model that folds by its
-        own means (:meth:`~projections.base.ReadModel.fold_in_store`) does, unless progress is
-        reported.
+        it proves the log reaches the checkpoint, at no extra query, and finding another hash
+        there than ``link`` (the one the model recorded) raises :class:`_OtherHistory`. A
+        model that folds by its own means (:meth:`~projections.base.ReadModel.fold_in_store`)
+        does, unless progress is reported.
         """
         if progress is None:
             with _collector_paused():
@@ -176,6 +211,8 @@ class Projector:
         head = self.log.head() if progress else 0
         found = position == 0
         batches = self.log.iter_events(max(position - 1, 0), self.batch_size, until)
+        if link is not None and position > 0:
+            batches = _same_history(batches, position, link)
         with _collector_paused():
             if self.read_model.sends_commits:
                 return self._send(batches, position, head, progress)

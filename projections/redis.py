@@ -2,7 +2,8 @@
 
 Layout under a configurable prefix ``P`` (escaped, so two prefixes never share a key):
 
-- ``P:meta`` (hash): ``checkpoint`` (the last position applied), ``gen`` (the generation
+- ``P:meta`` (hash): ``checkpoint`` (the last position applied), ``link`` (that position and
+  the hash of the event there, ``position:hex``), ``gen`` (the generation
   served), ``format``, ``log_id`` (the identity of the log this is the view of), ``top`` (the
   highest generation number handed out), and while a view is built from nothing,
   ``rebuilding`` (the position readers wait for); ``deadline`` for keys that expire.
@@ -89,7 +90,7 @@ from memswarm_es.principals import agent, group, principals_of
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 from memswarm_es.waiting import wait_until, wait_until_async
 
-from .base import LeaseProvider, ReadModel
+from .base import LeaseProvider, ReadModel, link_of
 from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row, may_read
 
 logger = logging.getLogger(__name__)
@@ -196,7 +197,7 @@ if #spaces > 0 then  -- the namespaces present, lexically sorted: those whose in
     end
   end
 end
-redis.call('HSET', meta, 'checkpoint', ARGV[2], 'format', ARGV[4])
+redis.call('HSET', meta, 'checkpoint', ARGV[2], 'format', ARGV[4], 'link', ARGV[11])
 if ARGV[6] ~= '' then
   redis.call('HSET', meta, 'log_id', ARGV[6])
 end
@@ -386,7 +387,7 @@ local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 local top = math.max(gen, tonumber(redis.call('HGET', KEYS[1], 'top') or '0')) + 1
 redis.call('SADD', KEYS[2], gen)
 redis.call('HSET', KEYS[1], 'gen', top, 'top', top, 'checkpoint', 0, 'format', ARGV[1])
-redis.call('HDEL', KEYS[1], 'log_id', 'rebuilding')
+redis.call('HDEL', KEYS[1], 'log_id', 'rebuilding', 'link')
 redis.call('PUBLISH', ARGV[2], 0)
 return top
 """
@@ -438,7 +439,8 @@ if ARGV[2] ~= '1' then
   end
 end
 redis.call('SADD', KEYS[3], redis.call('HGET', meta, 'gen') or '0')
-redis.call('HSET', meta, 'gen', ARGV[1], 'checkpoint', staged, 'format', ARGV[3])
+redis.call('HSET', meta, 'gen', ARGV[1], 'checkpoint', staged, 'format', ARGV[3],
+           'link', redis.call('HGET', stage, 'link') or '')
 if new_log then
   redis.call('HSET', meta, 'log_id', new_log)
 else
@@ -536,6 +538,25 @@ def _unpack(blob: bytes) -> MemoryEntry:
 def _entries_of(ids: list[str], blobs: list[Any]) -> dict[str, MemoryEntry]:
     """The entries the read script found for ``ids`` (``None`` where it found none)."""
     return {m: _unpack(b) for m, b in zip(ids, blobs, strict=True) if b is not None}
+
+
+def _link_text(position: int, link: bytes | None) -> str:
+    """The ``link`` field a commit reaching ``position`` records: the position and the hash
+    of the event at it (hex), or nothing when that hash is not known."""
+    return "" if link is None else f"{position}:{link.hex()}"
+
+
+def _link_at(position: int, found: bytes | str | None) -> bytes | None:
+    """The hash a ``link`` field records for ``position``; ``None`` if it records another
+    position's (a commit by a version that did not write it leaves the field as it was) or
+    none."""
+    at, _, link = _text(found or b"").partition(":")
+    if at != str(position):
+        return None
+    try:
+        return bytes.fromhex(link)
+    except ValueError:
+        return None
 
 
 def _principal(reader: str | None) -> str:
@@ -754,6 +775,13 @@ class RedisReadModel(ReadModel, LeaseProvider):
             checkpoint, found = self._client.hmget(self.meta_key, ["checkpoint", "format"])
         return self._checked(checkpoint, found)
 
+    def checkpoint_and_hash(self) -> tuple[int, bytes | None]:
+        with _answering(self.url):
+            checkpoint, found, link = self._client.hmget(self.meta_key,
+                                                         ["checkpoint", "format", "link"])
+        position = self._checked(checkpoint, found)
+        return position, _link_at(position, link)
+
     def _checked(self, checkpoint: bytes | str | None, found: bytes | str | None) -> int:
         if found is not None and _text(found) != FORMAT:
             raise ForeignStoreError(
@@ -793,7 +821,8 @@ class RedisReadModel(ReadModel, LeaseProvider):
     def commit(self, changes: Sequence[Change], expected_checkpoint: int, checkpoint: int,
                events: Sequence[Event] = (),
                memberships: Sequence[MembershipChange] = ()) -> None:
-        keys, args = self._commit_call(changes, expected_checkpoint, checkpoint, memberships)
+        keys, args = self._commit_call(changes, expected_checkpoint, checkpoint, events,
+                                       memberships)
         with _answering(self.url):
             found = self._commit(keys=keys, args=args)
         self._committed(found, expected_checkpoint)
@@ -815,7 +844,7 @@ class RedisReadModel(ReadModel, LeaseProvider):
                  events: Sequence[Event] = (),
                  memberships: Sequence[MembershipChange] = ()) -> Callable[[], None]:
             nonlocal unread
-            keys, args = self._commit_call(changes, expected_checkpoint, checkpoint,
+            keys, args = self._commit_call(changes, expected_checkpoint, checkpoint, events,
                                            memberships)
             with _answering(self.url):
                 connection.send_command("EVALSHA", self._commit.sha, len(keys), *keys, *args)
@@ -842,14 +871,15 @@ class RedisReadModel(ReadModel, LeaseProvider):
             pool.release(connection)
 
     def _commit_call(self, changes: Sequence[Change], expected_checkpoint: int,
-                     checkpoint: int, memberships: Sequence[MembershipChange],
-                     ) -> tuple[list[str], list[Any]]:
+                     checkpoint: int, events: Sequence[Event],
+                     memberships: Sequence[MembershipChange]) -> tuple[list[str], list[Any]]:
         """The keys and arguments of the commit script."""
         stage_ttl = int(self.stage_ttl * 1000) if self._stage_gen is not None else 0
         expire = int(self.expire_after * 1000) if self.expire_after is not None else 0
         args: list[Any] = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
                 "" if self._stage_gen is not None else self.channel, self.log_id or "", expire,
-                stage_ttl, self._stage_base, _lua_pack(_commit_args(changes, memberships))]
+                stage_ttl, self._stage_base, _lua_pack(_commit_args(changes, memberships)),
+                _link_text(checkpoint, link_of(events, checkpoint))]
         return [self.meta_key, self.garbage_key, self.building_key], args
 
     def _committed(self, found: list[Any], expected_checkpoint: int) -> None:

@@ -22,6 +22,7 @@ from projections.projector import Projector
 from projections.redis import RedisReadModel
 from projections.runner import ProjectorRunner
 from tests.histories import assert_is_fold, fill
+from tests.test_chroma_integrity import model_on
 from tests.test_runner import spawn_projector, sqlite_log
 
 
@@ -138,3 +139,39 @@ def test_a_view_ahead_of_its_own_log_is_rebuilt(redis_url: str, redis_prefix: st
     mem = SharedMemory(older, model)  # the facade's inline projector rebuilds as well
     assert mem.read_model.checkpoint() == 100
     assert_is_fold(model, older)
+
+
+@pytest.fixture(params=["in-memory", "redis", "chroma"])
+def any_model(request: pytest.FixtureRequest, tmp_path: Path) -> ReadModel:
+    if request.param == "chroma":
+        return model_on(tmp_path / "chroma")
+    if request.param == "redis":
+        return RedisReadModel(request.getfixturevalue("redis_url"),
+                              prefix=request.getfixturevalue("redis_prefix"))
+    return InMemoryReadModel()
+
+
+@pytest.mark.parametrize("longer", [0, 40])
+def test_a_view_of_another_history_of_its_log_is_rebuilt(any_model: ReadModel, tmp_path: Path,
+                                                          longer: int) -> None:
+    """The same log put back from a copy of another history (same identity; as long as the
+    view's checkpoint, or longer): the event at the view's checkpoint is not the one it
+    applied there, and the view is rebuilt, by a projector and through the facade."""
+    model = any_model
+    log_url = sqlite_log(tmp_path, 100, seed=1)
+    shutil.copy(tmp_path / "log.db", tmp_path / "other.db")
+    log = SQLEventLog(log_url)
+    fill(log, 100, seed=2)
+    other = SQLEventLog(f"sqlite:///{tmp_path / 'other.db'}")
+    fill(other, 100 + longer, seed=3)
+    assert other.identity() == log.identity()
+    assert Projector(log, model, batch_size=30).catch_up() == 200
+    position, link = model.checkpoint_and_hash()
+    assert (position, link) == (200, log.read(199, 1)[0].hash)
+    assert Projector(other, model, batch_size=30).catch_up() == 200 + longer
+    assert_is_fold(model, other)
+    assert model.checkpoint_and_hash() == (200 + longer, other.read(199 + longer)[0].hash)
+    Projector(log, model).replay()  # (a replay switching to a twin keeps the hash too)
+    assert model.checkpoint_and_hash() == (200, log.read(199, 1)[0].hash)
+    SharedMemory(other, model).read_scope()  # the facade's inline projector rebuilds as well
+    assert_is_fold(model, other)

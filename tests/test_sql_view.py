@@ -839,31 +839,42 @@ def test_reads_leave_no_read_transaction_open_between_them(tmp_path: Path) -> No
     assert not os.path.exists(f"{bare}-wal")
 
 
+@pytest.mark.parametrize("copy_is", ["shorter", "another history"])
 @pytest.mark.parametrize("view", ["read", "append", "memory"])
 def test_a_memory_open_across_a_restore_reads_the_copy_and_writes_after_it(
-        tmp_path: Path, view: str) -> None:
-    """A SQLite file put back from an older copy (its backup API, as ``sqlite3 FILE
-    ".restore COPY"``) under an open memory: the next write follows the copy's head, and reads
-    answer the fold of the log as it now is, whether the view lives in the file (folded at
-    the next read, or kept in every append) or in this process (ahead of the copy: rebuilt)."""
-    path = tmp_path / "swarm.db"
+        tmp_path: Path, view: str, copy_is: str) -> None:
+    """A SQLite file put back from a copy (its backup API, as ``sqlite3 FILE ".restore
+    COPY"``) under an open memory, the copy shorter than the log the memory saw last, or as
+    long but another history: the next write follows the copy's head, and reads answer the
+    fold of the log as it now is, whether the view lives in the file (folded at the next
+    read, or kept in every append) or in this process (rebuilt)."""
+    path, copy = tmp_path / "swarm.db", tmp_path / "copy.db"
     memory = (SharedMemory(SQLEventLog(f"sqlite:///{path}"), InMemoryReadModel())
               if view == "memory" else SQLiteSharedMemory(str(path), view_upkeep=view))
     try:
         kept = [memory.write_scope(f"kept {i}", {"agent_id": "a"}) for i in range(3)]
         assert len(memory.read_scope(agent_id="a")) == 3
-        with sqlite3.connect(path) as live, sqlite3.connect(tmp_path / "copy.db") as copy:
-            live.backup(copy)
+        with sqlite3.connect(path) as live, sqlite3.connect(copy) as backup:
+            live.backup(backup)
+        others: list[tuple[str, object]] = []
+        if copy_is == "another history":  # the copy goes on with two events of its own
+            other = SQLiteSharedMemory(str(copy))
+            others = [(other.write_scope("other", {"agent_id": "a"}), "other")]
+            other.update(kept[1], "other update")
+            other.close()
         memory.write_scope("lost", {"agent_id": "a"})
         memory.update(kept[0], "lost update")
         assert len(memory.read_scope(agent_id="a")) == 4
-        with sqlite3.connect(tmp_path / "copy.db") as copy, sqlite3.connect(path) as live:
-            copy.backup(live)
+        with sqlite3.connect(copy) as backup, sqlite3.connect(path) as live:
+            backup.backup(live)
         after = memory.write_scope("after", {"agent_id": "a"})
         got = memory.read_scope(agent_id="a")
-        assert [(e.memory_id, e.value) for e in got] == [
-            *((m, f"kept {i}") for i, m in enumerate(kept)), (after, "after")]
+        values = {m: f"kept {i}" for i, m in enumerate(kept)}
+        if copy_is == "another history":
+            values[kept[1]] = "other update"
+        assert [(e.memory_id, e.value) for e in got] == [*values.items(), *others,
+                                                         (after, "after")]
         assert got == sorted(fold(memory.log.read()).entries.values(), key=lambda e: e.position)
-        assert memory.log.verify() == 4
+        assert memory.log.verify() == len(values) + len(others) + 1 + (copy_is != "shorter")
     finally:
         memory.close()
