@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from langgraph.store.base import GetOp, PutOp, SearchOp
 from langgraph.store.sqlite import SqliteStore
 
@@ -16,7 +18,14 @@ from memswarm_es import InMemorySharedMemory, SQLiteSharedMemory
 from memswarm_es.errors import InvalidValueError
 from memswarm_es.events import EventType, now_micros
 from memswarm_es.integrations.langgraph import MemSwarmStore
-from memswarm_es.integrations.ttl import EXPIRES_AT, TTL_MINUTES, expiring
+from memswarm_es.integrations.ttl import (
+    EXPIRES_AT,
+    REFRESH_SLACK_SHARE,
+    REFRESH_SLACK_US,
+    TTL_MINUTES,
+    expiring,
+    refreshes,
+)
 from memswarm_es.log import EventFilter
 from memswarm_es.namespaces import keyed_memory_id
 from tests.test_runner import eventually
@@ -76,10 +85,14 @@ def test_a_put_sets_or_clears_the_ttl_and_reads_refresh_by_default() -> None:
     first = memory.get_by_key(("n",), "k")
     assert first is not None and first.metadata[TTL_MINUTES] == 1.0
     assert first.metadata[EXPIRES_AT] > time.time_ns() // 1000 + 50_000_000
-    store.get(("n",), "k")  # refresh_on_read defaults to True: an update of the expiry
+    store.get(("n",), "k")  # within 1% of the TTL (0.6 s) of the put: nothing to refresh
+    assert memory.get_by_key(("n",), "k").version == 1  # type: ignore[union-attr]
+    time.sleep(0.7)
+    for _ in range(5):  # refresh_on_read defaults to True: one update of the expiry
+        store.get(("n",), "k")
     refreshed = memory.get_by_key(("n",), "k")
     assert refreshed is not None and refreshed.version == 2
-    assert refreshed.metadata[EXPIRES_AT] >= first.metadata[EXPIRES_AT]
+    assert refreshed.metadata[EXPIRES_AT] >= first.metadata[EXPIRES_AT] + 600_000
     store.get(("n",), "k", refresh_ttl=False)
     store.search(("n",), refresh_ttl=False)
     assert memory.get_by_key(("n",), "k").version == 2  # type: ignore[union-attr]
@@ -93,6 +106,21 @@ def test_a_put_sets_or_clears_the_ttl_and_reads_refresh_by_default() -> None:
         with pytest.raises(InvalidValueError):
             store.put(("n",), "k", {"v": 2}, ttl=bad)  # type: ignore[arg-type]
     assert memory.get_by_key(("n",), "k").version == 3  # type: ignore[union-attr]
+
+
+@settings(max_examples=60, deadline=None)
+@given(minutes=st.floats(0.1, 1e7), elapsed=st.one_of(st.floats(0, 0.9), st.floats(1.1, 5)))
+def test_a_read_refreshes_a_ttl_only_once_its_slack_has_passed(minutes: float,
+                                                               elapsed: float) -> None:
+    """Whatever the TTL, a read restarts it once a share of it (at most a minute) has passed
+    since it was set, and never before: reads in quick succession record one refresh."""
+    memory = InMemorySharedMemory()
+    ttl_us = minutes * 60_000_000
+    set_us_ago = int(elapsed * min(ttl_us * REFRESH_SLACK_SHARE, REFRESH_SLACK_US))
+    memory.put(("n",), "k", {"v": 1}, expiring({}, minutes, now_micros() - set_us_ago))
+    entry = memory.get_by_key(("n",), "k")
+    assert entry is not None
+    assert len(refreshes([entry])) == (elapsed > 1)
 
 
 def test_an_agent_refreshes_and_sweeps_only_what_it_may_change() -> None:

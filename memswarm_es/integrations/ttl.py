@@ -49,16 +49,35 @@ def expiring(metadata: Mapping[str, Any], ttl: float | None, now_us: int) -> dic
 _LONGEST = 1e11
 
 
+#: A read refreshes a TTL only once this share of it has passed since the expiry was last
+#: set (and at most :data:`REFRESH_SLACK_US` of it): reads in quick succession record one
+#: refresh, not one each, and an item expires at most that much earlier than it would if
+#: every read restarted its TTL.
+REFRESH_SLACK_SHARE = 0.01
+REFRESH_SLACK_US = 60_000_000
+
+
 def refreshes(entries: Iterable[MemoryEntry]) -> list[Change]:
     """The updates that restart, from now, the TTL of those of ``entries`` that have one
-    (once each)."""
+    (once each), unless it was set within its slack (:data:`REFRESH_SLACK_SHARE`)."""
     having = {e.memory_id: e for e in entries if TTL_MINUTES in e.metadata}
     if not having:
         return []
     now_us = now_micros()
     return [Update(e.memory_id, metadata=expiring(e.metadata, e.metadata[TTL_MINUTES], now_us),
                    expected_version=e.version)
-            for e in having.values()]
+            for e in having.values() if _stale(e.metadata, now_us)]
+
+
+def _stale(metadata: Mapping[str, Any], now_us: int) -> bool:
+    """True if the expiry in ``metadata`` was set longer ago than its slack (or cannot be
+    read as one MemSwarm set: then a refresh sets it anew)."""
+    minutes, at = metadata.get(TTL_MINUTES), metadata.get(EXPIRES_AT)
+    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) \
+            or not isinstance(at, int):
+        return True
+    ttl_us = minutes * 60_000_000
+    return at - now_us < ttl_us - min(ttl_us * REFRESH_SLACK_SHARE, REFRESH_SLACK_US)
 
 
 def expired(entries: Iterable[MemoryEntry], now_us: int) -> list[Change]:
