@@ -390,6 +390,28 @@ def link_of(events: Sequence[Event], checkpoint: int) -> bytes | None:
     return None
 
 
+def link_text(position: int, link: bytes | None) -> str:
+    """The hash a commit reaching ``position`` records (see :func:`link_of`) as a model that
+    stores text keeps it: ``position:hex``, or ``""`` when it is not known. The position goes
+    with it, since a commit by a version that does not record it leaves it as it was."""
+    return "" if link is None else f"{position}:{link.hex()}"
+
+
+def link_at(position: int, found: object) -> bytes | None:
+    """The hash that ``found`` (a :func:`link_text`, as text or bytes) records for
+    ``position``; ``None`` if it records none, or another position's."""
+    text = found.decode("ascii", "replace") if isinstance(found, bytes) else found
+    if not isinstance(text, str):
+        return None
+    at, _, link = text.partition(":")
+    if at != str(position):
+        return None
+    try:
+        return bytes.fromhex(link)
+    except ValueError:
+        return None
+
+
 def _done() -> None:
     """Waits for a commit applied already."""
 

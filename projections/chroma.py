@@ -64,7 +64,7 @@ from memswarm_es.namespaces import Namespace, namespace_from_text, namespace_tex
 from memswarm_es.principals import principals_of
 from memswarm_es.scopes import SCOPE_NAMES, Scope
 
-from .base import SearchableReadModel, SearchHit, link_of
+from .base import SearchableReadModel, SearchHit, link_at, link_of, link_text
 from .chroma_guard import guard_for, place_of, purge_content, residue
 from .embedding import CachedEmbedder
 from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row, may_read
@@ -161,25 +161,17 @@ class ChromaReadModel(SearchableReadModel):
     def checkpoint_and_hash(self) -> tuple[int, bytes | None]:
         record = self._record()
         position = int(record.get("position", 0))
-        at, _, link = str(record.get("link", "")).partition(":")
-        if at != str(position):  # none, or left by a version that did not write it
-            return position, None
-        try:
-            return position, bytes.fromhex(link)
-        except ValueError:
-            return position, None
+        return position, link_at(position, record.get("link"))
 
     def followed_log(self) -> str | None:
         return self._record().get("log_id") or None
 
     def _set_checkpoint(self, position: int, log_id: str | None = None,
                         link: bytes | None = None) -> None:
-        # Every key, always: Chroma merges the metadata of an upsert into the record's. The
-        # link names its position, since a version that does not write it leaves it as it was.
+        # Every key, always: Chroma merges the metadata of an upsert into the record's.
         self._meta.upsert(ids=[_CHECKPOINT_ID], embeddings=[[0.0]],
                           metadatas=[{"position": position, "log_id": log_id or "",
-                                      "format": FORMAT,
-                                      "link": "" if link is None else f"{position}:{link.hex()}"}])
+                                      "format": FORMAT, "link": link_text(position, link)}])
 
     def dimensions(self) -> int:
         """How many numbers this collection's vectors have: the embedder's."""

@@ -90,7 +90,7 @@ from memswarm_es.principals import agent, group, principals_of
 from memswarm_es.scopes import Scope, check_id, escape_part, scope_key
 from memswarm_es.waiting import wait_until, wait_until_async
 
-from .base import LeaseProvider, ReadModel, link_of
+from .base import LeaseProvider, ReadModel, link_at, link_of, link_text
 from .fold import Change, MembershipChange, MemoryEntry, entry_from_row, entry_row, may_read
 
 logger = logging.getLogger(__name__)
@@ -540,25 +540,6 @@ def _entries_of(ids: list[str], blobs: list[Any]) -> dict[str, MemoryEntry]:
     return {m: _unpack(b) for m, b in zip(ids, blobs, strict=True) if b is not None}
 
 
-def _link_text(position: int, link: bytes | None) -> str:
-    """The ``link`` field a commit reaching ``position`` records: the position and the hash
-    of the event at it (hex), or nothing when that hash is not known."""
-    return "" if link is None else f"{position}:{link.hex()}"
-
-
-def _link_at(position: int, found: bytes | str | None) -> bytes | None:
-    """The hash a ``link`` field records for ``position``; ``None`` if it records another
-    position's (a commit by a version that did not write it leaves the field as it was) or
-    none."""
-    at, _, link = _text(found or b"").partition(":")
-    if at != str(position):
-        return None
-    try:
-        return bytes.fromhex(link)
-    except ValueError:
-        return None
-
-
 def _principal(reader: str | None) -> str:
     """How the read script is told who reads: the reader's principal, or ``""`` for the
     operator (no agent's principal is empty, so no agent id can read as the operator)."""
@@ -780,7 +761,7 @@ class RedisReadModel(ReadModel, LeaseProvider):
             checkpoint, found, link = self._client.hmget(self.meta_key,
                                                          ["checkpoint", "format", "link"])
         position = self._checked(checkpoint, found)
-        return position, _link_at(position, link)
+        return position, link_at(position, link)
 
     def _checked(self, checkpoint: bytes | str | None, found: bytes | str | None) -> int:
         if found is not None and _text(found) != FORMAT:
@@ -879,7 +860,7 @@ class RedisReadModel(ReadModel, LeaseProvider):
         args: list[Any] = [expected_checkpoint, checkpoint, self._gen_base, FORMAT,
                 "" if self._stage_gen is not None else self.channel, self.log_id or "", expire,
                 stage_ttl, self._stage_base, _lua_pack(_commit_args(changes, memberships)),
-                _link_text(checkpoint, link_of(events, checkpoint))]
+                link_text(checkpoint, link_of(events, checkpoint))]
         return [self.meta_key, self.garbage_key, self.building_key], args
 
     def _committed(self, found: list[Any], expected_checkpoint: int) -> None:

@@ -9,13 +9,15 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from memswarm_es import RedisSharedMemory, SharedMemory
 from memswarm_es.cli import main
 from memswarm_es.errors import LogMismatchError
 from memswarm_es.log import InProcessLog, SQLEventLog
 from memswarm_es.scopes import Scope
-from projections.base import ReadModel
+from projections.base import ReadModel, link_at, link_text
 from projections.fold import MemoryEntry, changes
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
@@ -175,3 +177,19 @@ def test_a_view_of_another_history_of_its_log_is_rebuilt(any_model: ReadModel, t
     assert model.checkpoint_and_hash() == (200, log.read(199, 1)[0].hash)
     SharedMemory(other, model).read_scope()  # the facade's inline projector rebuilds as well
     assert_is_fold(model, other)
+
+
+@given(position=st.integers(1, 2**62), link=st.binary(min_size=32, max_size=32),
+       other=st.integers(0, 2**62), found=st.one_of(st.none(), st.integers(), st.text(),
+                                                      st.binary()))
+def test_a_recorded_link_reads_back_only_at_its_own_position(
+        position: int, link: bytes, other: int, found: object) -> None:
+    """The hash a model stores as text comes back for the position it was recorded at, and
+    for no other (a commit by a version that does not record it leaves an older one); what
+    is not one reads as none."""
+    text = link_text(position, link)
+    assert link_at(position, text) == link
+    assert link_at(position, text.encode()) == link
+    assert link_at(other, text) is None or other == position
+    assert link_text(position, None) == "" and link_at(position, "") is None
+    assert isinstance(link_at(position, found), (bytes, type(None)))  # anything: no error
