@@ -123,6 +123,35 @@ def test_a_read_refreshes_a_ttl_only_once_its_slack_has_passed(minutes: float,
     assert len(refreshes([entry])) == (elapsed > 1)
 
 
+FOREIGN = st.one_of(st.none(), st.booleans(), st.text(max_size=5), st.integers(-2**63, 2**63 - 1),
+                    st.floats(allow_nan=False, allow_infinity=False),
+                    st.lists(st.integers(), max_size=2))
+
+
+@settings(max_examples=60, deadline=None)
+@given(minutes=FOREIGN, at=FOREIGN)
+def test_ttl_metadata_set_by_another_writer_stops_no_read_and_no_sweep(minutes: object,
+                                                                       at: object) -> None:
+    """Whatever another writer put in the TTL fields of a memory's metadata, a read that
+    refreshes answers and records only a refresh a put could have made, and a sweep deletes
+    the memory only if its expiry is a time (an int, not a bool) already past."""
+    memory = InMemorySharedMemory()
+    memory.put(("n",), "k", {"v": 1}, {TTL_MINUTES: minutes, EXPIRES_AT: at})
+    store = MemSwarmStore(memory)
+    item = store.get(("n",), "k", refresh_ttl=True)
+    assert item is not None and item.value == {"v": 1}
+    after = memory.get_by_key(("n",), "k")
+    assert after is not None
+    readable_ttl = type(minutes) in (int, float) and 0 <= minutes < 1e11  # type: ignore[operator]
+    if after.version == 2:  # refreshed: only a TTL a put could give, set anew from now
+        assert readable_ttl and after.metadata[TTL_MINUTES] == minutes
+        assert type(after.metadata[EXPIRES_AT]) is int
+    else:
+        assert after.metadata == {TTL_MINUTES: minutes, EXPIRES_AT: at}
+    past = type(after.metadata[EXPIRES_AT]) is int and after.metadata[EXPIRES_AT] < now_micros()
+    assert store.sweep_ttl() == int(past)
+
+
 def test_an_agent_refreshes_and_sweeps_only_what_it_may_change() -> None:
     memory = InMemorySharedMemory()
     memory.join_group("owner", "team")

@@ -59,22 +59,26 @@ REFRESH_SLACK_US = 60_000_000
 
 def refreshes(entries: Iterable[MemoryEntry]) -> list[Change]:
     """The updates that restart, from now, the TTL of those of ``entries`` that have one
-    (once each), unless it was set within its slack (:data:`REFRESH_SLACK_SHARE`)."""
+    (once each), unless it was set within its slack (:data:`REFRESH_SLACK_SHARE`). A TTL
+    that is not a number of minutes a put could give (metadata another writer set) is left
+    alone."""
     having = {e.memory_id: e for e in entries if TTL_MINUTES in e.metadata}
     if not having:
         return []
     now_us = now_micros()
     return [Update(e.memory_id, metadata=expiring(e.metadata, e.metadata[TTL_MINUTES], now_us),
                    expected_version=e.version)
-            for e in having.values() if _stale(e.metadata, now_us)]
+            for e in having.values() if _due(e.metadata, now_us)]
 
 
-def _stale(metadata: Mapping[str, Any], now_us: int) -> bool:
-    """True if the expiry in ``metadata`` was set longer ago than its slack (or cannot be
-    read as one MemSwarm set: then a refresh sets it anew)."""
+def _due(metadata: Mapping[str, Any], now_us: int) -> bool:
+    """True if the TTL in ``metadata`` is one to refresh now: a TTL a put could give, whose
+    expiry was set longer ago than its slack (or cannot be read: a refresh sets it anew)."""
     minutes, at = metadata.get(TTL_MINUTES), metadata.get(EXPIRES_AT)
     if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) \
-            or not isinstance(at, int):
+            or not 0 <= minutes < _LONGEST:
+        return False
+    if type(at) is not int:
         return True
     ttl_us = minutes * 60_000_000
     return at - now_us < ttl_us - min(ttl_us * REFRESH_SLACK_SHARE, REFRESH_SLACK_US)
@@ -83,7 +87,7 @@ def _stale(metadata: Mapping[str, Any], now_us: int) -> bool:
 def expired(entries: Iterable[MemoryEntry], now_us: int) -> list[Change]:
     """The deletes of those of ``entries`` whose expiry is before ``now_us``."""
     return [Delete(memory_id=e.memory_id, expected_version=e.version) for e in entries
-            if isinstance(at := e.metadata.get(EXPIRES_AT), int) and at < now_us]
+            if type(at := e.metadata.get(EXPIRES_AT)) is int and at < now_us]
 
 
 def apply_each(memory: SharedMemory | AgentMemory, changes: Sequence[Change]) -> int:
