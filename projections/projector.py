@@ -80,12 +80,16 @@ class Projector:
     anywhere resumes where the read model says, applying nothing twice and skipping nothing.
     """
 
-    def __init__(self, event_log: EventLog, read_model: ReadModel, batch_size: int = 1000) -> None:
+    def __init__(self, event_log: EventLog, read_model: ReadModel, batch_size: int = 1000, *,
+                 on_rebuild: Callable[[str], None] | None = None) -> None:
+        """``on_rebuild``: told why, when a catch-up finds the view ahead of the log or of
+        another history and rebuilds it (else the projector logs a warning itself)."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
         self.log = event_log
         self.read_model = read_model
         self.batch_size = batch_size
+        self.on_rebuild = on_rebuild
         self._lock = threading.Lock()
         self._log_checked = False
         # Per thread: the log's change stamp before its last catch-up, and where it reached.
@@ -175,10 +179,13 @@ class Projector:
                     return reached
                 reason, why = "ahead of the log", f"ahead of the log (head {self.log.head()})"
             self.check_log()  # never rebuild the view of another log
-            logger.warning("%s is at position %d, %s; rebuilding it from the log",
-                           type(self.read_model).__name__, position, why,
-                           extra=event("projection.rebuilding", checkpoint=position,
-                                       reason=reason))
+            if self.on_rebuild is not None:
+                self.on_rebuild(f"it is at position {position}, {why}")
+            else:
+                logger.warning("%s is at position %d, %s; rebuilding it from the log",
+                               type(self.read_model).__name__, position, why,
+                               extra=event("projection.rebuilding", checkpoint=position,
+                                           reason=reason))
             return self._rebuild(progress, force=True)
 
     def _mark(self, until: int | None) -> None:

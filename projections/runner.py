@@ -110,7 +110,8 @@ class ProjectorRunner:
         self.lease: Lease = lease
         self.log = event_log
         self.read_model = read_model
-        self.projector = Projector(event_log, read_model, batch_size)
+        self.projector = Projector(event_log, read_model, batch_size,
+                                   on_rebuild=self._rebuilding)
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.progress = progress
         self.holding = False
@@ -147,7 +148,6 @@ class ProjectorRunner:
         try:
             if checkpoint > head:
                 self._rebuilding(f"its checkpoint {checkpoint} is ahead of the log (head {head})")
-                self._last_checkpoint = 0
                 checkpoint = self.projector.rebuild(progress=self._applied)
             else:
                 self._check_not_lost(checkpoint)
@@ -172,7 +172,9 @@ class ProjectorRunner:
                 f"projection.{state.replace(' ', '_')}", owner=self.owner, **fields))
 
     def _rebuilding(self, why: str) -> None:
+        """Count and log a rebuild (its progress starts from nothing: no data was lost)."""
         self.rebuilds += 1
+        self._last_checkpoint = 0
         logger.warning("%s: rebuilding the read model from the log: %s", self.owner, why,
                        extra=event("projection.rebuilding", owner=self.owner, reason=why))
 

@@ -175,6 +175,10 @@ def test_a_view_of_another_history_of_its_log_is_rebuilt(any_model: ReadModel, t
     assert model.checkpoint_and_hash() == (200 + longer, other.read(199 + longer)[0].hash)
     Projector(log, model).replay()  # (a replay switching to a twin keeps the hash too)
     assert model.checkpoint_and_hash() == (200, log.read(199, 1)[0].hash)
+    runner = ProjectorRunner(other, model, batch_size=30)  # a runner too, counting it
+    assert runner.step() == 200 + longer and runner.rebuilds == 1
+    assert_is_fold(model, other)
+    Projector(log, model).replay()
     SharedMemory(other, model).read_scope()  # the facade's inline projector rebuilds as well
     assert_is_fold(model, other)
 
