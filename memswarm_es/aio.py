@@ -186,14 +186,16 @@ async def _get(memory: SharedMemory, memory_id: str, reader: str | None) -> Memo
 
 async def _subscription(memory: SharedMemory, scope: Scope, after: int | None,
                         gate: Gate | None) -> AsyncSubscription:
-    """A subscription to ``scope`` from the head (or ``after``), checked off the loop."""
+    """A subscription to ``scope`` from the head (or ``after``), checked and anchored (the
+    hash of the event it starts after read) off the loop."""
     log = memory.log
-    if after is None:
-        start = await asyncio.to_thread(log.head)
-    else:
-        start = await asyncio.to_thread(check_after, log, after)
-    return AsyncSubscription(log, memory.read_model, scope, start, gate=gate,
-                             refresh=memory.freshness.refresher())
+
+    def made() -> AsyncSubscription:
+        start = log.head() if after is None else check_after(log, after)
+        return AsyncSubscription(log, memory.read_model, scope, start, gate=gate,
+                                 refresh=memory.freshness.refresher())
+
+    return await asyncio.to_thread(made)
 
 
 class AsyncAgentMemory:

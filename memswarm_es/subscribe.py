@@ -20,7 +20,7 @@ from projections.base import ReadModel
 
 from .access import Gate
 from .audit import MemoryVersion, version_of
-from .errors import InvalidInputError, ReadModelUnavailableError
+from .errors import ChainBrokenError, InvalidInputError, ReadModelUnavailableError
 from .events import MEMORY_EVENT_TYPES, Event
 from .log.base import EventFilter, EventLog
 from .scopes import Scope
@@ -51,13 +51,18 @@ def check_after(log: EventLog, after: object) -> int:
 
 
 Seen = list[tuple[Event, bool]]  # events read from the log, each with whether it is shown
+Read = tuple[Seen, bytes | None]  # a query's events, and the hash of the event at its ceiling
 Refresh = Callable[[], object]  # catches a read model up with its log
 
 
 class _Cursor:
     """Where a subscriber is in the log, and the pure step that moves it on. With an agent's
     ``gate``, only the versions of memories the agent may read when they are delivered are
-    shown."""
+    shown.
+
+    The cursor keeps the hash of the event at its position: a log put back from a copy that
+    holds another event there (or none) is reported (:class:`ChainBrokenError`) at the next
+    read, rather than the versions in between being skipped or mixed with another history's."""
 
     def __init__(self, log: EventLog, model: ReadModel, scope: Scope, after: int,
                  batch_size: int, gate: Gate | None, refresh: Refresh | None) -> None:
@@ -68,26 +73,41 @@ class _Cursor:
         self.refresh = refresh
         self.scope = scope
         self.position = after
+        self.link = self._hash_at(after)  # of the event at the position (none at 0)
         self.batch_size = batch_size
         self.gate = gate
         self.closed = False
 
-    def query(self) -> Seen:
-        """The next events of the scope, each with whether the subscriber may see it (this
-        reads the log and the read model: blocking)."""
+    def _hash_at(self, position: int) -> bytes | None:
+        found = self.log.read(position - 1, 1) if position > 0 else []
+        return found[0].hash if found and found[0].position == position else None
+
+    def query(self, ceiling: int) -> Read:
+        """The next events of the scope, each with whether the subscriber may see it, and the
+        hash of the event at ``ceiling`` (this reads the log and the read model: blocking).
+        Raises :class:`ChainBrokenError` if the log no longer holds the event at the
+        position with the hash seen there."""
+        if self.position > 0 and self._hash_at(self.position) != self.link:
+            raise ChainBrokenError(
+                f"the log no longer holds the event this subscription saw at position "
+                f"{self.position} (it was put back from a copy): subscribe again after a "
+                "position the log holds", self.position)
         events = self.log.query(EventFilter(scope=self.scope), after=self.position,
                                 limit=self.batch_size)
         memory_events = [e for e in events if e.type in MEMORY_EVENT_TYPES]
         shown = memory_events if self.gate is None else self.gate.shown(memory_events)
         positions = {e.position for e in shown}
-        return [(e, e.position in positions) for e in events]
+        return [(e, e.position in positions) for e in events], self._hash_at(ceiling)
 
-    def take(self, seen: Seen, ceiling: int) -> list[MemoryVersion]:
-        """Keep the shown events of ``seen`` (a query result) up to ``ceiling`` (the
-        checkpoint) and move the position past everything seen."""
+    def take(self, read: Read, ceiling: int) -> list[MemoryVersion]:
+        """Keep the shown events of ``read`` (a query's) up to ``ceiling`` (the checkpoint)
+        and move the position past everything seen."""
+        seen, at_ceiling = read
         kept = [(e, shown) for e, shown in seen if e.position <= ceiling]
-        full = len(seen) == self.batch_size and len(kept) == len(seen)
-        self.position = kept[-1][0].position if full else max(self.position, ceiling)
+        if len(seen) == self.batch_size and len(kept) == len(seen):  # more to read
+            self.position, self.link = kept[-1][0].position, kept[-1][0].hash
+        elif ceiling > self.position:
+            self.position, self.link = ceiling, at_ceiling
         return [version_of(e) for e, shown in kept if shown]
 
 
@@ -99,7 +119,7 @@ class Found:
         self.versions: list[MemoryVersion] = []
         self.outage = False
 
-    def look(self, cursor: _Cursor, ceiling: int, query: Callable[[], Seen]) -> bool:
+    def look(self, cursor: _Cursor, ceiling: int, query: Callable[[], Read]) -> bool:
         """True when the poll is over: versions found (read with ``query`` from the log up to
         the checkpoint ``ceiling``), or the subscription closed."""
         self.outage = False
@@ -165,7 +185,8 @@ class Subscription(_Subscriber):
             try:
                 if cursor.refresh is not None:
                     cursor.refresh()
-                return found.look(cursor, cursor.model.checkpoint(), cursor.query)
+                ceiling = cursor.model.checkpoint()
+                return found.look(cursor, ceiling, lambda: cursor.query(ceiling))
             except ReadModelUnavailableError as exc:
                 return found.out(exc)
 
@@ -218,9 +239,9 @@ class AsyncSubscription(_Subscriber):
                     await asyncio.to_thread(cursor.refresh)
                 ceiling = await cursor.model.checkpoint_async()
                 if ceiling <= cursor.position or cursor.closed:
-                    return found.look(cursor, ceiling, list)
-                events = await asyncio.to_thread(cursor.query)
-                return found.look(cursor, ceiling, lambda: events)
+                    return found.look(cursor, ceiling, lambda: ([], None))
+                read = await asyncio.to_thread(cursor.query, ceiling)
+                return found.look(cursor, ceiling, lambda: read)
             except ReadModelUnavailableError as exc:
                 return found.out(exc)
 

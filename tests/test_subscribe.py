@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -14,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from memswarm_es import AsyncSharedMemory, InMemorySharedMemory, SharedMemory
+from memswarm_es import AsyncSharedMemory, InMemorySharedMemory, SharedMemory, SQLiteSharedMemory
 from memswarm_es.audit import MemoryVersion
-from memswarm_es.errors import InvalidInputError, InvalidScopeError
+from memswarm_es.errors import ChainBrokenError, InvalidInputError, InvalidScopeError
 from memswarm_es.events import MEMORY_EVENT_TYPES
 from memswarm_es.log import InProcessLog, SQLEventLog
 from memswarm_es.log.base import EventFilter, EventLog
@@ -182,3 +183,47 @@ def test_a_start_that_is_not_a_position_of_the_log_is_a_typed_error(after: objec
     asyncio.run(main())
     assert len(mem.subscribe(agent_id="a", after=mem.log.head() - 2).poll()) == 2
     assert mem.subscribe(agent_id="a", after=0).position == 0
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+@pytest.mark.parametrize("copy_is", ["shorter", "another history"])
+def test_a_subscriber_open_across_a_restore_is_told_not_left_to_skip(
+        tmp_path: Path, copy_is: str, asynchronous: bool) -> None:
+    """A SQLite file put back from a copy (its backup API) under a subscriber that saw events
+    the copy does not hold: its next read raises :class:`ChainBrokenError` instead of
+    delivering the copy's later versions after a gap, or on top of another history."""
+    path, copy = tmp_path / "swarm.db", tmp_path / "copy.db"
+    mem = SQLiteSharedMemory(str(path))
+    for i in range(3):
+        mem.write_scope(i, {"agent_id": "a"})
+    sub = mem.subscribe(agent_id="a", after=0)
+    async_sub = asyncio.run(AsyncSharedMemory(mem).subscribe(agent_id="a", after=0))
+
+    def poll() -> list[MemoryVersion]:
+        if asynchronous:
+            return asyncio.run(async_sub.poll(timeout=1))
+        return sub.poll(timeout=1)
+
+    assert len(poll()) == 3
+    with sqlite3.connect(path) as live, sqlite3.connect(copy) as backup:
+        live.backup(backup)
+    if copy_is == "another history":
+        other = SQLiteSharedMemory(str(copy))
+        for i in range(2):
+            other.write_scope(f"other {i}", {"agent_id": "a"})
+        other.close()
+    for i in range(2):
+        mem.write_scope(f"lost {i}", {"agent_id": "a"})
+    assert [v.value for v in poll()] == ["lost 0", "lost 1"]
+    with sqlite3.connect(copy) as backup, sqlite3.connect(path) as live:
+        backup.backup(live)
+    for i in range(3):  # the log grows past the subscriber's position again
+        mem.write_scope(f"after {i}", {"agent_id": "a"})
+    with pytest.raises(ChainBrokenError) as told:
+        poll()
+    assert told.value.position == 5
+    again = mem.subscribe(agent_id="a", after=0)  # subscribing again reads the log as it is
+    assert [v.value for v in again.poll(timeout=1)][3:] == (
+        ["other 0", "other 1"] if copy_is == "another history" else []) + [
+        f"after {i}" for i in range(3)]
+    mem.close()
