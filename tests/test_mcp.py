@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -188,6 +189,48 @@ def test_a_subscribed_resource_hears_of_writes_by_another_process(tmp_path: Path
                 other.agent("Agent2").update(mid, "v2")
             await arrived.wait()
             assert uri("memory", hidden) not in heard  # it may not read that one
+
+    _run(scenario)
+
+
+@pytest.mark.filterwarnings("ignore:resources/subscribe is removed")  # 2025-era clients use it
+def test_resource_notifications_go_on_across_a_restore_of_the_log(tmp_path: Path) -> None:
+    """The SQLite file put back from an older copy under a server whose client subscribed:
+    the client is told every resource it watches may have changed, and hears of later writes
+    (the watch goes on from the log's head instead of stopping)."""
+    db, copy = tmp_path / "swarm.db", tmp_path / "copy.db"
+    with SQLiteSharedMemory(str(db)) as mem:
+        mid = mem.write_scope("v1", {"agent_id": "a"}, readable_by=["*"])
+    heard: list[str] = []
+
+    async def on_message(message: Any) -> None:
+        if isinstance(message, types.ResourceUpdatedNotification):
+            heard.append(message.params.uri)
+
+    async def heard_of(count: int) -> None:
+        with anyio.fail_after(20):
+            while heard.count(uri("memory", mid)) < count:
+                await anyio.sleep(0.05)
+
+    def write(*values: str) -> None:
+        with SQLiteSharedMemory(str(db)) as other:  # another process's writes
+            for value in values:
+                other.update(mid, value)
+
+    async def scenario() -> None:
+        async with _stdio(_server("--log", f"sqlite:///{db}", "--agent-id", "b"),
+                          on_message) as session:
+            await session.subscribe_resource(uri("memory", mid))
+            with sqlite3.connect(db) as live, sqlite3.connect(copy) as backup:
+                live.backup(backup)
+            write("v2", "v3")
+            await heard_of(2)
+            with sqlite3.connect(copy) as backup, sqlite3.connect(db) as live:
+                backup.backup(live)  # v2 and v3 are gone
+            write("v2 again", "v3 again", "v4")  # past the position the server had seen
+            await heard_of(3)  # told: the resource may have changed
+            write("v5")
+            await heard_of(4)
 
     _run(scenario)
 

@@ -27,7 +27,7 @@ from mcp_types import INVALID_PARAMS, SubscribeRequestParams, UnsubscribeRequest
 
 from ...aio import AsyncSharedMemory
 from ...audit import MemoryVersion
-from ...errors import MemoryNotFoundError, MemSwarmError
+from ...errors import ChainBrokenError, MemoryNotFoundError, MemSwarmError
 from ...memory import SharedMemory
 from ...scopes import SCOPE_NAMES
 from ...subscribe import AsyncSubscription
@@ -67,20 +67,34 @@ def uris_of(version: MemoryVersion) -> set[str]:
 
 
 class Watch:
-    """The resources one connection subscribed to, and the task telling it of their updates."""
+    """The resources one connection subscribed to, and the task telling it of their updates.
+
+    A log put back from a copy under the subscription (:class:`ChainBrokenError`) may have
+    changed any resource: every one subscribed to is reported updated, and the watch goes on
+    from the log's head."""
 
     def __init__(self, subscription: AsyncSubscription,
+                 subscribe: Callable[[], Awaitable[AsyncSubscription]],
                  send: Callable[[str], Awaitable[None]]) -> None:
         self.uris: dict[str, str] = {}  # canonical URI -> as the client subscribed to it
         self._subscription = subscription
+        self._subscribe = subscribe
         self._send = send
         self._task = asyncio.get_running_loop().create_task(self._feed())
 
     async def _feed(self) -> None:
         try:
-            async for version in self._subscription:
-                for updated in sorted(uris_of(version) & self.uris.keys()):
-                    await self._send(self.uris[updated])
+            while True:
+                try:
+                    async for version in self._subscription:
+                        for updated in sorted(uris_of(version) & self.uris.keys()):
+                            await self._send(self.uris[updated])
+                    return
+                except ChainBrokenError as exc:
+                    logger.warning("resource notifications go on from the log's head: %s", exc)
+                    self._subscription = await self._subscribe()
+                    for subscribed in sorted(self.uris.values()):
+                        await self._send(subscribed)
         except MemSwarmError:
             logger.exception("resource notifications stopped")
 
@@ -146,7 +160,7 @@ class MemoryResources:
         watch = connection.state.get(_STATE_KEY)
         if watch is None:
             me = self.swarm.agent(agent_of(ctx, self.default_agent))
-            watch = Watch(await me.subscribe(), connection.send_resource_updated)
+            watch = Watch(await me.subscribe(), me.subscribe, connection.send_resource_updated)
             connection.state[_STATE_KEY] = watch
             connection.exit_stack.push_async_callback(watch.stop)
         watch.uris[canonical] = params.uri
