@@ -452,6 +452,54 @@ def test_a_writer_open_across_a_restore_appends_after_the_restored_head(
         copies.close()
 
 
+@settings(max_examples=30, deadline=None, suppress_health_check=[
+    HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(kept=st.integers(0, 4), lost=st.integers(1, 4), others=st.integers(0, 5),
+       appends=st.lists(st.tuples(st.integers(0, 1), st.integers(1, 3)), min_size=1,
+                        max_size=4))
+def test_any_restore_under_open_writers_leaves_one_gapless_chain(
+        tmp_path: Path, kept: int, lost: int, others: int,
+        appends: list[tuple[int, int]]) -> None:
+    """For any copy (``kept`` events, then ``others`` of its own history) put back under two
+    writers that appended ``lost`` events after it, whatever each writer saw last: the
+    writers' next appends (``appends``: writer, batch size) follow the copy's head, and the
+    store reads as the copy's events then theirs, gapless, the chain verified."""
+    directory = tmp_path / uuid.uuid4().hex
+    directory.mkdir()
+    url = f"sqlite:///{directory / 'log.db'}"
+    writers = [SQLEventLog(url), SQLEventLog(url)]
+    try:
+        if kept:
+            writers[0].append([written(f"kept-{i}") for i in range(kept)])
+        with sqlite3.connect(directory / "log.db") as live, \
+                sqlite3.connect(directory / "copy.db") as copy:
+            live.backup(copy)
+        if others:
+            other = SQLEventLog(f"sqlite:///{directory / 'copy.db'}")
+            other.append([written(f"other-{i}") for i in range(others)])
+            other.close()
+        for i in range(lost):  # each writer's head taken unread: somewhere in the lost events
+            writers[i % 2].append([written(f"lost-{i}")])
+        with sqlite3.connect(directory / "copy.db") as copy, \
+                sqlite3.connect(directory / "log.db") as live:
+            copy.backup(live)
+        copy_log = SQLEventLog(f"sqlite:///{directory / 'copy.db'}", create=False)
+        expected = [e.event_id for e in copy_log.read()]
+        copy_log.close()
+        for n, (who, size) in enumerate(appends):
+            got = writers[who].append([written(f"after-{n}-{i}") for i in range(size)])
+            assert [e.position for e in got] == list(range(len(expected) + 1,
+                                                           len(expected) + size + 1))
+            expected += [e.event_id for e in got]
+        fresh = SQLEventLog(url, create=False)
+        assert [e.event_id for e in fresh.read()] == expected
+        assert fresh.verify() == len(expected)
+        fresh.close()
+    finally:
+        for log in writers:
+            log.close()
+
+
 def test_open_log_chooses_the_store_by_url(tmp_path: Path) -> None:
     memory = open_log("memory://")
     assert isinstance(memory, InMemoryEventLog) and open_log("memory://") is not memory
