@@ -5,7 +5,9 @@ the comparisons the projection tests make."""
 from __future__ import annotations
 
 import random
+import sqlite3
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -166,3 +168,11 @@ def count_log_reads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(SQLEventLog, "read", counted)
     return reads
+
+
+def copy_database(source: Path | str, target: Path | str) -> None:
+    """Make ``target`` hold what the SQLite file ``source`` holds, with SQLite's backup API,
+    while other connections keep either open (as ``sqlite3 TARGET ".restore SOURCE"`` puts a
+    log back from a copy under running processes)."""
+    with sqlite3.connect(source) as origin, sqlite3.connect(target) as copy:
+        origin.backup(copy)

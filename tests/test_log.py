@@ -30,6 +30,7 @@ from memswarm_es.events import EventType, NewEvent
 from memswarm_es.log import EventFilter, EventLog, InMemoryEventLog, SQLEventLog, open_log
 from memswarm_es.log.gcs import GCSEventLog
 from memswarm_es.scopes import Scope
+from tests.histories import copy_database
 
 
 @pytest.fixture(params=["inprocess", "sqlite", "postgres", "gcs"])
@@ -385,9 +386,7 @@ class _Copies:
 
     def take(self, name: str) -> str:
         if self.store == "sqlite":
-            with sqlite3.connect(self.url[len("sqlite:///"):]) as live, \
-                    sqlite3.connect(self.directory / name) as copy:
-                live.backup(copy)
+            copy_database(self.url[len("sqlite:///"):], self.directory / name)
         elif self.engine is not None:
             with self.engine.begin() as conn:
                 table = sa.Table(f"{self.prefix}events", sa.MetaData(), autoload_with=conn)
@@ -399,9 +398,7 @@ class _Copies:
 
     def put_back(self, name: str) -> None:
         if self.store == "sqlite":
-            with sqlite3.connect(self.directory / name) as copy, \
-                    sqlite3.connect(self.url[len("sqlite:///"):]) as live:
-                copy.backup(live)
+            copy_database(self.directory / name, self.url[len("sqlite:///"):])
         elif self.engine is not None:
             with self.engine.begin() as conn:
                 table = sa.Table(f"{self.prefix}events", sa.MetaData(), autoload_with=conn)
@@ -471,18 +468,14 @@ def test_any_restore_under_open_writers_leaves_one_gapless_chain(
     try:
         if kept:
             writers[0].append([written(f"kept-{i}") for i in range(kept)])
-        with sqlite3.connect(directory / "log.db") as live, \
-                sqlite3.connect(directory / "copy.db") as copy:
-            live.backup(copy)
+        copy_database(directory / "log.db", directory / "copy.db")
         if others:
             other = SQLEventLog(f"sqlite:///{directory / 'copy.db'}")
             other.append([written(f"other-{i}") for i in range(others)])
             other.close()
         for i in range(lost):  # each writer's head taken unread: somewhere in the lost events
             writers[i % 2].append([written(f"lost-{i}")])
-        with sqlite3.connect(directory / "copy.db") as copy, \
-                sqlite3.connect(directory / "log.db") as live:
-            copy.backup(live)
+        copy_database(directory / "copy.db", directory / "log.db")
         copy_log = SQLEventLog(f"sqlite:///{directory / 'copy.db'}", create=False)
         expected = [e.event_id for e in copy_log.read()]
         copy_log.close()

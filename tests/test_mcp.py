@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from memswarm_es.errors import InvalidInputError
 from memswarm_es.integrations.mcp.config import Config, open_memory, parse, read_model_url
 from memswarm_es.integrations.mcp.resources import parse_uri, uri
 from memswarm_es.integrations.mcp.server import build
+from tests.histories import copy_database
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 90.0  # seconds any one scenario may take
@@ -221,12 +221,10 @@ def test_resource_notifications_go_on_across_a_restore_of_the_log(tmp_path: Path
         async with _stdio(_server("--log", f"sqlite:///{db}", "--agent-id", "b"),
                           on_message) as session:
             await session.subscribe_resource(uri("memory", mid))
-            with sqlite3.connect(db) as live, sqlite3.connect(copy) as backup:
-                live.backup(backup)
+            copy_database(db, copy)
             write("v2", "v3")
             await heard_of(2)
-            with sqlite3.connect(copy) as backup, sqlite3.connect(db) as live:
-                backup.backup(live)  # v2 and v3 are gone
+            copy_database(copy, db)  # v2 and v3 are gone
             write("v2 again", "v3 again", "v4")  # past the position the server had seen
             await heard_of(3)  # told: the resource may have changed
             write("v5")

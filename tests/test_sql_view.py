@@ -40,7 +40,13 @@ from projections.fold import fold
 from projections.in_memory import InMemoryReadModel
 from projections.projector import Projector
 from projections.sql import SQLReadModel, kept_view
-from tests.histories import assert_is_fold, count_log_reads, fill, memory_events
+from tests.histories import (
+    assert_is_fold,
+    copy_database,
+    count_log_reads,
+    fill,
+    memory_events,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -854,8 +860,7 @@ def test_a_memory_open_across_a_restore_reads_the_copy_and_writes_after_it(
     try:
         kept = [memory.write_scope(f"kept {i}", {"agent_id": "a"}) for i in range(3)]
         assert len(memory.read_scope(agent_id="a")) == 3
-        with sqlite3.connect(path) as live, sqlite3.connect(copy) as backup:
-            live.backup(backup)
+        copy_database(path, copy)
         others: list[tuple[str, object]] = []
         if copy_is == "another history":  # the copy goes on with two events of its own
             other = SQLiteSharedMemory(str(copy))
@@ -865,8 +870,7 @@ def test_a_memory_open_across_a_restore_reads_the_copy_and_writes_after_it(
         memory.write_scope("lost", {"agent_id": "a"})
         memory.update(kept[0], "lost update")
         assert len(memory.read_scope(agent_id="a")) == 4
-        with sqlite3.connect(copy) as backup, sqlite3.connect(path) as live:
-            backup.backup(live)
+        copy_database(copy, path)
         after = memory.write_scope("after", {"agent_id": "a"})
         got = memory.read_scope(agent_id="a")
         values = {m: f"kept {i}" for i, m in enumerate(kept)}

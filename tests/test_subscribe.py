@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,7 +23,7 @@ from memswarm_es.log.base import EventFilter, EventLog
 from memswarm_es.scopes import Scope
 from projections.redis import RedisReadModel
 from projections.runner import ProjectorRunner
-from tests.histories import memory_events
+from tests.histories import copy_database, memory_events
 from tests.servers_redis import RedisServer
 from tests.test_runner import eventually
 
@@ -205,8 +204,7 @@ def test_a_subscriber_open_across_a_restore_is_told_not_left_to_skip(
         return sub.poll(timeout=1)
 
     assert len(poll()) == 3
-    with sqlite3.connect(path) as live, sqlite3.connect(copy) as backup:
-        live.backup(backup)
+    copy_database(path, copy)
     if copy_is == "another history":
         other = SQLiteSharedMemory(str(copy))
         for i in range(2):
@@ -215,8 +213,7 @@ def test_a_subscriber_open_across_a_restore_is_told_not_left_to_skip(
     for i in range(2):
         mem.write_scope(f"lost {i}", {"agent_id": "a"})
     assert [v.value for v in poll()] == ["lost 0", "lost 1"]
-    with sqlite3.connect(copy) as backup, sqlite3.connect(path) as live:
-        backup.backup(live)
+    copy_database(copy, path)
     for i in range(3):  # the log grows past the subscriber's position again
         mem.write_scope(f"after {i}", {"agent_id": "a"})
     with pytest.raises(ChainBrokenError) as told:
