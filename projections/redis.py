@@ -752,9 +752,7 @@ class RedisReadModel(ReadModel, LeaseProvider):
     # --- the ReadModel interface ----------------------------------------------------------------
 
     def checkpoint(self) -> int:
-        with _answering(self.url):
-            checkpoint, found = self._client.hmget(self.meta_key, ["checkpoint", "format"])
-        return self._checked(checkpoint, found)
+        return self.checkpoint_and_hash()[0]
 
     def checkpoint_and_hash(self) -> tuple[int, bytes | None]:
         with _answering(self.url):

@@ -44,10 +44,10 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from langchain_core.embeddings import Embeddings
@@ -435,28 +435,32 @@ class _Items:
         self._unscored: dict[str, tuple[MemoryEntry, SearchItem]] = {}
 
     def item(self, entry: MemoryEntry) -> Item:
-        kept = self._items.get(entry.memory_id)
-        if kept is not None and kept[0] is entry:
-            return kept[1]
-        item = _item(entry)
-        _keep(self._items, entry, item, self.KEPT)
-        return item
+        return _kept(self._items, entry, _item, self.KEPT)
 
     def unscored(self, entry: MemoryEntry) -> SearchItem:
         """The item of ``entry`` as a search without a query finds it (no score)."""
-        kept = self._unscored.get(entry.memory_id)
-        if kept is not None and kept[0] is entry:
-            return kept[1]
-        item = _search_item(entry, None)
-        _keep(self._unscored, entry, item, self.KEPT)
-        return item
+        return _kept(self._unscored, entry, _unscored_item, self.KEPT)
 
 
-def _keep(kept: dict[str, tuple[MemoryEntry, Any]], entry: MemoryEntry, item: Any,
-          most: int) -> None:
+_Made = TypeVar("_Made")
+
+
+def _kept(kept: dict[str, tuple[MemoryEntry, _Made]], entry: MemoryEntry,
+          make: Callable[[MemoryEntry], _Made], most: int) -> _Made:
+    """What ``kept`` holds for ``entry`` (made of that very entry), else ``make(entry)``,
+    kept (all are dropped first once ``most`` are held)."""
+    found = kept.get(entry.memory_id)
+    if found is not None and found[0] is entry:
+        return found[1]
+    made = make(entry)
     if len(kept) >= most:
         kept.clear()
-    kept[entry.memory_id] = entry, item
+    kept[entry.memory_id] = entry, made
+    return made
+
+
+def _unscored_item(entry: MemoryEntry) -> SearchItem:
+    return _search_item(entry, None)
 
 
 def _item(entry: MemoryEntry) -> Item:
